@@ -1,0 +1,118 @@
+"""Frozen value types shared by every part of fleet (pure: stdlib only)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NewType
+
+__all__ = [
+    "VERSION",
+    "MachineID",
+    "MachineState",
+    "Requirements",
+    "TargetState",
+    "Unit",
+    "UnitName",
+    "UnitState",
+]
+
+VERSION = "0.1.0"
+
+UnitName = NewType("UnitName", str)
+MachineID = NewType("MachineID", str)
+
+SHORT_ID_LENGTH = 8
+
+
+class TargetState(enum.Enum):
+    """What the user wants for a unit: known, loaded into systemd, or running."""
+
+    INACTIVE = "inactive"
+    LOADED = "loaded"
+    LAUNCHED = "launched"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @classmethod
+    def parse(cls, text: str) -> TargetState:
+        """Parse a stored or typed state name; raises ValueError naming the bad value."""
+        try:
+            return cls(text)
+        except ValueError:
+            expected = "expected inactive, loaded or launched"
+            raise ValueError(f"invalid target state {text!r} ({expected})") from None
+
+
+_RANK = {TargetState.INACTIVE: 0, TargetState.LOADED: 1, TargetState.LAUNCHED: 2}
+
+
+def _empty_metadata() -> Mapping[str, frozenset[str]]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """A unit's [X-Fleet] requirements, with specifiers (%n %N %p %i) already expanded for its name.
+
+    ``metadata`` maps a key to the set of allowed values: values of one key are OR-ed, keys are AND-ed.
+    ``conflicts`` and ``replaces`` are glob patterns (Go path.Match syntax, see fleetd.glob); ``peers``
+    (MachineOf) are exact unit names; ``machine_id`` matches a full or 8-character short machine ID.
+    """
+
+    machine_id: str | None = None
+    peers: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    metadata: Mapping[str, frozenset[str]] = field(default_factory=_empty_metadata)
+    is_global: bool = False
+    replaces: tuple[str, ...] = ()
+
+
+NO_REQUIREMENTS = Requirements()
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit as the cluster knows it: name, content hash, requirements and target state."""
+
+    name: UnitName
+    hash: str  # 40 lowercase hex chars: SHA-1 of the canonical unit text
+    requirements: Requirements
+    target_state: TargetState
+
+    @property
+    def is_global(self) -> bool:
+        return self.requirements.is_global
+
+
+@dataclass(frozen=True, slots=True)
+class MachineState:
+    """A live machine: its ID, public IP ('' when unknown), metadata and fleet version."""
+
+    id: MachineID
+    public_ip: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    version: str = VERSION
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:SHORT_ID_LENGTH]
+
+    def matches_id(self, wanted: str) -> bool:
+        """True when ``wanted`` is this machine's full ID or its 8-character short ID."""
+        return wanted in (self.id, self.short_id)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    """The systemd state of a unit on one machine, as published by that machine's agent."""
+
+    name: UnitName
+    machine_id: MachineID
+    load_state: str
+    active_state: str
+    sub_state: str
+    hash: str
