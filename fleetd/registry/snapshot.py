@@ -1,0 +1,36 @@
+"""The cluster snapshot: an immutable view of units, machines and the schedule, the engine planner's input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fleetd.model import MachineID, MachineState, TargetState, Unit, UnitName
+
+__all__ = ["ClusterSnapshot", "ScheduledUnit"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledUnit:
+    """One entry of a machine's schedule: that machine must run this unit, at this hash, in this state."""
+
+    machine_id: MachineID
+    hash: str
+    state: TargetState  # LOADED or LAUNCHED
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """Everything the engine plans from, read at one etcd revision.
+
+    ``machines`` holds live machines only. ``units`` holds every unit (global ones included) with its
+    requirements and target state. ``schedule`` holds the current placement of non-global units: at most one
+    entry per unit (the keyspace allows more after a crash between writes; the snapshot builder keeps the
+    lowest machine ID and the planner unschedules the rest via ``extra_schedule``).
+    """
+
+    revision: int
+    machines: Mapping[MachineID, MachineState]
+    units: Mapping[UnitName, Unit]
+    schedule: Mapping[UnitName, ScheduledUnit]
+    extra_schedule: tuple[tuple[UnitName, MachineID], ...] = ()
