@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-pytest_plugins = ["tests.integration.fixtures_etcd", "tests.integration.fixtures_cluster"]
+from tests.integration.fixtures_cluster import *  # noqa: F403
+from tests.integration.fixtures_etcd import *  # noqa: F403
 
 _NEEDS = ("etcd", "systemd-nspawn", "sshd")
 
