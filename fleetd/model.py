@@ -108,7 +108,11 @@ class MachineState:
 
 @dataclass(frozen=True, slots=True)
 class UnitState:
-    """The systemd state of a unit on one machine, as published by that machine's agent."""
+    """The state of a unit on one machine, as published by that machine's agent.
+
+    ``load_state``/``active_state``/``sub_state`` are systemd's; ``state`` is the fleet state the agent applied
+    (LOADED: loaded into systemd; LAUNCHED: started).
+    """
 
     name: UnitName
     machine_id: MachineID
@@ -116,3 +120,4 @@ class UnitState:
     active_state: str
     sub_state: str
     hash: str
+    state: TargetState = TargetState.LOADED
