@@ -1,0 +1,400 @@
+"""fleetd's configuration: a frozen Config from fleet.conf, ``FLEET_*`` environment variables and flags.
+
+Precedence is flags > environment > file > defaults (spec §7.1-7.2). Everything here except ``load_config``
+(which reads the file) is pure: text and mappings in, a ``Config`` or a ``ConfigError`` out. Problems that
+do not stop startup (deprecated or unknown keys) come back as ``Config.notices`` for the caller to log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fleetd.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "Config",
+    "Invocation",
+    "build_config",
+    "load_config",
+    "parse_args",
+    "parse_duration",
+    "parse_env",
+    "parse_file_text",
+    "parse_metadata",
+]
+
+DEFAULT_CONFIG_PATH = "/etc/fleet/fleet.conf"
+DEFAULT_ETCD_SERVERS = ("http://127.0.0.1:2379", "http://127.0.0.1:4001")
+ENV_PREFIX = "FLEET_"
+
+
+def _no_metadata() -> Mapping[str, str]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every fleetd option, parsed and validated. Durations are float seconds."""
+
+    verbosity: int = 0
+    etcd_servers: tuple[str, ...] = DEFAULT_ETCD_SERVERS
+    etcd_username: str = ""
+    etcd_password: str = ""
+    etcd_keyfile: str = ""
+    etcd_certfile: str = ""
+    etcd_cafile: str = ""
+    etcd_key_prefix: str = "/_coreos.com/fleet/"
+    etcd_request_timeout: float = 1.0
+    engine_reconcile_interval: float = 2.0
+    public_ip: str = ""
+    metadata: Mapping[str, str] = field(default_factory=_no_metadata)
+    agent_ttl: float = 30.0
+    units_directory: str = "/run/fleet/units/"
+    systemd_user: bool = False
+    token_limit: int = 100
+    enable_grpc: bool = False
+    disable_engine: bool = False
+    disable_watches: bool = False
+    notices: tuple[str, ...] = ()  # non-fatal remarks (deprecated/unknown keys) for the caller to log
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """What the command line asked for: a config path, option overrides, or just the version."""
+
+    config_path: str | None = None  # None: the default path, used only if present
+    options: Mapping[str, str] = field(default_factory=dict)
+    show_version: bool = False
+
+
+# --- value parsers: text -> value, raising ValueError with the expected form -------------------------------
+
+_BOOL_TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
+_BOOL_FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _BOOL_TRUE:
+        return True
+    if lowered in _BOOL_FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_count(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
+def _parse_positive_int(text: str) -> int:
+    value = _parse_count(text)
+    if value == 0:
+        raise ValueError("expected a whole number > 0")
+    return value
+
+
+def _parse_seconds(text: str) -> float:
+    """A float64 flag such as ``1.0`` (seconds); a Go duration (``500ms``) is accepted too."""
+    stripped = text.strip()
+    try:
+        value = float(stripped)
+    except ValueError:
+        try:
+            value = parse_duration(stripped)
+        except ValueError:
+            raise ValueError("expected seconds such as 1.5 or a duration such as 500ms") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("expected a number of seconds > 0")
+    return value
+
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,  # U+00B5 micro sign
+    "μs": 1e-6,  # U+03BC greek mu
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]+)")
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go duration (``30s``, ``1m30s``, ``500ms``, ``1.5h``, ``0``) into seconds.
+
+    As Go's time.ParseDuration: a sequence of decimal numbers each with a unit (ns us µs ms s m h), an
+    optional sign; a bare number other than 0 lacks a unit and is refused. Raises ValueError.
+    """
+    stripped = text.strip()
+    body = stripped.lstrip("+-")
+    sign = -1.0 if stripped.startswith("-") else 1.0
+    if len(stripped) - len(body) > 1 or not body:
+        raise ValueError("expected a duration such as 30s, 1m30s or 500ms")
+    if body == "0":
+        return 0.0
+    total = 0.0
+    position = 0
+    while position < len(body):
+        match = _DURATION_PART.match(body, position)
+        if match is None or match.group(2) not in _DURATION_UNITS:
+            raise ValueError("expected a duration such as 30s, 1m30s or 500ms")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return sign * total
+
+
+def _parse_ttl(text: str) -> float:
+    value = parse_duration(text)
+    if value < 1.0:
+        raise ValueError("expected a duration of at least 1s (etcd leases are whole seconds)")
+    return value
+
+
+def _parse_servers(text: str) -> tuple[str, ...]:
+    """Comma list; ``[``, ``]``, ``"`` and spaces are stripped around items, so ``["a","b"]`` works."""
+    items = tuple(item.strip().strip('[]" ') for item in text.split(","))
+    servers = tuple(item for item in items if item)
+    if not servers:
+        raise ValueError("expected a comma-separated list of URLs")
+    for server in servers:
+        if not re.fullmatch(r"(https?://)?[^\s/]+(:\d+)?/?", server):
+            raise ValueError("expected URLs such as http://127.0.0.1:2379")
+    return servers
+
+
+def parse_metadata(text: str) -> dict[str, str]:
+    """``k=v,k2=v2``: whitespace trimmed around keys and values, last duplicate wins, malformed pairs ignored.
+
+    As fleet: a pair splits at its first ``=`` (so a value may contain ``=``); a pair without ``=`` or with
+    an empty key is malformed.
+    """
+    metadata: dict[str, str] = {}
+    for pair in text.split(","):
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if sep and key:
+            metadata[key] = value
+    return metadata
+
+
+def _parse_ip(text: str) -> str:
+    stripped = text.strip()
+    if stripped:
+        try:
+            ipaddress.ip_address(stripped)
+        except ValueError:
+            raise ValueError("expected an IP address such as 10.0.0.5") from None
+    return stripped
+
+
+def _parse_prefix(text: str) -> str:
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        raise ValueError("expected a key prefix starting with /")
+    return stripped if stripped.endswith("/") else stripped + "/"
+
+
+def _parse_directory(text: str) -> str:
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return stripped
+
+
+def _text(text: str) -> str:
+    return text
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "verbosity": _parse_count,
+    "etcd_servers": _parse_servers,
+    "etcd_username": _text,
+    "etcd_password": _text,
+    "etcd_keyfile": str.strip,
+    "etcd_certfile": str.strip,
+    "etcd_cafile": str.strip,
+    "etcd_key_prefix": _parse_prefix,
+    "etcd_request_timeout": _parse_seconds,
+    "engine_reconcile_interval": _parse_seconds,
+    "public_ip": _parse_ip,
+    "metadata": parse_metadata,
+    "agent_ttl": _parse_ttl,
+    "units_directory": _parse_directory,
+    "systemd_user": _parse_bool,
+    "token_limit": _parse_positive_int,
+    "enable_grpc": _parse_bool,
+    "disable_engine": _parse_bool,
+    "disable_watches": _parse_bool,
+}
+KEYS = frozenset(_PARSERS)
+DEPRECATED_KEYS = frozenset({"verify_units", "authorized_keys_file"})
+
+
+# --- sources: file text, environment, argv -> raw key/value text --------------------------------------------
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def parse_file_text(text: str, path: str = DEFAULT_CONFIG_PATH) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Parse fleet.conf: ``key = value`` lines at top level, values optionally quoted, ``#``/``;`` comments.
+
+    Returns the raw values and notices (keys under a ``[section]`` are not fleetd's and are ignored).
+    A line that is not ``key = value`` raises ConfigError naming the file and line.
+    """
+    values: dict[str, str] = {}
+    notices: list[str] = []
+    section = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{path} line {number}: expected key = value, got {line!r}")
+        if section:
+            notices.append(f"{path} line {number}: key {key} in section [{section}] ignored")
+            continue
+        values[key.lower()] = _unquote(value.strip())
+    return values, tuple(notices)
+
+
+def parse_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``FLEET_<UPPERCASE KEY>`` for every known and deprecated key."""
+    values: dict[str, str] = {}
+    for key in sorted(KEYS | DEPRECATED_KEYS):
+        name = ENV_PREFIX + key.upper()
+        if name in environ:
+            values[key] = environ[name]
+    return values
+
+
+def parse_args(argv: Sequence[str]) -> Invocation:
+    """Flags after argv[0], Go style: ``-x``/``--x``, ``--x=v`` or ``--x v``; ``-`` and ``_`` alike in names.
+
+    ``--config PATH``, ``--version``, the word ``version``, and ``--<key>`` for any config key. Raises
+    ConfigError for an unknown flag or a missing value, and ``UsageError`` for a positional argument.
+    """
+    config_path: str | None = None
+    options: dict[str, str] = {}
+    show_version = False
+    args = list(argv[1:])
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            if args:
+                raise UsageError(_no_arguments(argv))
+            break
+        if not arg.startswith("-") or arg == "-":
+            if arg == "version" and not args:
+                show_version = True
+                continue
+            raise UsageError(_no_arguments(argv))
+        name, sep, value = arg.lstrip("-").partition("=")
+        name = name.replace("-", "_")
+        if name == "version":
+            show_version = sep == "" or _parse_bool(value)
+            continue
+        if name not in KEYS | DEPRECATED_KEYS | {"config"}:
+            raise ConfigError(f"unknown flag {arg}")
+        if not sep:
+            if name in _BOOL_FLAGS:
+                value = "true"
+            elif args:
+                value = args.pop(0)
+            else:
+                raise ConfigError(f"flag {arg} needs a value")
+        if name == "config":
+            config_path = value
+        else:
+            options[name] = value
+    return Invocation(config_path=config_path, options=options, show_version=show_version)
+
+
+_BOOL_FLAGS = frozenset({"systemd_user", "enable_grpc", "disable_engine", "disable_watches"})
+
+
+class UsageError(ConfigError):
+    """A positional argument: fleetd takes none (the user probably meant fleetctl)."""
+
+
+def _no_arguments(argv: Sequence[str]) -> str:
+    program = argv[0] if argv else "fleetd"
+    return f"{program} takes no arguments. Did you mean to invoke fleetctl instead?"
+
+
+# --- assembly ---------------------------------------------------------------------------------------------
+
+
+def build_config(
+    file_values: Mapping[str, str],
+    env_values: Mapping[str, str],
+    cli_values: Mapping[str, str],
+    *,
+    file_notices: Sequence[str] = (),
+) -> Config:
+    """Merge the three sources (flags > env > file) over the defaults and validate every value once.
+
+    A bad value raises ConfigError with one line naming the key, the value and where it came from.
+    """
+    notices = list(file_notices)
+    merged: dict[str, tuple[str, str]] = {}
+    for source, values in (("config file", file_values), ("environment", env_values), ("flag", cli_values)):
+        for key, value in values.items():
+            merged[key] = (value, source)
+    parsed: dict[str, object] = {}
+    for key in sorted(merged):
+        value, source = merged[key]
+        if key in DEPRECATED_KEYS:
+            notices.append(f"config key {key} is deprecated and no longer supported; ignored")
+            continue
+        parser = _PARSERS.get(key)
+        if parser is None:
+            notices.append(f"unknown config key {key} ({source}) ignored")
+            continue
+        try:
+            parsed[key] = parser(value)
+        except ValueError as exc:
+            where = f"{ENV_PREFIX}{key.upper()}" if source == "environment" else source
+            raise ConfigError(f"invalid value {value!r} for {key} (from {where}): {exc}") from None
+    return Config(**parsed, notices=tuple(notices))  # type: ignore[arg-type]
+
+
+def load_config(invocation: Invocation, environ: Mapping[str, str]) -> Config:
+    """Read the config file (the default one only if present) and build the Config."""
+    path = invocation.config_path or DEFAULT_CONFIG_PATH
+    file_values: dict[str, str] = {}
+    file_notices: tuple[str, ...] = ()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if invocation.config_path is not None:
+            raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    else:
+        file_values, file_notices = parse_file_text(text, path)
+    return build_config(file_values, parse_env(environ), invocation.options, file_notices=file_notices)

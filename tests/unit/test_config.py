@@ -1,0 +1,252 @@
+"""fleetd configuration: sources, precedence, formats and one-line errors (spec §7.1-7.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleetd.config import (
+    Config,
+    Invocation,
+    UsageError,
+    build_config,
+    load_config,
+    parse_args,
+    parse_duration,
+    parse_env,
+    parse_file_text,
+    parse_metadata,
+)
+from fleetd.errors import ConfigError
+
+
+def test_defaults_match_the_reference() -> None:
+    config = build_config({}, {}, {})
+    assert config.etcd_servers == ("http://127.0.0.1:2379", "http://127.0.0.1:4001")
+    assert config.etcd_key_prefix == "/_coreos.com/fleet/"
+    assert config.etcd_request_timeout == 1.0
+    assert config.engine_reconcile_interval == 2.0
+    assert config.agent_ttl == 30.0
+    assert config.units_directory == "/run/fleet/units/"
+    assert config.public_ip == ""
+    assert dict(config.metadata) == {}
+    assert (config.verbosity, config.disable_engine, config.token_limit) == (0, False, 100)
+    assert config.notices == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("1.5h", 5400.0),
+        ("0", 0.0),
+        ("2h45m", 9900.0),
+        ("1500us", 0.0015),
+        ("+5s", 5.0),
+        ("-1s", -1.0),
+        (".5s", 0.5),
+    ],
+)
+def test_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["30", "", "s", "1x", "1m30", "--1s", "1.2.3s", "abc"])
+def test_bad_go_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://a:2379", ("http://a:2379",)),
+        ("http://a:2379,http://b:2379", ("http://a:2379", "http://b:2379")),
+        ('["http://a:2379","http://b:2379"]', ("http://a:2379", "http://b:2379")),
+        ('[ "http://a:2379" , "http://b:2379" ]', ("http://a:2379", "http://b:2379")),
+        ("http://a:2379, ", ("http://a:2379",)),
+        ("https://10.0.0.1:2379", ("https://10.0.0.1:2379",)),
+    ],
+    ids=["one", "comma list", "json-ish list", "spaced list", "trailing comma", "https"],
+)
+def test_etcd_servers_list_forms(text: str, expected: tuple[str, ...]) -> None:
+    assert build_config({"etcd_servers": text}, {}, {}).etcd_servers == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("foo=bar, ping=pong", {"foo": "bar", "ping": "pong"}),
+        (" region = us-west ,az=1", {"region": "us-west", "az": "1"}),
+        ("a=1,a=2", {"a": "2"}),
+        ("a=1,junk,=x,b=2", {"a": "1", "b": "2"}),
+        ("k=v=w", {"k": "v=w"}),
+        ("", {}),
+    ],
+    ids=["reference example", "trimmed", "last wins", "malformed ignored", "first = splits", "empty"],
+)
+def test_metadata(text: str, expected: dict[str, str]) -> None:
+    assert parse_metadata(text) == expected
+    assert dict(build_config({"metadata": text}, {}, {}).metadata) == expected
+
+
+def test_file_format_top_level_keys_quoted_values_and_comments() -> None:
+    text = """
+# fleet.conf
+; another comment
+etcd_servers = "http://127.0.0.1:2379"
+metadata='region=us-west'
+agent_ttl=45s
+public_ip = 127.0.0.5
+[other]
+verbosity=3
+"""
+    values, notices = parse_file_text(text, "/etc/fleet/fleet.conf")
+    assert values == {
+        "etcd_servers": "http://127.0.0.1:2379",
+        "metadata": "region=us-west",
+        "agent_ttl": "45s",
+        "public_ip": "127.0.0.5",
+    }
+    assert notices == ("/etc/fleet/fleet.conf line 9: key verbosity in section [other] ignored",)
+
+
+def test_file_line_without_equals_is_an_error_naming_the_line() -> None:
+    with pytest.raises(ConfigError, match=r"^/x\.conf line 2: expected key = value"):
+        parse_file_text("a=1\nnonsense\n", "/x.conf")
+
+
+def test_env_uses_fleet_uppercase_key_names() -> None:
+    environ = {"FLEET_AGENT_TTL": "10s", "FLEET_DISABLE_ENGINE": "true", "FLEETCTL_ENDPOINT": "x"}
+    assert parse_env(environ) == {"agent_ttl": "10s", "disable_engine": "true"}
+
+
+def test_precedence_cli_over_env_over_file_over_defaults() -> None:
+    config = build_config(
+        {"agent_ttl": "10s", "verbosity": "1", "metadata": "a=file"},
+        {"agent_ttl": "20s", "verbosity": "2"},
+        {"agent_ttl": "40s"},
+    )
+    assert (config.agent_ttl, config.verbosity, dict(config.metadata)) == (40.0, 2, {"a": "file"})
+
+
+def test_every_option_parses() -> None:
+    config = build_config(
+        {
+            "etcd_username": "root",
+            "etcd_password": "s3cret #1",
+            "etcd_keyfile": "/k.pem",
+            "etcd_certfile": "/c.pem",
+            "etcd_cafile": "/ca.pem",
+            "etcd_key_prefix": "/custom",
+            "etcd_request_timeout": "2.5",
+            "engine_reconcile_interval": "0.5",
+            "units_directory": "/tmp/units",
+            "systemd_user": "false",
+            "token_limit": "50",
+            "enable_grpc": "0",
+            "disable_engine": "1",
+            "disable_watches": "True",
+        },
+        {},
+        {},
+    )
+    assert (config.etcd_username, config.etcd_password) == ("root", "s3cret #1")
+    assert (config.etcd_keyfile, config.etcd_certfile, config.etcd_cafile) == ("/k.pem", "/c.pem", "/ca.pem")
+    assert config.etcd_key_prefix == "/custom/"
+    assert (config.etcd_request_timeout, config.engine_reconcile_interval) == (2.5, 0.5)
+    assert config.units_directory == "/tmp/units"
+    assert (config.systemd_user, config.enable_grpc, config.disable_engine, config.disable_watches) == (
+        False,
+        False,
+        True,
+        True,
+    )
+    assert config.token_limit == 50
+
+
+def test_deprecated_and_unknown_keys_are_noticed_not_fatal() -> None:
+    config = build_config({"verify_units": "true", "bogus": "1"}, {"FLEET_X": "1"}, {})
+    assert "config key verify_units is deprecated and no longer supported; ignored" in config.notices
+    assert "unknown config key bogus (config file) ignored" in config.notices
+    assert config == Config(notices=config.notices)
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "value", "message"),
+    [
+        ("file", "agent_ttl", "30", "invalid value '30' for agent_ttl (from config file): expected a dur"),
+        ("env", "agent_ttl", "1x", "invalid value '1x' for agent_ttl (from FLEET_AGENT_TTL): expected"),
+        ("cli", "agent_ttl", "500ms", "invalid value '500ms' for agent_ttl (from flag): expected a dur"),
+        ("file", "verbosity", "loud", "invalid value 'loud' for verbosity (from config file): expected"),
+        ("file", "disable_engine", "maybe", "invalid value 'maybe' for disable_engine"),
+        ("file", "etcd_request_timeout", "-1", "invalid value '-1' for etcd_request_timeout"),
+        ("file", "engine_reconcile_interval", "nan", "invalid value 'nan' for engine_reconcile_interval"),
+        ("file", "public_ip", "10.0.0", "invalid value '10.0.0' for public_ip"),
+        ("file", "etcd_servers", "[]", "invalid value '[]' for etcd_servers"),
+        ("file", "etcd_servers", "http://a b", "invalid value 'http://a b' for etcd_servers"),
+        ("file", "etcd_key_prefix", "fleet", "invalid value 'fleet' for etcd_key_prefix"),
+        ("file", "units_directory", "units", "invalid value 'units' for units_directory"),
+        ("file", "token_limit", "0", "invalid value '0' for token_limit"),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_key_and_value(
+    source: str, key: str, value: str, message: str
+) -> None:
+    sources: dict[str, dict[str, str]] = {"file": {}, "env": {}, "cli": {}}
+    sources[source][key] = value
+    with pytest.raises(ConfigError) as caught:
+        build_config(sources["file"], sources["env"], sources["cli"])
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["fleetd"], Invocation()),
+        (["fleetd", "--config", "/x.conf"], Invocation(config_path="/x.conf")),
+        (["fleetd", "-config=/x.conf"], Invocation(config_path="/x.conf")),
+        (["fleetd", "--version"], Invocation(show_version=True)),
+        (["fleetd", "version"], Invocation(show_version=True)),
+        (
+            ["fleetd", "--agent-ttl=5s", "--disable_engine"],
+            Invocation(options={"agent_ttl": "5s", "disable_engine": "true"}),
+        ),
+        (["fleetd", "--metadata", "a=b"], Invocation(options={"metadata": "a=b"})),
+    ],
+)
+def test_parse_args(argv: list[str], expected: Invocation) -> None:
+    assert parse_args(argv) == expected
+
+
+@pytest.mark.parametrize("argv", [["/usr/bin/fleetd", "list-units"], ["/usr/bin/fleetd", "version", "x"]])
+def test_positional_arguments_are_refused(argv: list[str]) -> None:
+    expected = r"^/usr/bin/fleetd takes no arguments\. Did you mean to invoke fleetctl instead\?$"
+    with pytest.raises(UsageError, match=expected):
+        parse_args(argv)
+
+
+def test_unknown_flag_and_missing_value() -> None:
+    with pytest.raises(ConfigError, match="unknown flag --nope"):
+        parse_args(["fleetd", "--nope"])
+    with pytest.raises(ConfigError, match="flag --config needs a value"):
+        parse_args(["fleetd", "--config"])
+
+
+def test_load_config_reads_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.conf"
+    path.write_text('agent_ttl="10s"\nmetadata="a=1"\nverbosity=1\n')
+    invocation = parse_args(["fleetd", f"--config={path}", "--verbosity=3"])
+    config = load_config(invocation, {"FLEET_METADATA": "a=2", "FLEET_VERBOSITY": "2"})
+    assert (config.agent_ttl, dict(config.metadata), config.verbosity) == (10.0, {"a": "2"}, 3)
+
+
+def test_missing_explicit_config_is_fatal_but_missing_default_is_not(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*nope\.conf does not exist"):
+        load_config(Invocation(config_path=str(tmp_path / "nope.conf")), {})
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(Invocation(config_path=str(tmp_path)), {})
