@@ -1,0 +1,423 @@
+"""Registry operations on the KV port: what fleetctl, the agent and the engine do to the keyspace.
+
+Every multi-key change is one Txn of at most ``MAX_TXN_OPS`` ops (larger changes are split into several, each
+atomic per unit). Reads of many keys go through Txns of Gets so they are served at one revision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from fleetd.engine.plan import Action, EnginePlan, Schedule
+from fleetd.errors import CASConflict, NotFound, RegistryError
+from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.registry import keyspace as ks
+from fleetd.registry.keyspace import BadRecord, Keyspace, UnitRecord
+from fleetd.registry.kv import (
+    KV,
+    MAX_TXN_OPS,
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Delete,
+    EventType,
+    Get,
+    KeyValue,
+    Op,
+    Put,
+)
+from fleetd.registry.snapshot import ScheduledUnit
+
+__all__ = ["DuplicateMachine", "Registry", "UnitRecord"]
+
+logger = logging.getLogger(__name__)
+
+_SET_TARGET_ATTEMPTS = 5
+
+
+class DuplicateMachine(RegistryError):
+    """Another live agent holds this machine ID's record."""
+
+    def __init__(self, machine_id: str) -> None:
+        self.machine_id = machine_id
+        super().__init__(f"machine {machine_id} is already registered (duplicate /etc/machine-id?)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Versioned:
+    record: UnitRecord
+    mod_revision: int  # of units/<name>
+
+
+def _chunks(groups: Iterable[Sequence[Op]], room: int) -> Iterable[list[Op]]:
+    """Pack op groups (each kept whole, so each unit's change stays atomic) into lists of at most ``room``."""
+    batch: list[Op] = []
+    for group in groups:
+        if len(batch) + len(group) > room:
+            yield batch
+            batch = []
+        batch.extend(group)
+    if batch:
+        yield batch
+
+
+class Registry:
+    """The fleet registry over a KV (real etcd or MemoryKV), under one key prefix."""
+
+    def __init__(self, kv: KV, prefix: str = ks.DEFAULT_PREFIX) -> None:
+        self.kv = kv
+        self.keys = Keyspace(prefix)
+
+    # Schema ---------------------------------------------------------------------------------------------
+
+    async def ensure_schema(self) -> None:
+        """Create the schema key if absent; RegistryError when the stored version is not ours."""
+        key = self.keys.schema
+        result = await self.kv.txn(
+            [Compare(key, CompareTarget.CREATE, CompareOp.EQUAL, 0)],
+            [Put(key, ks.SCHEMA_VERSION)],
+            [Get(key)],
+        )
+        if result.succeeded:
+            return
+        found = result.responses[0][0].value if result.responses and result.responses[0] else ""
+        if found != ks.SCHEMA_VERSION:
+            raise RegistryError(
+                f"registry schema version {found!r} at {key} is not supported (this fleet uses"
+                f" {ks.SCHEMA_VERSION!r})"
+            )
+
+    # Machines -------------------------------------------------------------------------------------------
+
+    async def register_machine(self, state: MachineState, lease: int) -> None:
+        """Create (or refresh, under the same lease) this machine's record.
+
+        DuplicateMachine when another live lease holds it; a record left by a dead lease is taken over."""
+        key = self.keys.machine(state.id)
+        value = ks.encode_machine(state)
+        for _ in range(_SET_TARGET_ATTEMPTS):
+            result = await self.kv.txn(
+                [Compare(key, CompareTarget.CREATE, CompareOp.EQUAL, 0)], [Put(key, value, lease)], [Get(key)]
+            )
+            if result.succeeded:
+                return
+            existing = result.responses[0][0] if result.responses and result.responses[0] else None
+            if existing is None:
+                continue
+            if existing.lease in (lease, 0) or await self.kv.time_to_live(existing.lease) <= 0:
+                guard = Compare(key, CompareTarget.MOD, CompareOp.EQUAL, existing.mod_revision)
+                if existing.lease == lease and existing.value == value:
+                    return
+                if (await self.kv.txn([guard], [Put(key, value, lease)])).succeeded:
+                    return
+                continue
+            raise DuplicateMachine(state.id)
+        raise CASConflict(f"machine {state.id}: record kept changing while registering")
+
+    async def list_machines(self) -> tuple[MachineState, ...]:
+        result = await self.kv.range(self.keys.machines)
+        machines = []
+        for kv in result.kvs:
+            try:
+                machines.append(ks.decode_machine(kv.key, kv.value))
+            except BadRecord as exc:
+                logger.warning("skipping %s", exc)
+        return tuple(sorted(machines, key=lambda m: m.id))
+
+    async def remove_machine(self, machine_id: str) -> None:
+        await self.kv.delete(self.keys.machine(machine_id))
+
+    # Units ----------------------------------------------------------------------------------------------
+
+    async def _gets(self, keys: Sequence[str]) -> dict[str, KeyValue]:
+        """Read many single keys with Txns of Gets; absent keys are absent from the result."""
+        found: dict[str, KeyValue] = {}
+        for start in range(0, len(keys), MAX_TXN_OPS):
+            chunk = keys[start : start + MAX_TXN_OPS]
+            result = await self.kv.txn([], [Get(k) for k in chunk])
+            for response in result.responses:
+                for kv in response:
+                    found[kv.key] = kv
+        return found
+
+    def _decode_unit(self, name: UnitName, unit: KeyValue, target: KeyValue | None) -> UnitRecord:
+        state = ks.decode_target(target.key, target.value) if target else TargetState.INACTIVE
+        return ks.decode_unit(unit.key, unit.value, name, state)
+
+    async def _versioned_units(self, names: Sequence[str]) -> dict[UnitName, _Versioned]:
+        keys = [k for n in names for k in (self.keys.unit(n), self.keys.target(n))]
+        found = await self._gets(keys)
+        out: dict[UnitName, _Versioned] = {}
+        for name in names:
+            unit = found.get(self.keys.unit(name))
+            if unit is not None:
+                record = self._decode_unit(UnitName(name), unit, found.get(self.keys.target(name)))
+                out[UnitName(name)] = _Versioned(record, unit.mod_revision)
+        return out
+
+    async def get_unit(self, name: str) -> UnitRecord | None:
+        """The unit, or None when absent; BadRecord when its stored record is malformed."""
+        found = await self._versioned_units([name])
+        entry = found.get(UnitName(name))
+        return entry.record if entry else None
+
+    async def get_units(self, names: Sequence[str]) -> Mapping[UnitName, UnitRecord]:
+        """The named units that exist (absent names are left out)."""
+        return {name: v.record for name, v in (await self._versioned_units(names)).items()}
+
+    async def list_units(self) -> tuple[UnitRecord, ...]:
+        """Every unit sorted by name; malformed records are logged and left out."""
+        units = await self.kv.range(self.keys.units)
+        targets = await self.kv.range(self.keys.targets, revision=units.revision)
+        by_name = {kv.key[len(self.keys.targets) :]: kv for kv in targets.kvs}
+        records = []
+        for kv in units.kvs:
+            name = UnitName(kv.key[len(self.keys.units) :])
+            try:
+                records.append(self._decode_unit(name, kv, by_name.get(name)))
+            except BadRecord as exc:
+                logger.warning("skipping unit %s: %s", name, exc)
+        return tuple(records)
+
+    async def get_body(self, unit_hash: str) -> str | None:
+        kv = await self.kv.get(self.keys.body(unit_hash))
+        return kv.value if kv else None
+
+    async def get_bodies(self, hashes: Iterable[str]) -> Mapping[str, str]:
+        """Canonical texts by hash (absent ones left out), read in batches."""
+        unique = sorted(set(hashes))
+        found = await self._gets([self.keys.body(h) for h in unique])
+        return {h: found[self.keys.body(h)].value for h in unique if self.keys.body(h) in found}
+
+    def _unit_ops(self, record: UnitRecord) -> list[Op]:
+        ops: list[Op] = [
+            Put(self.keys.unit(record.name), ks.encode_unit(record)),
+            Put(self.keys.target(record.name), record.target_state.value),
+        ]
+        if record.is_global:
+            ops.append(Put(self.keys.global_unit(record.name), ks.encode_global(record)))
+        else:
+            ops.append(Delete(self.keys.global_unit(record.name)))
+        return ops
+
+    async def put_units(self, units: Sequence[tuple[UnitRecord, str]]) -> int:
+        """Create or replace units with their bodies (always written, so a concurrent body GC fails its
+        compare). Returns the revision of the last Txn (0 when there was nothing to do)."""
+        revision = 0
+        batch: list[Op] = []
+        bodies: set[str] = set()
+        for record, text in units:
+            group = self._unit_ops(record)
+            if len(batch) + len(group) + 1 > MAX_TXN_OPS:
+                revision = (await self.kv.txn([], batch)).revision
+                batch, bodies = [], set()
+            if record.hash not in bodies:
+                bodies.add(record.hash)
+                group.insert(0, Put(self.keys.body(record.hash), text))
+            batch.extend(group)
+        if batch:
+            revision = (await self.kv.txn([], batch)).revision
+        return revision
+
+    async def set_target_states(self, targets: Mapping[str, TargetState]) -> int:
+        """Set target states (and the globals/ entry of global units); NotFound for an unknown unit.
+
+        Each unit's write compares on the ``units/`` record it was read with, so a concurrent replace or
+        destroy is not overwritten with stale data: the change is re-read and retried.
+        """
+        pending = dict(targets)
+        revision = 0
+        for _ in range(_SET_TARGET_ATTEMPTS):
+            current = await self._versioned_units(sorted(pending))
+            for name in sorted(pending):
+                if UnitName(name) not in current:
+                    raise NotFound("unit", name)
+            groups: list[tuple[list[str], list[Compare], list[Op]]] = []
+            for name, entry in current.items():
+                record = UnitRecord(name, entry.record.hash, entry.record.is_global, pending[name])
+                ops: list[Op] = [Put(self.keys.target(name), record.target_state.value)]
+                if record.is_global:
+                    ops.append(Put(self.keys.global_unit(name), ks.encode_global(record)))
+                guard = Compare(self.keys.unit(name), CompareTarget.MOD, CompareOp.EQUAL, entry.mod_revision)
+                groups.append(([name], [guard], ops))
+            for names, compares, ops in _merge(groups):
+                result = await self.kv.txn(compares, ops)
+                if result.succeeded:
+                    revision = result.revision
+                    for name in names:
+                        pending.pop(name)
+            if not pending:
+                return revision
+        raise CASConflict(f"units kept changing while setting target states: {', '.join(sorted(pending))}")
+
+    async def destroy_units(self, names: Iterable[str]) -> int:
+        """Delete units (record, target, global entry); the engine then cleans their schedules and bodies."""
+        groups = [
+            [Delete(self.keys.unit(n)), Delete(self.keys.target(n)), Delete(self.keys.global_unit(n))]
+            for n in names
+        ]
+        revision = 0
+        for batch in _chunks(groups, MAX_TXN_OPS):
+            revision = (await self.kv.txn([], batch)).revision
+        return revision
+
+    # Schedule -------------------------------------------------------------------------------------------
+
+    async def list_schedule(self) -> Mapping[UnitName, list[ScheduledUnit]]:
+        """Where each unit is scheduled, over all machines (one range); malformed entries are logged."""
+        result = await self.kv.range(self.keys.schedules)
+        out: dict[UnitName, list[ScheduledUnit]] = {}
+        for kv in result.kvs:
+            try:
+                machine_id, name = self.keys.parse_scheduled(kv.key)
+                out.setdefault(name, []).append(ks.decode_schedule(kv.key, kv.value, machine_id))
+            except BadRecord as exc:
+                logger.warning("skipping %s", exc)
+        return out
+
+    async def machine_schedule(self, machine_id: str) -> Mapping[UnitName, ScheduledUnit]:
+        prefix = self.keys.schedule(machine_id)
+        result = await self.kv.range(prefix)
+        out: dict[UnitName, ScheduledUnit] = {}
+        for kv in result.kvs:
+            try:
+                name = UnitName(self.keys.leaf(kv.key, prefix))
+                out[name] = ks.decode_schedule(kv.key, kv.value, MachineID(machine_id))
+            except BadRecord as exc:
+                logger.warning("skipping %s", exc)
+        return out
+
+    # Unit states ----------------------------------------------------------------------------------------
+
+    def _decode_states(self, kvs: Iterable[KeyValue]) -> dict[str, UnitState]:
+        out: dict[str, UnitState] = {}
+        for kv in kvs:
+            try:
+                name, machine_id = self.keys.parse_unit_state(kv.key)
+                out[kv.key] = ks.decode_unit_state(kv.key, kv.value, name, machine_id)
+            except BadRecord as exc:
+                logger.warning("skipping %s", exc)
+        return out
+
+    async def _read_states(self, names: Sequence[str] | None) -> tuple[dict[str, UnitState], int]:
+        if names is not None and len(names) <= MAX_TXN_OPS:
+            result = await self.kv.txn([], [Get(self.keys.unit_states(n), prefix=True) for n in names])
+            return self._decode_states(kv for r in result.responses for kv in r), result.revision
+        listed = await self.kv.range(self.keys.states)
+        states = self._decode_states(listed.kvs)
+        if names is not None:
+            wanted = set(names)
+            states = {k: s for k, s in states.items() if s.name in wanted}
+        return states, listed.revision
+
+    async def list_unit_states(self, names: Sequence[str] | None = None) -> tuple[UnitState, ...]:
+        """Published unit states (all, or of the named units), sorted by (name, machine)."""
+        states, _ = await self._read_states(names)
+        return _sorted_states(states.values())
+
+    async def publish_state(self, state: UnitState, lease: int) -> int:
+        return await self.kv.put(
+            self.keys.unit_state(state.name, state.machine_id), ks.encode_unit_state(state), lease=lease
+        )
+
+    async def remove_state(self, name: str, machine_id: str) -> None:
+        await self.kv.delete(self.keys.unit_state(name, machine_id))
+
+    async def watch_unit_states(self, names: Sequence[str]) -> AsyncIterator[tuple[UnitState, ...]]:
+        """The current states of the named units: first as read, then again after every change (one watch)."""
+        wanted = set(names)
+        states, revision = await self._read_states(list(names))
+        yield _sorted_states(states.values())
+        prefix = self.keys.unit_states(names[0]) if len(wanted) == 1 else self.keys.states
+        events = self.kv.watch(prefix, revision + 1)
+        try:
+            async for batch in events:
+                changed = False
+                for event in batch:
+                    try:
+                        name, _machine = self.keys.parse_unit_state(event.kv.key)
+                    except BadRecord:
+                        continue
+                    if name not in wanted:
+                        continue
+                    changed = True
+                    if event.type is EventType.DELETE:
+                        states.pop(event.kv.key, None)
+                    else:
+                        states.pop(event.kv.key, None)
+                        states.update(self._decode_states([event.kv]))
+                if changed:
+                    yield _sorted_states(states.values())
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    # Engine ---------------------------------------------------------------------------------------------
+
+    def _action_op(self, action: Action) -> Op:
+        key = self.keys.scheduled(action.machine_id, action.unit)
+        if isinstance(action, Schedule):
+            return Put(key, ks.encode_schedule(action.hash, action.state))
+        return Delete(key)
+
+    async def apply_plan(self, plan: EnginePlan, leadership: Compare) -> int:
+        """Write the plan's actions in Txns guarded by ``leadership``; CASConflict when it no longer holds.
+
+        Returns the revision of the last Txn (0 for an empty plan). Batches already written stay written:
+        the caller re-plans from fresh data after a conflict.
+        """
+        ops = [self._action_op(action) for action in plan.actions]
+        revision = 0
+        for start in range(0, len(ops), MAX_TXN_OPS - 1):
+            result = await self.kv.txn([leadership], ops[start : start + MAX_TXN_OPS - 1])
+            if not result.succeeded:
+                raise CASConflict(f"engine leadership lost while applying a plan ({leadership.key} changed)")
+            revision = result.revision
+        return revision
+
+    async def collect_bodies(self, candidates: Mapping[str, int], leadership: Compare) -> int:
+        """Delete unreferenced bodies, each guarded by the mod revision it was seen at (hash -> revision),
+        so a body re-put by a concurrent submit survives. Returns how many were deleted."""
+        deleted = 0
+        items = sorted(candidates.items())
+        per_txn = (MAX_TXN_OPS - 1) // 2
+        for start in range(0, len(items), per_txn):
+            chunk = items[start : start + per_txn]
+            if await self._delete_bodies(chunk, leadership):
+                deleted += len(chunk)
+            elif len(chunk) > 1:
+                for item in chunk:  # one changed: retry them one by one so the others still go
+                    deleted += await self._delete_bodies([item], leadership)
+        return deleted
+
+    async def _delete_bodies(self, items: Sequence[tuple[str, int]], leadership: Compare) -> bool:
+        compares = [leadership] + [
+            Compare(self.keys.body(h), CompareTarget.MOD, CompareOp.EQUAL, rev) for h, rev in items
+        ]
+        ops: list[Op] = [Delete(self.keys.body(h)) for h, _ in items]
+        return (await self.kv.txn(compares, ops)).succeeded
+
+
+def _merge(
+    groups: Sequence[tuple[list[str], list[Compare], list[Op]]],
+) -> Iterable[tuple[list[str], list[Compare], list[Op]]]:
+    """Pack (names, compares, ops) groups into Txns with at most MAX_TXN_OPS compares plus ops."""
+    names: list[str] = []
+    compares: list[Compare] = []
+    ops: list[Op] = []
+    for group_names, group_compares, group_ops in groups:
+        if len(compares) + len(ops) + len(group_compares) + len(group_ops) > MAX_TXN_OPS:
+            yield names, compares, ops
+            names, compares, ops = [], [], []
+        names += group_names
+        compares += group_compares
+        ops += group_ops
+    if ops:
+        yield names, compares, ops
+
+
+def _sorted_states(states: Iterable[UnitState]) -> tuple[UnitState, ...]:
+    return tuple(sorted(states, key=lambda s: (s.name, s.machine_id)))
