@@ -1,0 +1,152 @@
+"""A real etcd for tests and the demo: Debian's /usr/bin/etcd on loopback ports and a tmp data dir.
+
+    with EtcdServer() as etcd:
+        kv = EtcdKV([etcd.endpoint], request_timeout=5)
+
+``pause()``/``resume()`` freeze and thaw the process (SIGSTOP/SIGCONT) so clients see timeouts, and
+``stop()`` + ``start()`` restart it on the same data dir and ports, for outage tests. Always stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["EtcdServer", "free_port"]
+
+ETCD_BINARY = "/usr/bin/etcd"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EtcdServer:
+    """One single-member etcd on ``host`` (a 127.0.0.0/8 address)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        binary: str = ETCD_BINARY,
+        data_dir: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 20.0,
+    ) -> None:
+        self.host = host
+        self.binary = binary
+        self.client_port = free_port(host)
+        self.peer_port = free_port(host)
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="fleet-etcd-"))
+        self.extra_args = extra_args
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> EtcdServer:
+        if self._proc is not None:
+            return self
+        peer = f"http://{self.host}:{self.peer_port}"
+        args = [
+            self.binary,
+            "--name", "fleet-test",
+            "--data-dir", str(self.data_dir / "data"),
+            "--listen-client-urls", self.endpoint,
+            "--advertise-client-urls", self.endpoint,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"fleet-test={peer}",
+            "--initial-cluster-state", "new",
+            "--logger", "zap",
+            "--log-outputs", "stderr",
+            *self.extra_args,
+        ]
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self) -> None:
+        """Poll /health until etcd answers healthy, failing after ``start_timeout`` seconds."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self._proc.returncode}; log: {self._log}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as resp:
+                    if b'"true"' in resp.read():
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd not healthy within {self.start_timeout}s; log: {self._log}")
+            time.sleep(0.05)
+
+    def pause(self) -> None:
+        """Freeze etcd (SIGSTOP): connections stay open but nothing answers."""
+        assert self._proc is not None, "etcd is not running"
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None, "etcd is not running"
+        os.kill(self._proc.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop etcd by PID (SIGTERM, then SIGKILL); the data dir stays for a restart."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        os.kill(proc.pid, signal.SIGCONT)  # a paused etcd cannot handle SIGTERM
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        """Stop etcd and remove its data dir (if this object made it)."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._log.unlink(missing_ok=True)
+
+    def __enter__(self) -> EtcdServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
