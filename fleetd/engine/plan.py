@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from fleetd.model import MachineID, TargetState, UnitName
+from fleetd.engine.placement import LoadIndex, can_run, has_patterns, replaced_units
+from fleetd.model import MachineID, MachineState, TargetState, Unit, UnitName
+from fleetd.registry.snapshot import ClusterSnapshot
 
-__all__ = ["EnginePlan", "Schedule", "Unschedule"]
+__all__ = [
+    "MACHINE_UNABLE",
+    "MACHINE_WENT_AWAY",
+    "SCHEDULE_PLACED",
+    "SCHEDULE_UPDATED",
+    "UNSCHEDULE_DESTROYED",
+    "UNSCHEDULE_DUPLICATE",
+    "UNSCHEDULE_GLOBAL",
+    "UNSCHEDULE_INACTIVE",
+    "EnginePlan",
+    "Schedule",
+    "Unschedule",
+    "plan_cluster",
+]
+
+SCHEDULE_PLACED = "unit not scheduled: placed on the least-loaded machine able to run it"
+SCHEDULE_UPDATED = "schedule entry differs from the unit's hash or target state"
+UNSCHEDULE_DESTROYED = "unit destroyed"
+UNSCHEDULE_GLOBAL = "unit is global: agents run it, the engine does not schedule it"
+UNSCHEDULE_INACTIVE = "target state inactive"
+UNSCHEDULE_DUPLICATE = "duplicate schedule entry"
+MACHINE_WENT_AWAY = "target Machine({machine}) went away"
+MACHINE_UNABLE = "target Machine({machine}) unable to run unit: {reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +63,298 @@ Action = Schedule | Unschedule
 class EnginePlan:
     revision: int  # the snapshot revision the plan was built from
     actions: tuple[Action, ...]
+
+
+def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
+    """Plan the schedule for ``snapshot``: what to unschedule, place and update, each with a reason.
+
+    Deterministic: units are visited in name order and machines in (load, machine ID) order, so the
+    plan does not depend on the snapshot mappings' iteration order.
+    """
+    return EnginePlan(snapshot.revision, _Fold(snapshot).run())
+
+
+_SMALL_POOL = 32  # metadata matching this few machines: sort them per unit rather than keep an index
+
+MetadataKey = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+class _Host:
+    """A machine in the working copy: its scheduled units and the Global units it runs (a MachineView)."""
+
+    __slots__ = ("globals", "machine", "patterned", "scheduled")
+
+    def __init__(self, machine: MachineState) -> None:
+        self.machine = machine
+        self.scheduled: dict[UnitName, Unit] = {}
+        self.globals: dict[UnitName, Unit] = {}
+        self.patterned: dict[UnitName, Unit] = {}
+
+    @property
+    def load(self) -> int:
+        return len(self.scheduled) + len(self.globals)
+
+    def has_unit(self, name: UnitName) -> bool:
+        return name in self.scheduled or name in self.globals
+
+    def get(self, name: UnitName) -> Unit | None:
+        return self.scheduled.get(name) or self.globals.get(name)
+
+    def units(self) -> Iterable[Unit]:
+        return itertools.chain(self.scheduled.values(), self.globals.values())
+
+    def units_with_patterns(self) -> Iterable[Unit]:
+        return self.patterned.values()
+
+    def add(self, unit: Unit, into: dict[UnitName, Unit]) -> None:
+        into[unit.name] = unit
+        if has_patterns(unit):
+            self.patterned[unit.name] = unit
+
+    def discard(self, name: UnitName, source: dict[UnitName, Unit]) -> None:
+        source.pop(name, None)
+        self.patterned.pop(name, None)
+
+
+def _unable(machine_id: MachineID, reason: str) -> str:
+    return MACHINE_UNABLE.format(machine=machine_id, reason=reason)
+
+
+class _Fold:
+    """The working copy threaded through one pass: every decision updates it before the next is made."""
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self.snapshot = snapshot
+        self.units = snapshot.units
+        self.hosts = {
+            machine_id: _Host(snapshot.machines[machine_id])
+            for machine_id in sorted(snapshot.machines)
+        }
+        self.short_ids: dict[str, list[MachineID]] = {}
+        self.by_metadata: dict[tuple[str, str], set[MachineID]] = {}
+        for machine_id, host in self.hosts.items():
+            self.short_ids.setdefault(host.machine.short_id, []).append(machine_id)
+            for pair in host.machine.metadata.items():
+                self.by_metadata.setdefault(pair, set()).add(machine_id)
+        self.globals = [
+            self.units[name]
+            for name in sorted(self.units)
+            if self.units[name].is_global and self.units[name].target_state is not TargetState.INACTIVE
+        ]
+        self.placed: dict[UnitName, MachineID] = {}
+        self.events: list[Action] = []
+        self.order = LoadIndex()
+        self.pools: dict[MetadataKey, tuple[frozenset[MachineID], LoadIndex | None]] = {}
+        self.pools_of: dict[MachineID, list[LoadIndex]] = {}
+        self.moved: set[UnitName] = set()
+
+    # -- the pass -----------------------------------------------------------------------------------------
+
+    def run(self) -> tuple[Action, ...]:
+        self._keep_or_drop_entries()
+        self._check_placed()
+        self._place_unplaced()
+        return self._net_actions()
+
+    def _keep_or_drop_entries(self) -> None:
+        """Drop entries of destroyed, Global and inactive units and of dead machines; keep the rest as is."""
+        for name in sorted(self.snapshot.schedule):
+            entry = self.snapshot.schedule[name]
+            unit = self.units.get(name)
+            reason = self._drop_reason(unit, entry.machine_id)
+            if reason is not None or unit is None:
+                self.events.append(Unschedule(name, entry.machine_id, reason or UNSCHEDULE_DESTROYED))
+                continue
+            host = self.hosts[entry.machine_id]
+            host.add(unit, host.scheduled)
+            self.placed[name] = entry.machine_id
+        for name, machine_id in sorted(self.snapshot.extra_schedule):
+            self.events.append(Unschedule(name, machine_id, UNSCHEDULE_DUPLICATE))
+        for machine_id, host in self.hosts.items():
+            self._refresh_globals(host)
+            self.order.add(machine_id, host.load)
+
+    def _drop_reason(self, unit: Unit | None, machine_id: MachineID) -> str | None:
+        if unit is None:
+            return UNSCHEDULE_DESTROYED
+        if unit.is_global:
+            return UNSCHEDULE_GLOBAL
+        if unit.target_state is TargetState.INACTIVE:
+            return UNSCHEDULE_INACTIVE
+        if machine_id not in self.hosts:
+            return MACHINE_WENT_AWAY.format(machine=machine_id)
+        return None
+
+    def _check_placed(self) -> None:
+        """Unschedule each kept unit its machine can no longer run (followers of a dropped peer too)."""
+        for name in sorted(self.placed):
+            machine_id = self.placed.get(name)
+            if machine_id is None:
+                continue  # dropped already, with a peer
+            verdict = can_run(self.hosts[machine_id], self.units[name])
+            if not verdict.ok:
+                self._remove(name, _unable(machine_id, verdict.reason))
+
+    def _place_unplaced(self) -> None:
+        """Place every unplaced unit in name order; a MachineOf follower waits until its peers are decided."""
+        queue = sorted(
+            name
+            for name, unit in self.units.items()
+            if not unit.is_global and unit.target_state is not TargetState.INACTIVE
+            and name not in self.placed
+        )
+        pending = set(queue)
+        waiting: dict[UnitName, list[UnitName]] = {}
+        failed: list[UnitName] = []
+        while queue:
+            name = heapq.heappop(queue)
+            if name not in pending:
+                continue
+            unit = self.units[name]
+            blocker = next((p for p in unit.requirements.peers if p != name and p in pending), None)
+            if blocker is not None:
+                waiting.setdefault(UnitName(blocker), []).append(name)
+                continue
+            pending.discard(name)
+            choice = self._choose(unit)
+            if choice is None:
+                failed.append(name)
+            else:
+                requeue = self._place(unit, *choice)
+                if requeue:  # the cluster changed under units that found no machine: try them again
+                    requeue.extend(failed)
+                    failed.clear()
+                for again in requeue:
+                    pending.add(again)
+                    heapq.heappush(queue, again)
+            for follower in waiting.pop(name, ()):
+                heapq.heappush(queue, follower)
+
+    def _net_actions(self) -> tuple[Action, ...]:
+        """The decisions as changes to the snapshot's entries: moves there and back again cancel out."""
+        initial = {(name, entry.machine_id) for name, entry in self.snapshot.schedule.items()}
+        initial.update(self.snapshot.extra_schedule)
+        final = set(self.placed.items())
+        actions: list[Action] = []
+        seen: set[tuple[UnitName, MachineID]] = set()
+        for action in self.events:
+            key = (action.unit, action.machine_id)
+            wanted = (key in initial and key not in final) if isinstance(action, Unschedule) else (
+                key in final and key not in initial
+            )
+            if wanted and key not in seen:
+                seen.add(key)
+                actions.append(action)
+        for name, machine_id in sorted(initial & final):
+            entry = self.snapshot.schedule.get(name)
+            unit = self.units[name]
+            if entry is None or entry.machine_id != machine_id or (entry.hash, entry.state) != (
+                unit.hash,
+                unit.target_state,
+            ):
+                actions.append(Schedule(name, machine_id, unit.hash, unit.target_state, SCHEDULE_UPDATED))
+        return tuple(actions)
+
+    # -- choosing a machine -----------------------------------------------------------------------------
+
+    def _choose(self, unit: Unit) -> tuple[MachineID, list[Unit]] | None:
+        """The least-loaded machine that can run ``unit``, with the units placing it there replaces."""
+        for machine_id in self._candidates(unit):
+            host = self.hosts[machine_id]
+            if not can_run(host, unit).ok:
+                continue
+            evicted = replaced_units(host, unit) if unit.requirements.replaces else []
+            if any(other.name not in host.scheduled or other.name in self.moved for other in evicted):
+                continue  # it would replace a Global unit, or one already moved in this pass
+            return machine_id, evicted
+        return None
+
+    def _candidates(self, unit: Unit) -> Iterator[MachineID]:
+        """Machines worth asking, least loaded first: narrowed by MachineOf, MachineID or metadata."""
+        req = unit.requirements
+        peers = [UnitName(peer) for peer in req.peers if peer != unit.name]
+        if peers:
+            home = self.placed.get(peers[0])
+            if home is not None:
+                return iter((home,))
+            return self._by_load(m for m, host in self.hosts.items() if peers[0] in host.globals)
+        if req.machine_id is not None:
+            exact = [MachineID(req.machine_id)] if req.machine_id in self.hosts else []
+            return self._by_load(set(exact + self.short_ids.get(req.machine_id, [])))
+        if req.metadata:
+            eligible, pool = self._pool(req.metadata)
+            return self._by_load(eligible) if pool is None else pool.ordered()
+        return self.order.ordered()
+
+    def _by_load(self, machine_ids: Iterable[MachineID]) -> Iterator[MachineID]:
+        return iter(sorted(machine_ids, key=lambda m: (self.hosts[m].load, m)))
+
+    def _pool(self, metadata: Mapping[str, frozenset[str]]) -> tuple[frozenset[MachineID], LoadIndex | None]:
+        """The machines satisfying ``metadata``, and a load index over them when they are many (cached)."""
+        key = tuple(sorted((k, tuple(sorted(values))) for k, values in metadata.items()))
+        cached = self.pools.get(key)
+        if cached is not None:
+            return cached
+        eligible: set[MachineID] | None = None
+        for wanted, values in key:
+            having: set[MachineID] = set()
+            for value in values:
+                having |= self.by_metadata.get((wanted, value), set())
+            eligible = having if eligible is None else eligible & having
+        machines = frozenset(eligible or ())
+        pool = None
+        if len(machines) > _SMALL_POOL:
+            pool = LoadIndex({m: self.hosts[m].load for m in machines})
+            for machine_id in machines:
+                self.pools_of.setdefault(machine_id, []).append(pool)
+        self.pools[key] = (machines, pool)
+        return machines, pool
+
+    # -- changing the working copy ------------------------------------------------------------------------
+
+    def _place(self, unit: Unit, machine_id: MachineID, evicted: list[Unit]) -> list[UnitName]:
+        """Place ``unit``; move away the units it replaces there. Returns the units that need a machine."""
+        host = self.hosts[machine_id]
+        host.add(unit, host.scheduled)
+        self.placed[unit.name] = machine_id
+        self.events.append(Schedule(unit.name, machine_id, unit.hash, unit.target_state, SCHEDULE_PLACED))
+        self._update_load(machine_id)
+        removed: list[UnitName] = []
+        for other in evicted:
+            if other.name in self.placed:
+                self.moved.add(other.name)
+                verdict = can_run(host, other)
+                removed.extend(self._remove(other.name, _unable(machine_id, verdict.reason)))
+        return removed
+
+    def _remove(self, name: UnitName, reason: str) -> list[UnitName]:
+        """Unschedule ``name``, then every unit on that machine that cannot run without it."""
+        machine_id = self.placed.pop(name)
+        host = self.hosts[machine_id]
+        host.discard(name, host.scheduled)
+        self.events.append(Unschedule(name, machine_id, reason))
+        removed = [name]
+        self._refresh_globals(host)
+        for other in sorted(n for n, u in host.scheduled.items() if u.requirements.peers):
+            if other in host.scheduled:
+                verdict = can_run(host, self.units[other])
+                if not verdict.ok:
+                    removed.extend(self._remove(other, _unable(machine_id, verdict.reason)))
+        self._update_load(machine_id)
+        return removed
+
+    def _refresh_globals(self, host: _Host) -> None:
+        """The Global units this machine runs: in name order, those it can run beside what it has."""
+        if not self.globals and not host.globals:
+            return
+        for name in list(host.globals):
+            host.discard(name, host.globals)
+        for unit in self.globals:
+            if can_run(host, unit).ok:
+                host.add(unit, host.globals)
+
+    def _update_load(self, machine_id: MachineID) -> None:
+        load = self.hosts[machine_id].load
+        self.order.set_load(machine_id, load)
+        for pool in self.pools_of.get(machine_id, ()):
+            pool.set_load(machine_id, load)
