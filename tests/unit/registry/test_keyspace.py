@@ -1,0 +1,123 @@
+"""The keyspace codec: key layout and value round trips, and clear errors for bad stored data."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.registry import keyspace as ks
+from fleetd.registry.keyspace import BadRecord, Keyspace, UnitRecord
+from fleetd.registry.snapshot import ScheduledUnit
+
+H = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_default_layout_matches_the_documented_keys() -> None:
+    keys = Keyspace()
+    assert keys.schema == "/_coreos.com/fleet/schema"
+    assert keys.leader == "/_coreos.com/fleet/engine/leader"
+    assert keys.machine("m1") == "/_coreos.com/fleet/machines/m1"
+    assert keys.body(H) == f"/_coreos.com/fleet/bodies/{H}"
+    assert keys.unit("a.service") == "/_coreos.com/fleet/units/a.service"
+    assert keys.target("a.service") == "/_coreos.com/fleet/targets/a.service"
+    assert keys.global_unit("g.service") == "/_coreos.com/fleet/globals/g.service"
+    assert keys.schedule("m1") == "/_coreos.com/fleet/schedule/m1/"
+    assert keys.scheduled("m1", "a.service") == "/_coreos.com/fleet/schedule/m1/a.service"
+    assert keys.unit_state("a.service", "m1") == "/_coreos.com/fleet/states/a.service/m1"
+
+
+@pytest.mark.parametrize("prefix", ["/x", "/x/", "x/", "x"])
+def test_prefix_is_normalised_to_one_leading_and_trailing_slash(prefix: str) -> None:
+    assert Keyspace(prefix).units == "/x/units/"
+
+
+def test_one_machines_schedule_prefix_does_not_cover_another() -> None:
+    keys = Keyspace()
+    assert not keys.scheduled("m10", "a.service").startswith(keys.schedule("m1"))
+
+
+def test_parse_keys() -> None:
+    keys = Keyspace("/p/")
+    assert keys.parse_scheduled("/p/schedule/m1/a.service") == ("m1", "a.service")
+    assert keys.parse_unit_state("/p/states/a.service/m1") == ("a.service", "m1")
+    assert keys.leaf("/p/units/a.service", keys.units) == "a.service"
+
+
+@pytest.mark.parametrize(
+    "key", ["/p/schedule/m1", "/p/schedule/m1/", "/p/schedule//a", "/p/schedule/m/a/b", "/q/x"]
+)
+def test_malformed_schedule_keys_are_refused(key: str) -> None:
+    with pytest.raises(BadRecord, match="expected"):
+        Keyspace("/p/").parse_scheduled(key)
+
+
+def test_machine_round_trip() -> None:
+    state = MachineState(MachineID("m1"), "10.0.0.1", {"region": "eu", "disk": "ssd"}, "0.1.0")
+    text = ks.encode_machine(state)
+    assert (
+        text == '{"id":"m1","metadata":{"disk":"ssd","region":"eu"},"public_ip":"10.0.0.1","version":"0.1.0"}'
+    )
+    assert ks.decode_machine("k", text) == state
+
+
+def test_unit_target_and_global_round_trip() -> None:
+    record = UnitRecord(UnitName("g.service"), H, True, TargetState.LAUNCHED)
+    assert ks.encode_unit(record) == f'{{"global":true,"hash":"{H}"}}'
+    assert ks.decode_unit("k", ks.encode_unit(record), record.name, TargetState.LAUNCHED) == record
+    assert ks.decode_target("k", "loaded") is TargetState.LOADED
+    entry = ks.decode_global("k", ks.encode_global(record), record.name)
+    assert (entry.hash, entry.state) == (H, TargetState.LAUNCHED)
+
+
+def test_schedule_round_trip_and_inactive_is_not_schedulable() -> None:
+    text = ks.encode_schedule(H, TargetState.LOADED)
+    assert ks.decode_schedule("k", text, MachineID("m")) == ScheduledUnit(
+        MachineID("m"), H, TargetState.LOADED
+    )
+    with pytest.raises(ValueError, match="inactive"):
+        ks.encode_schedule(H, TargetState.INACTIVE)
+
+
+def test_unit_state_round_trip() -> None:
+    state = UnitState(
+        UnitName("a.service"), MachineID("m"), "loaded", "active", "running", H, TargetState.LAUNCHED
+    )
+    assert ks.decode_unit_state("k", ks.encode_unit_state(state), state.name, state.machine_id) == state
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "malformed JSON"),
+        ("[1]", "expected a JSON object, got list"),
+        ('{"global":false}', "field 'hash' must be a string"),
+        ('{"hash":"abc","global":false}', "not 40 lowercase hex digits"),
+        (f'{{"hash":"{H}","global":"yes"}}', "field 'global' must be true or false"),
+    ],
+)
+def test_bad_unit_records_name_the_key_and_the_problem(text: str, problem: str) -> None:
+    with pytest.raises(BadRecord, match=problem) as info:
+        ks.decode_unit("/p/units/a.service", text, UnitName("a.service"), TargetState.INACTIVE)
+    assert str(info.value).startswith("bad record at /p/units/a.service: ")
+
+
+def test_unknown_target_state_is_a_bad_record() -> None:
+    with pytest.raises(BadRecord, match="invalid target state 'running'"):
+        ks.decode_target("/p/targets/a", "running")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f'{{"hash":"{H}","state":"inactive"}}', f'{{"hash":"{H}","state":"bogus"}}', f'{{"hash":"{H}"}}'],
+)
+def test_bad_schedule_entries(text: str) -> None:
+    with pytest.raises(BadRecord):
+        ks.decode_schedule("k", text, MachineID("m"))
+
+
+@pytest.mark.parametrize(
+    "text", ['{"id":"m","metadata":{"a":1}}', '{"id":""}', '{"id":"a/b"}', '{"public_ip":"x"}']
+)
+def test_bad_machine_records(text: str) -> None:
+    with pytest.raises(BadRecord):
+        ks.decode_machine("k", text)
