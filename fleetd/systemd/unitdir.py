@@ -1,0 +1,106 @@
+"""fleet's units directory: the canonical text of every unit fleet loaded into systemd, one file per unit.
+
+Names are validated before they become paths. The directory is the agent's memory across restarts: at
+start, every file with a recognised unit type is fleet's, with the SHA-1 of its text (fleet writes canonical
+text only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from fleetd.errors import UnitNameError
+from fleetd.model import UnitName
+
+__all__ = ["DEFAULT_UNITS_DIRECTORY", "UnitsDirectory", "check_unit_name", "has_install_section", "text_hash"]
+
+DEFAULT_UNITS_DIRECTORY = Path("/run/fleet/units")
+
+_MAX_NAME = 256
+_UNIT_TYPES = frozenset(
+    {"automount", "busname", "device", "mount", "path", "scope", "service", "slice", "snapshot", "socket",
+     "swap", "target", "timer"}
+)
+_TEMPLATE_TYPES = frozenset({"path", "service", "socket", "target", "timer"})
+_NAME_CHARS = re.compile(r"[A-Za-z0-9:\-_.\\@]")
+_INSTALL = re.compile(r"^[ \t]*\[Install\][ \t]*$", re.MULTILINE)
+
+
+def check_unit_name(name: str) -> UnitName:
+    """Raise UnitNameError unless ``name`` is a valid unit name (spec §3.6 rules and texts).
+
+    A local guard until fleetd.unitfile.names provides the shared validator.
+    """
+    if not name:
+        raise UnitNameError("unit name cannot be empty")
+    if len(name) > _MAX_NAME:
+        raise UnitNameError(f"unit name exceeds maximum length ({_MAX_NAME})")
+    if "." not in name:
+        raise UnitNameError('unit name must contain "."')
+    if name.endswith("."):
+        raise UnitNameError('unit name cannot end in "."')
+    stem, suffix = name.rsplit(".", 1)
+    if suffix not in _UNIT_TYPES:
+        raise UnitNameError(f'invalid unit type: "{suffix}"')
+    if "@" in name and suffix not in _TEMPLATE_TYPES:
+        raise UnitNameError(f'invalid unit type for template: "{suffix}"')
+    for char in stem:
+        if not _NAME_CHARS.fullmatch(char):
+            raise UnitNameError(f"invalid character '{char}' in unit name")
+    if name.startswith("@"):
+        raise UnitNameError('unit name cannot start in "@"')
+    return UnitName(name)
+
+
+def text_hash(text: str) -> str:
+    """SHA-1 (hex) of a unit's canonical text."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def has_install_section(text: str) -> bool:
+    return _INSTALL.search(text) is not None
+
+
+class UnitsDirectory:
+    """The files in ``path`` and their hashes; ``path`` is created 0755 when absent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._hashes: dict[UnitName, str] = {}
+        for entry in sorted(path.iterdir()):
+            try:
+                name = check_unit_name(entry.name)
+            except UnitNameError:
+                continue
+            if entry.is_file():
+                self._hashes[name] = text_hash(entry.read_text(encoding="utf-8"))
+
+    def hashes(self) -> Mapping[UnitName, str]:
+        return dict(self._hashes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._hashes
+
+    def file_of(self, name: str) -> Path:
+        return self.path / check_unit_name(name)
+
+    def write(self, name: UnitName, text: str) -> Path:
+        """Write ``text`` (0644) atomically and record its hash."""
+        target = self.file_of(name)
+        partial = target.with_name(f".{target.name}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
+        self._hashes[name] = text_hash(text)
+        return target
+
+    def remove(self, name: UnitName) -> None:
+        self._hashes.pop(name, None)
+        self.file_of(name).unlink(missing_ok=True)
