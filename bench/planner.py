@@ -1,0 +1,82 @@
+"""Engine planner benchmark: ``python -m bench.planner`` prints units/s for each case and the ratio.
+
+Cases: 10,000 units onto 1,000 machines (half the units with MachineMetadata); 5,000 unconstrained units
+onto 5,000 machines; 5,000 ``web@N.service`` with ``Conflicts=web@*`` onto 5,000 machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+from fleetd.engine.plan import Schedule, plan_cluster
+from fleetd.model import MachineID, MachineState, Requirements, TargetState, Unit, UnitName
+from fleetd.registry.snapshot import ClusterSnapshot
+
+REGIONS = ("us-east", "us-west", "eu-central", "ap-south")
+
+
+def _unit(name: str, requirements: Requirements) -> Unit:
+    digest = hashlib.sha1(name.encode()).hexdigest()
+    return Unit(UnitName(name), digest, requirements, TargetState.LAUNCHED)
+
+
+def _machines(count: int, *, metadata: bool = False) -> dict[MachineID, MachineState]:
+    out: dict[MachineID, MachineState] = {}
+    for i in range(count):
+        machine_id = MachineID(hashlib.md5(f"machine-{i}".encode()).hexdigest())
+        labels = {"region": REGIONS[i % 4], "disk": "ssd" if i % 3 else "hdd"} if metadata else {}
+        out[machine_id] = MachineState(machine_id, metadata=labels)
+    return out
+
+
+def mixed(units: int = 10_000, machines: int = 1_000) -> ClusterSnapshot:
+    """Half the units plain, half wanting a region (and some an SSD)."""
+    table: dict[UnitName, Unit] = {}
+    for i in range(units):
+        wanted: dict[str, frozenset[str]] = {}
+        if i % 2:
+            wanted["region"] = frozenset({REGIONS[i % 4]})
+            if i % 5 == 1:
+                wanted["disk"] = frozenset({"ssd"})
+        unit = _unit(f"app-{i}.service", Requirements(metadata=wanted))
+        table[unit.name] = unit
+    return ClusterSnapshot(1, _machines(machines, metadata=True), table, {})
+
+
+def web(units: int = 5_000, machines: int = 5_000, *, conflicts: bool) -> ClusterSnapshot:
+    requirements = Requirements(conflicts=("web@*",) if conflicts else ())
+    table = {u.name: u for u in (_unit(f"web@{i}.service", requirements) for i in range(units))}
+    return ClusterSnapshot(1, _machines(machines), table, {})
+
+
+def rate(build: Callable[[], ClusterSnapshot], rounds: int = 3) -> tuple[float, float]:
+    """(best seconds for one plan, units placed per second)."""
+    snap = build()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        plan = plan_cluster(snap)
+        best = min(best, time.perf_counter() - started)
+    placed = sum(isinstance(action, Schedule) for action in plan.actions)
+    assert placed == len(snap.units), f"placed {placed} of {len(snap.units)}"
+    return best, placed / best
+
+
+def main() -> None:
+    cases = [
+        ("10000 units / 1000 machines, half with MachineMetadata", mixed),
+        ("5000 web@N / 5000 machines, unconstrained", lambda: web(conflicts=False)),
+        ("5000 web@N / 5000 machines, Conflicts=web@*", lambda: web(conflicts=True)),
+    ]
+    rates: list[float] = []
+    for label, build in cases:
+        seconds, per_second = rate(build)
+        rates.append(per_second)
+        print(f"{label}: {seconds:.3f} s, {per_second:,.0f} units/s")
+    print(f"conflicts / unconstrained rate: {rates[2] / rates[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
