@@ -61,7 +61,8 @@ def snapshot(
     for name, machine_id in (schedule or {}).items():
         known = by_name.get(UnitName(name))
         state = known.target_state if known and known.target_state is not INACTIVE else LAUNCHED
-        table[UnitName(name)] = ScheduledUnit(MachineID(machine_id), known.hash if known else digest(name), state)
+        content_hash = known.hash if known else digest(name)
+        table[UnitName(name)] = ScheduledUnit(MachineID(machine_id), content_hash, state)
     for name, entry in (entries or {}).items():
         table[UnitName(name)] = entry
     return ClusterSnapshot(
