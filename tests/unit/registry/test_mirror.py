@@ -1,0 +1,125 @@
+"""The watch-fed mirror on MemoryKV: initial listing, events, revisions, wake-ups, relist on compaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from fleetd.registry.kv import WatchCompacted, WatchEvent
+from fleetd.registry.memory import MemoryKV
+from fleetd.registry.mirror import Mirror
+
+
+class TracingKV(MemoryKV):
+    """Counts ranges and can make the next watches fail as if their start revision was compacted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges = 0
+        self.compacted_watches = 0
+
+    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0):  # type: ignore[no-untyped-def]
+        self.ranges += 1
+        return await super().range(prefix, revision=revision, limit=limit)
+
+    def watch(
+        self, prefix: str, start_revision: int, *, prev_kv: bool = False
+    ) -> AsyncIterator[Sequence[WatchEvent]]:
+        if self.compacted_watches:
+            self.compacted_watches -= 1
+            return self._fail_as_compacted()
+        return super().watch(prefix, start_revision, prev_kv=prev_kv)
+
+    async def _fail_as_compacted(self) -> AsyncIterator[Sequence[WatchEvent]]:
+        raise WatchCompacted(self.revision)
+        yield ()  # pragma: no cover - makes this an async generator
+
+
+async def until(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Poll a plain predicate with a deadline."""
+    async with asyncio.timeout(seconds):
+        while not check():  # noqa: ASYNC110 - the predicate has no event to wait on
+            await asyncio.sleep(0.001)
+
+
+def run(test: Callable[[TracingKV], Awaitable[None]]) -> None:
+    async def main() -> None:
+        kv = TracingKV()
+        try:
+            await test(kv)
+        finally:
+            await kv.close()
+
+    asyncio.run(main())
+
+
+def test_lists_once_then_follows_events_without_rereading() -> None:
+    async def t(kv: TracingKV) -> None:
+        await kv.put("/p/a/1", "one")
+        await kv.put("/p/b/1", "uno")
+        await kv.put("/p/c/1", "not mirrored")
+        mirror = Mirror(kv, ["/p/a/", "/p/b/"])
+        task = asyncio.create_task(mirror.run())
+        await asyncio.wait_for(mirror.ready.wait(), 5)
+        assert dict((k, v.value) for k, v in mirror.items("/p/a/").items()) == {"/p/a/1": "one"}
+        assert mirror.get("/p/b/1").value == "uno"  # type: ignore[union-attr]
+        assert mirror.get("/p/c/1") is None
+        ranges = kv.ranges
+
+        mirror.changed.clear()
+        revision = await kv.put("/p/a/2", "two")
+        await asyncio.wait_for(mirror.wait_for(revision, "/p/a/"), 5)
+        assert mirror.changed.is_set()
+        assert mirror.revision == revision
+        await kv.delete("/p/a/1")
+        await kv.put("/p/c/2", "ignored")
+        await until(lambda: "/p/a/1" not in mirror.items("/p/a/"))
+        assert sorted(mirror.items("/p/a/")) == ["/p/a/2"]
+        assert kv.ranges == ranges  # events only, no re-reads
+        assert mirror.relists == 0
+        task.cancel()
+
+    run(t)
+
+
+def test_unrelated_prefix_does_not_wake_the_mirror() -> None:
+    async def t(kv: TracingKV) -> None:
+        mirror = Mirror(kv, ["/p/a/"])
+        task = asyncio.create_task(mirror.run())
+        await asyncio.wait_for(mirror.ready.wait(), 5)
+        mirror.changed.clear()
+        await kv.put("/p/b/x", "1")
+        await kv.put("/p/ab", "1")  # a sibling that shares the text prefix but not the directory
+        marker = await kv.put("/p/a/x", "1")
+        await asyncio.wait_for(mirror.wait_for(marker, "/p/a/"), 5)
+        assert list(mirror.items("/p/a/")) == ["/p/a/x"]
+        task.cancel()
+
+    run(t)
+
+
+def test_compacted_watch_relists_and_catches_up() -> None:
+    async def t(kv: TracingKV) -> None:
+        await kv.put("/p/a/1", "one")
+        kv.compacted_watches = 1
+        mirror = Mirror(kv, ["/p/a/"], retry_delay=0.01)
+        task = asyncio.create_task(mirror.run())
+        await until(lambda: mirror.relists == 1)
+        revision = await kv.put("/p/a/2", "two")
+        await asyncio.wait_for(mirror.wait_for(revision, "/p/a/"), 5)
+        assert sorted(mirror.items("/p/a/")) == ["/p/a/1", "/p/a/2"]
+        assert kv.ranges == 2
+        task.cancel()
+
+    run(t)
+
+
+def test_run_returns_when_the_kv_closes() -> None:
+    async def t(kv: TracingKV) -> None:
+        mirror = Mirror(kv, ["/p/a/"])
+        task = asyncio.create_task(mirror.run())
+        await asyncio.wait_for(mirror.ready.wait(), 5)
+        await kv.close()
+        await asyncio.wait_for(task, 5)
+
+    run(t)
