@@ -75,6 +75,7 @@ def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
 
 
 _SMALL_POOL = 32  # metadata matching this few machines: sort them per unit rather than keep an index
+_MAX_MOVES = 8  # a unit replaced this often in one pass stays put (ends cycles of Replaces)
 
 MetadataKey = tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -146,7 +147,7 @@ class _Fold:
         self.order = LoadIndex()
         self.pools: dict[MetadataKey, tuple[frozenset[MachineID], LoadIndex | None]] = {}
         self.pools_of: dict[MachineID, list[LoadIndex]] = {}
-        self.moved: set[UnitName] = set()
+        self.moves: dict[UnitName, int] = {}
 
     # -- the pass -----------------------------------------------------------------------------------------
 
@@ -264,8 +265,11 @@ class _Fold:
             if not can_run(host, unit).ok:
                 continue
             evicted = replaced_units(host, unit) if unit.requirements.replaces else []
-            if any(other.name not in host.scheduled or other.name in self.moved for other in evicted):
-                continue  # it would replace a Global unit, or one already moved in this pass
+            if any(
+                other.name not in host.scheduled or self.moves.get(other.name, 0) >= _MAX_MOVES
+                for other in evicted
+            ):
+                continue  # it would replace a Global unit, or one moved too often in this pass
             return machine_id, evicted
         return None
 
@@ -322,7 +326,7 @@ class _Fold:
         removed: list[UnitName] = []
         for other in evicted:
             if other.name in self.placed:
-                self.moved.add(other.name)
+                self.moves[other.name] = self.moves.get(other.name, 0) + 1
                 verdict = can_run(host, other)
                 removed.extend(self._remove(other.name, _unable(machine_id, verdict.reason)))
         return removed
