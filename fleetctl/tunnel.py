@@ -1,0 +1,445 @@
+"""SSH for fleetctl: connect, check host keys, authenticate, run commands, hop, forward (the only paramiko
+importer).
+
+``connect(host, port, settings)`` dials TCP (TCP_NODELAY and keep-alives on), completes the SSH handshake with
+the host-key algorithms restricted to the types on file for that host, checks the host key against our own
+known_hosts parser (fleetctl.known_hosts), and authenticates with the ssh-agent's keys, then
+``--identity-file``, then the user's default keys. The ``SSHConnection`` it returns runs commands (remote exit
+codes propagate), opens an interactive shell, hops to another machine (``direct-tcpip`` + a second,
+host-key-checked handshake) and forwards a TCP endpoint as a private unix socket for gRPC. Every failure is a
+one-line ``TunnelError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+import paramiko
+from paramiko.agent import AgentRequestHandler
+
+from fleetctl import known_hosts as kh
+from fleetctl.forwarder import UnixForwarder
+from fleetctl.session import pump_command, pump_interactive
+from fleetd.errors import TunnelError
+
+__all__ = [
+    "DEFAULT_KNOWN_HOSTS_FILE",
+    "DEFAULT_SSH_PORT",
+    "Ask",
+    "SSHConnection",
+    "SSHSettings",
+    "Warn",
+    "ask_on_terminal",
+    "connect",
+    "split_host_port",
+    "warn_on_stderr",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SSH_PORT = 22
+DEFAULT_KNOWN_HOSTS_FILE = "~/.fleetctl/known_hosts"
+DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+TIMEOUT_MESSAGE = "timed out while initiating SSH connection"
+
+Ask = Callable[[str], str | None]  # question -> answer, or None when nobody can be asked
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SSHSettings:
+    """How to reach and trust SSH hosts (from --ssh-username, --ssh-timeout, --identity-file, ...)."""
+
+    user: str
+    timeout: float = 10.0
+    known_hosts_file: str = DEFAULT_KNOWN_HOSTS_FILE
+    strict: bool = True
+    identity_file: str | None = None
+    use_agent: bool = True
+    use_default_keys: bool = True
+    forward_agent: bool = False
+    keepalive: int = 15  # seconds between keep-alive packets on an idle connection
+
+
+def ask_on_terminal(question: str) -> str | None:
+    """Ask on stderr and read the answer from stdin when stdin is a TTY; None without a TTY."""
+    if not sys.stdin.isatty():
+        return None
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip()
+
+
+def warn_on_stderr(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def split_host_port(text: str, default_port: int = DEFAULT_SSH_PORT) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise TunnelError(f"invalid port in {text!r}")
+    return host, int(port_text)
+
+
+def _host_key_family(algorithm: str) -> str:
+    """The key type a host-key algorithm belongs to (rsa-sha2-* are signatures of ssh-rsa keys)."""
+    base = algorithm.removesuffix("-cert-v01@openssh.com")
+    return "ssh-rsa" if base.startswith("rsa-sha2-") else base
+
+
+class _HostKeyGate:
+    """Reads known_hosts once per connection, restricts algorithms, and decides on the presented key."""
+
+    def __init__(self, host: str, port: int, settings: SSHSettings, ask: Ask, warn: Warn) -> None:
+        self.name = kh.host_string(host, port)
+        self.path = os.path.expanduser(settings.known_hosts_file)
+        self._strict = settings.strict
+        self._ask = ask
+        self._warn = warn
+        text = ""
+        if self._strict:
+            try:
+                with open(self.path, encoding="utf-8", errors="replace") as handle:
+                    text = handle.read()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise TunnelError(f"cannot read known hosts file {self.path}: {exc.strerror}") from exc
+        self._text = text
+        self._known = kh.parse_known_hosts(text, self.path)
+        for warning in self._known.warnings:
+            logger.warning("%s", warning)
+
+    def restrict(self, transport: paramiko.Transport) -> None:
+        """Offer only the host-key algorithms of the key types already on file for this host."""
+        types = kh.known_key_types(self._known, self.name) if self._strict else ()
+        options = transport.get_security_options()
+        wanted = tuple(a for a in options.key_types if _host_key_family(a) in types)
+        if wanted:
+            options.key_types = wanted
+
+    def check(self, key: paramiko.PKey) -> None:
+        if not self._strict:
+            return
+        key_type, blob = key.get_name(), key.asbytes()
+        verdict = kh.check_host_key(self._known, self.name, key_type, blob)
+        if verdict is kh.HostKeyCheck.MATCH:
+            return
+        if verdict is kh.HostKeyCheck.MISMATCH:
+            self._warn(kh.changed_host_warning(self.name, key_type, blob, self.path))
+            raise TunnelError(f"host key mismatch for {self.name}: it differs from the key in {self.path}")
+        answer = self._ask(kh.unknown_host_question(self.name, key_type, blob))
+        if answer is None:
+            raise TunnelError(
+                f"host key verification failed: {self.name} is not in {self.path} and there is no terminal"
+                " to confirm it (add its key to that file, or use --strict-host-key-checking=false)"
+            )
+        if answer.strip().lower() not in ("yes", "y"):
+            self._warn("Host key verification failed.")
+            raise TunnelError(f"host key verification failed: unauthorized host {self.name}")
+        self._append(key_type, blob)
+        self._warn(kh.permanently_added_message(self.name, key_type))
+
+    def _append(self, key_type: str, blob: bytes) -> None:
+        directory = os.path.dirname(self.path) or "."
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory, mode=0o700)
+                os.chmod(directory, 0o700)
+            existed = os.path.exists(self.path)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                if not existed:
+                    os.fchmod(fd, 0o644)
+                handle.write(kh.appended_text(self._text, self.name, key_type, blob))
+        except OSError as exc:
+            raise TunnelError(
+                f"cannot add {self.name} to known hosts file {self.path}: {exc.strerror}"
+            ) from exc
+
+
+def _dial(host: str, port: int, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError as exc:
+        raise TunnelError(TIMEOUT_MESSAGE) from exc
+    except OSError as exc:
+        raise TunnelError(f"host {kh.host_string(host, port)} unreachable: {exc.strerror or exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+def _load_key_file(path: str, explicit: bool) -> paramiko.PKey | None:
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError as exc:
+        if explicit:
+            raise TunnelError(f"identity file {path} not found") from exc
+    except paramiko.PasswordRequiredException as exc:
+        if explicit:
+            raise TunnelError(f"identity file {path} is encrypted: load it into ssh-agent") from exc
+        logger.debug("skipping encrypted key %s", path)
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        if explicit:
+            raise TunnelError(f"cannot load identity file {path}: {exc}") from exc
+        logger.warning("skipping unreadable key %s: %s", path, exc)
+    return None
+
+
+def _candidate_keys(
+    settings: SSHSettings, agent: paramiko.Agent | None
+) -> Iterator[tuple[str, paramiko.PKey]]:
+    """Keys in the order they are offered: agent, --identity-file, default keys; each public key once."""
+    offered: set[bytes] = set()
+    sources: list[tuple[str, paramiko.PKey | None]] = []
+    if agent is not None:
+        sources.extend(("ssh-agent", key) for key in agent.get_keys())
+    if settings.identity_file:
+        path = os.path.expanduser(settings.identity_file)
+        sources.append((path, _load_key_file(path, explicit=True)))
+    if settings.use_default_keys:
+        for default in DEFAULT_KEYS:
+            path = os.path.expanduser(default)
+            if os.path.exists(path):
+                sources.append((path, _load_key_file(path, explicit=False)))
+    for label, key in sources:
+        if key is not None and key.asbytes() not in offered:
+            offered.add(key.asbytes())
+            yield label, key
+
+
+def _authenticate(transport: paramiko.Transport, name: str, settings: SSHSettings) -> None:
+    agent = paramiko.Agent() if settings.use_agent and os.environ.get("SSH_AUTH_SOCK") else None
+    tried: list[str] = []
+    try:
+        for label, key in _candidate_keys(settings, agent):
+            tried.append(label)
+            try:
+                transport.auth_publickey(settings.user, key)
+            except paramiko.BadAuthenticationType as exc:
+                raise TunnelError(
+                    f"auth failed for {settings.user}@{name}: server refuses public keys"
+                ) from exc
+            except paramiko.AuthenticationException:
+                continue
+            except paramiko.SSHException as exc:
+                raise TunnelError(f"auth failed for {settings.user}@{name}: {exc}") from exc
+            if transport.is_authenticated():
+                return
+    finally:
+        if agent is not None:
+            agent.close()
+    what = ", ".join(dict.fromkeys(tried)) if tried else "no keys found (ssh-agent, --identity-file, ~/.ssh)"
+    raise TunnelError(f"auth failed for {settings.user}@{name}: no key accepted (tried {what})")
+
+
+def _handshake(
+    sock: socket.socket | paramiko.Channel,
+    host: str,
+    port: int,
+    settings: SSHSettings,
+    *,
+    ask: Ask,
+    warn: Warn,
+) -> paramiko.Transport:
+    gate = _HostKeyGate(host, port, settings, ask, warn)
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = settings.timeout
+    transport.handshake_timeout = settings.timeout
+    transport.auth_timeout = settings.timeout
+    gate.restrict(transport)
+    try:
+        try:
+            transport.start_client(timeout=settings.timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if "timed out" in str(exc).lower() or isinstance(exc, TimeoutError):
+                raise TunnelError(TIMEOUT_MESSAGE) from exc
+            if "no acceptable host key" in str(exc):
+                raise TunnelError(
+                    f"host key mismatch for {gate.name}: it offers none of the key types in {gate.path}"
+                ) from exc
+            raise TunnelError(f"SSH handshake with {gate.name} failed: {exc or type(exc).__name__}") from exc
+        gate.check(transport.get_remote_server_key())
+        _authenticate(transport, gate.name, settings)
+    except BaseException:
+        transport.close()
+        raise
+    transport.set_keepalive(settings.keepalive)
+    return transport
+
+
+def connect(
+    host: str,
+    port: int,
+    settings: SSHSettings,
+    *,
+    ask: Ask = ask_on_terminal,
+    warn: Warn = warn_on_stderr,
+) -> SSHConnection:
+    """Open an authenticated, host-key-checked SSH connection to ``host:port``."""
+    sock = _dial(host, port, settings.timeout)
+    try:
+        transport = _handshake(sock, host, port, settings, ask=ask, warn=warn)
+    except BaseException:
+        sock.close()
+        raise
+    return SSHConnection(transport, kh.host_string(host, port), settings, ask, warn)
+
+
+class SSHConnection:
+    """One authenticated SSH connection (possibly running over another one's channel)."""
+
+    def __init__(
+        self, transport: paramiko.Transport, name: str, settings: SSHSettings, ask: Ask, warn: Warn
+    ) -> None:
+        self._transport = transport
+        self.name = name
+        self._settings = settings
+        self._ask = ask
+        self._warn = warn
+        self._forwarders: list[UnixForwarder] = []
+        self._children: list[SSHConnection] = []
+        self._lock = threading.Lock()
+
+    def _open(self, kind: str, dest: tuple[str, int] | None = None) -> paramiko.Channel:
+        if not self._transport.is_active():
+            raise TunnelError(f"tunnel dropped: the connection to {self.name} is closed")
+        try:
+            if dest is None:
+                return self._transport.open_session(timeout=self._settings.timeout)
+            return self._transport.open_channel(kind, dest, ("127.0.0.1", 0), timeout=self._settings.timeout)
+        except paramiko.ChannelException as exc:
+            target = kh.host_string(*dest) if dest else "a session"
+            raise TunnelError(f"host {target} unreachable from {self.name}: {exc.text}") from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if "timed out" in str(exc).lower() or isinstance(exc, TimeoutError):
+                raise TunnelError(TIMEOUT_MESSAGE) from exc
+            raise TunnelError(f"tunnel dropped: cannot open a channel on {self.name}: {exc}") from exc
+
+    def _session(self, forward_agent: bool | None) -> paramiko.Channel:
+        channel = self._open("session")
+        if self._settings.forward_agent if forward_agent is None else forward_agent:
+            AgentRequestHandler(channel)
+        return channel
+
+    def _result(self, status: int) -> int:
+        if status >= 0:
+            return status
+        if not self._transport.is_active():
+            raise TunnelError(f"tunnel dropped mid-command: the connection to {self.name} was lost")
+        return 255  # the remote command ended without an exit status (killed by a signal)
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdout: BinaryIO | None = None,
+        stderr: BinaryIO | None = None,
+        stdin: BinaryIO | None = None,
+        forward_agent: bool | None = None,
+    ) -> int:
+        """Run ``command`` (a shell-quoted string), copying its output; return its exit code."""
+        channel = self._session(forward_agent)
+        try:
+            channel.exec_command(command)
+            status = pump_command(
+                channel,
+                stdout if stdout is not None else sys.stdout.buffer,
+                stderr if stderr is not None else sys.stderr.buffer,
+                stdin,
+            )
+        except (paramiko.SSHException, EOFError) as exc:
+            if not self._transport.is_active():
+                raise TunnelError(
+                    f"tunnel dropped mid-command: the connection to {self.name} was lost"
+                ) from exc
+            raise TunnelError(f"remote command on {self.name} failed: {exc}") from exc
+        finally:
+            channel.close()
+        return self._result(status)
+
+    def shell(self, *, forward_agent: bool | None = None) -> int:
+        """An interactive login shell (a PTY of the terminal's size when stdin is a TTY); its exit code."""
+        channel = self._session(forward_agent)
+        try:
+            status = pump_interactive(channel)
+        except (paramiko.SSHException, EOFError) as exc:
+            raise TunnelError(f"tunnel dropped mid-command: the connection to {self.name} was lost") from exc
+        finally:
+            channel.close()
+        return self._result(status)
+
+    def hop(self, host: str, port: int = DEFAULT_SSH_PORT) -> SSHConnection:
+        """SSH to ``host:port`` as this connection's host sees it: direct-tcpip plus a second handshake."""
+        channel = self._open("direct-tcpip", (host, port))
+        try:
+            transport = _handshake(channel, host, port, self._settings, ask=self._ask, warn=self._warn)
+        except BaseException:
+            channel.close()
+            raise
+        child = SSHConnection(transport, kh.host_string(host, port), self._settings, self._ask, self._warn)
+        with self._lock:
+            self._children.append(child)
+        return child
+
+    def forward(self, host: str, port: int) -> UnixForwarder:
+        """A private unix socket whose connections reach ``host:port`` as this connection's host sees it."""
+        self._open("direct-tcpip", (host, port)).close()  # fail now, with a clear error, if it is unreachable
+        forwarder = UnixForwarder(
+            lambda: self._open("direct-tcpip", (host, port)), kh.host_string(host, port)
+        )
+        with self._lock:
+            self._forwarders.append(forwarder)
+        return forwarder
+
+    def forward_endpoints(self, endpoints: Sequence[str]) -> tuple[str, ...]:
+        """Map etcd endpoints (``http://host:port``) to ``unix:`` endpoints reaching them through here."""
+        out: list[str] = []
+        for endpoint in endpoints:
+            parts = urlsplit(endpoint if "//" in endpoint else f"http://{endpoint}")
+            if parts.hostname is None:
+                raise TunnelError(f"cannot tunnel endpoint {endpoint!r}: no host")
+            out.append(self.forward(parts.hostname, parts.port or 2379).endpoint)
+        return tuple(out)
+
+    @property
+    def active(self) -> bool:
+        return self._transport.is_active()
+
+    def close(self) -> None:
+        """Close forwarders, hopped connections, then this connection."""
+        with self._lock:
+            forwarders, self._forwarders = self._forwarders, []
+            children, self._children = self._children, []
+        for forwarder in forwarders:
+            forwarder.close()
+        for child in children:
+            child.close()
+        with contextlib.suppress(Exception):
+            self._transport.close()
+
+    def __enter__(self) -> SSHConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
