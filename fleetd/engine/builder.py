@@ -1,0 +1,176 @@
+"""Builds the engine's ClusterSnapshot from the mirrored keyspace, skipping (and reporting once) bad data.
+
+Each body is parsed once per hash and each decoded value is cached by (key, mod revision), so a pass costs
+a walk over the mirror, not a re-parse. A unit whose record, target state or body is bad is left out of the
+snapshot together with its schedule entries, so the planner neither places nor removes it; a malformed
+schedule entry is handed to the planner as an extra entry to delete (the engine owns ``schedule/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+from fleetd.errors import FleetError
+from fleetd.model import MachineID, MachineState, Requirements, TargetState, Unit, UnitName
+from fleetd.registry import keyspace as ks
+from fleetd.registry.keyspace import BadRecord, Keyspace, UnitRecord
+from fleetd.registry.kv import KeyValue
+from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
+
+__all__ = ["BodyParser", "Built", "SnapshotBuilder"]
+
+# Unit-file text -> a function from a unit name to its [X-Fleet] requirements (specifiers expanded for
+# that name). Either step raises FleetError on a bad body. Called once per body hash.
+BodyParser = Callable[[str], Callable[[UnitName], Requirements]]
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    snapshot: ClusterSnapshot
+    referenced: frozenset[str]  # body hashes referenced by a unit record or a schedule entry
+    problems: tuple[str, ...]  # bad data first seen in this build (the caller logs each once)
+
+
+class SnapshotBuilder:
+    """Turns mirrored key-values into a ClusterSnapshot; keeps parse caches across passes."""
+
+    def __init__(self, keys: Keyspace, parse_body: BodyParser) -> None:
+        self._keys = keys
+        self._parse_body = parse_body
+        self._bodies: dict[str, Callable[[UnitName], Requirements] | FleetError] = {}
+        self._requirements: dict[tuple[str, UnitName], Requirements | FleetError] = {}
+        self._decoded: dict[str, tuple[int, object]] = {}
+        self._reported: set[tuple[str, int]] = set()
+
+    def build(
+        self,
+        revision: int,
+        *,
+        machines: Mapping[str, KeyValue],
+        units: Mapping[str, KeyValue],
+        targets: Mapping[str, KeyValue],
+        bodies: Mapping[str, KeyValue],
+        schedule: Mapping[str, KeyValue],
+    ) -> Built:
+        problems: list[str] = []
+        decoded: dict[str, tuple[int, object]] = {}
+
+        def decode(kv: KeyValue, decoder: Callable[[KeyValue], object]) -> object:
+            cached = self._decoded.get(kv.key)
+            if cached is not None and cached[0] == kv.mod_revision:
+                decoded[kv.key] = cached
+                return cached[1]
+            try:
+                value: object = decoder(kv)
+            except BadRecord as exc:
+                value = exc
+            decoded[kv.key] = (kv.mod_revision, value)
+            return value
+
+        def report(key: str, mod_revision: int, problem: str) -> None:
+            if (key, mod_revision) not in self._reported:
+                self._reported.add((key, mod_revision))
+                problems.append(problem)
+
+        live: dict[MachineID, MachineState] = {}
+        for kv in machines.values():
+            machine = decode(kv, self._machine)
+            if isinstance(machine, MachineState):
+                live[machine.id] = machine
+            else:
+                report(kv.key, kv.mod_revision, f"skipping machine: {machine}")
+
+        out_units: dict[UnitName, Unit] = {}
+        skipped: set[UnitName] = set()
+        referenced: set[str] = set()
+        for kv in units.values():
+            name = UnitName(kv.key[len(self._keys.units) :])
+            record = decode(kv, partial(_unit_record, name=name))
+            target_kv = targets.get(self._keys.target(name))
+            target: object = TargetState.INACTIVE
+            if target_kv is not None:
+                target = decode(target_kv, lambda t: ks.decode_target(t.key, t.value))
+            if not isinstance(record, UnitRecord) or not isinstance(target, TargetState):
+                bad = target_kv if isinstance(record, UnitRecord) and target_kv is not None else kv
+                skipped.add(name)
+                report(bad.key, bad.mod_revision, f"skipping unit {name}: {record if bad is kv else target}")
+                continue
+            referenced.add(record.hash)
+            body = bodies.get(self._keys.body(record.hash))
+            if body is None:
+                skipped.add(name)
+                report(kv.key, kv.mod_revision, f"skipping unit {name}: its body {record.hash} is missing")
+                continue
+            requirements = self._requirements_of(body.value, record.hash, name)
+            if isinstance(requirements, FleetError):
+                skipped.add(name)
+                report(body.key, body.mod_revision, f"skipping unit {name}: bad unit file: {requirements}")
+                continue
+            out_units[name] = Unit(name, record.hash, requirements, target)
+
+        placed: dict[UnitName, ScheduledUnit] = {}
+        extra: list[tuple[UnitName, MachineID]] = []
+        for kv in schedule.values():
+            try:
+                machine_id, name = self._keys.parse_scheduled(kv.key)
+            except BadRecord as exc:
+                report(kv.key, kv.mod_revision, f"ignoring {exc}")
+                continue
+            if name in skipped:
+                continue
+            entry = decode(kv, partial(_schedule_entry, machine_id=machine_id))
+            if not isinstance(entry, ScheduledUnit):
+                report(kv.key, kv.mod_revision, f"removing schedule entry: {entry}")
+                extra.append((name, machine_id))
+                continue
+            referenced.add(entry.hash)
+            current = placed.get(name)
+            if current is None or machine_id < current.machine_id:
+                if current is not None:
+                    extra.append((name, current.machine_id))
+                placed[name] = entry
+            else:
+                extra.append((name, machine_id))
+
+        self._decoded = decoded
+        if len(self._requirements) > 2 * len(out_units) + 64:  # forget destroyed units now and then
+            self._requirements = {k: v for k, v in self._requirements.items() if k[1] in out_units}
+            self._bodies = {h: v for h, v in self._bodies.items() if h in referenced}
+        snapshot = ClusterSnapshot(revision, live, out_units, placed, tuple(sorted(extra)))
+        return Built(snapshot, frozenset(referenced), tuple(problems))
+
+    def _machine(self, kv: KeyValue) -> MachineState:
+        machine = ks.decode_machine(kv.key, kv.value)
+        if kv.key != self._keys.machine(machine.id):
+            raise BadRecord(kv.key, f"record names machine {machine.id}")
+        return machine
+
+    def _requirements_of(self, text: str, unit_hash: str, name: UnitName) -> Requirements | FleetError:
+        cached = self._requirements.get((unit_hash, name))
+        if cached is None:
+            parsed = self._bodies.get(unit_hash)
+            if parsed is None:
+                try:
+                    parsed = self._parse_body(text)
+                except FleetError as exc:
+                    parsed = exc
+                self._bodies[unit_hash] = parsed
+            if isinstance(parsed, FleetError):
+                cached = parsed
+            else:
+                try:
+                    cached = parsed(name)
+                except FleetError as exc:
+                    cached = exc
+            self._requirements[(unit_hash, name)] = cached
+        return cached
+
+
+def _unit_record(kv: KeyValue, name: UnitName) -> UnitRecord:
+    return ks.decode_unit(kv.key, kv.value, name, TargetState.INACTIVE)  # the target is its own key
+
+
+def _schedule_entry(kv: KeyValue, machine_id: MachineID) -> ScheduledUnit:
+    return ks.decode_schedule(kv.key, kv.value, machine_id)

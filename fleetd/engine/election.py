@@ -1,0 +1,124 @@
+"""Engine leader election: a lease plus a create-if-absent Txn on one key.
+
+Every candidate holds its own lease (kept alive; keep-alives are not writes). A candidate that finds the key
+absent creates it on its lease and leads; the others watch the key and campaign again the moment it is
+deleted (the leader resigned, or its lease expired: within one TTL of the leader dying). The leader's writes
+compare on the key's create revision (``leadership``), which names one term: a deposed leader cannot write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fleetd.errors import RegistryError
+from fleetd.registry.kv import KV, Compare, CompareOp, CompareTarget, Delete, EventType, Get, Put
+
+__all__ = ["Election"]
+
+logger = logging.getLogger(__name__)
+
+
+class Election:
+    """Campaign for ``key`` as ``candidate`` with leases of ``ttl`` seconds; run ``run()`` as a task."""
+
+    def __init__(self, kv: KV, key: str, candidate: str, ttl: float, *, retry_delay: float = 1.0) -> None:
+        self._kv = kv
+        self.key = key
+        self.candidate = candidate
+        self.ttl = ttl
+        self._retry_delay = retry_delay
+        self._lease = 0
+        self._term = 0  # create revision of our leader key while we lead
+        self.leader: str | None = None  # the leader last seen (None: unknown or none)
+        self.changed = asyncio.Event()  # set whenever leadership is won or lost; consumers clear it
+
+    @property
+    def is_leader(self) -> bool:
+        return self._term != 0
+
+    @property
+    def leadership(self) -> Compare | None:
+        """The Txn guard that holds only while this term lasts (None when not leading)."""
+        if not self._term:
+            return None
+        return Compare(self.key, CompareTarget.CREATE, CompareOp.EQUAL, self._term)
+
+    async def run(self) -> None:
+        """Campaign until cancelled; keeps the lease alive meanwhile."""
+        while True:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._keep_alive())
+                    group.create_task(self._campaign())
+            except* RegistryError as errors:
+                self._set_term(0, None)
+                logger.warning("engine election failed, retrying: %s", errors.exceptions[0])
+                await asyncio.sleep(self._retry_delay)
+
+    async def resign(self) -> None:
+        """Give up leadership (delete the key if it is still ours) and revoke the lease."""
+        if self._term:
+            guard = Compare(self.key, CompareTarget.CREATE, CompareOp.EQUAL, self._term)
+            with contextlib.suppress(RegistryError):
+                await self._kv.txn([guard], [Delete(self.key)])
+            logger.info("Engine leadership released by %s", self.candidate)
+        self._set_term(0, None)
+        if self._lease:
+            with contextlib.suppress(RegistryError):
+                await self._kv.revoke(self._lease)
+            self._lease = 0
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            if self._lease and await self._kv.keep_alive(self._lease) <= 0:
+                raise RegistryError(f"engine lease {self._lease:x} expired")
+
+    async def _campaign(self) -> None:
+        while True:
+            if not self._lease:
+                self._lease = await self._kv.grant(self.ttl)
+            result = await self._kv.txn(
+                [Compare(self.key, CompareTarget.CREATE, CompareOp.EQUAL, 0)],
+                [Put(self.key, self.candidate, self._lease)],
+                [Get(self.key)],
+            )
+            if result.succeeded:
+                self._set_term(result.revision, self.candidate)
+            else:
+                held = result.responses[0][0] if result.responses and result.responses[0] else None
+                if held is not None and held.lease == self._lease:  # ours from an earlier term
+                    self._set_term(held.create_revision, self.candidate)
+                else:
+                    self._set_term(0, held.value if held else None)
+            await self._until_key_changes(result.revision + 1)
+
+    async def _until_key_changes(self, start: int) -> None:
+        """Return when the leader key is deleted or replaced (or after a TTL, to re-check)."""
+        events = self._kv.watch(self.key, start)
+        try:
+            async with asyncio.timeout(self.ttl):
+                async for batch in events:
+                    if any(e.kv.key == self.key and e.type is EventType.DELETE for e in batch):
+                        return
+                    if any(e.kv.key == self.key and e.kv.create_revision != self._term for e in batch):
+                        return
+        except TimeoutError:
+            return
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _set_term(self, term: int, leader: str | None) -> None:
+        if leader != self.leader and leader is not None:
+            if self.leader is None:
+                logger.info("Engine leader is %s", leader)
+            else:
+                logger.info("Engine leadership changed from %s to %s", self.leader, leader)
+        self.leader = leader
+        if bool(term) != bool(self._term):
+            self.changed.set()
+        self._term = term
