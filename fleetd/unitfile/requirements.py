@@ -1,0 +1,220 @@
+"""A unit's [X-Fleet] requirements: typed extraction, unknown keys and combination checks (pure).
+
+Keys are case-sensitive. Deprecated aliases are merged with their modern key: ``X-ConditionMachineID`` and
+``X-ConditionMachineBootID`` (MachineID), ``X-ConditionMachineOf`` (MachineOf), ``X-Conflicts`` (Conflicts),
+``X-ConditionMachineMetadata`` (MachineMetadata). Before evaluation, ``%n %N %p %i`` in every value are
+replaced, in that order, by the unit's full name, name without type, prefix and instance; a name without a
+"." expands nothing (validation runs without a name, so it sees the raw values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fleetd import glob
+from fleetd.errors import UnitFileError
+from fleetd.model import Requirements
+from fleetd.unitfile.names import UnitNameInfo
+from fleetd.unitfile.parser import GO_SPACE, parse
+from fleetd.unitfile.unit import FLEET_SECTION, UnitFile, parse_multivalue
+
+__all__ = [
+    "CONFLICT_KEYS",
+    "MACHINE_ID_KEYS",
+    "METADATA_KEYS",
+    "PEER_KEYS",
+    "VALID_KEYS",
+    "expand_specifiers",
+    "expanded_requirements",
+    "parse_multivalue",
+    "requirement_problems",
+    "requirements_for",
+    "unknown_key_warnings",
+    "unknown_keys",
+    "validate_requirements",
+]
+
+MACHINE_ID_KEYS = ("MachineID", "X-ConditionMachineID", "X-ConditionMachineBootID")  # in precedence order
+PEER_KEYS = frozenset({"MachineOf", "X-ConditionMachineOf"})
+CONFLICT_KEYS = frozenset({"Conflicts", "X-Conflicts"})
+METADATA_KEYS = frozenset({"MachineMetadata", "X-ConditionMachineMetadata"})
+GLOBAL_KEY = "Global"
+REPLACES_KEY = "Replaces"
+VALID_KEYS = frozenset(
+    {*MACHINE_ID_KEYS, *PEER_KEYS, *CONFLICT_KEYS, *METADATA_KEYS, GLOBAL_KEY, REPLACES_KEY}
+)
+TRUTHY = frozenset({"true", "yes", "1", "on", "t"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    key: str
+    value: str
+    line: int
+
+
+def expand_specifiers(value: str, name: str) -> str:
+    """Replace %n, %N, %p and %i (in that order, no %% escape) for unit ``name``; unchanged without a "."."""
+    info = UnitNameInfo.parse(name)
+    return value if info is None else _expand(value, info)
+
+
+def _expand(value: str, info: UnitNameInfo) -> str:
+    if "%" not in value:
+        return value
+    for spec, replacement in (("%n", info.full_name), ("%N", info.name), ("%p", info.prefix),
+                              ("%i", info.instance)):
+        value = value.replace(spec, replacement)
+    return value
+
+
+def _values(unit: UnitFile, name: str = "") -> Iterator[_Value]:
+    """Every [X-Fleet] value in file order, quoted multi-values split, specifiers expanded for ``name``."""
+    info = UnitNameInfo.parse(name)
+    for option in unit.options:
+        if option.section != FLEET_SECTION:
+            continue
+        for value in parse_multivalue(option.value):
+            yield _Value(option.name, value if info is None else _expand(value, info), option.line)
+
+
+def expanded_requirements(unit: UnitFile, name: str = "") -> dict[str, list[str]]:
+    """The raw requirements map: every [X-Fleet] key (known or not) -> its expanded values in file order."""
+    out: dict[str, list[str]] = {}
+    for item in _values(unit, name):
+        out.setdefault(item.key, []).append(item.value)
+    return out
+
+
+def requirements_for(unit: UnitFile, name: str) -> Requirements:
+    """The typed requirements of ``unit`` submitted as ``name`` (specifiers expanded for that name)."""
+    return _Extracted(list(_values(unit, name))).requirements()
+
+
+def unknown_keys(unit: UnitFile) -> tuple[str, ...]:
+    """[X-Fleet] keys fleet does not know, once each in order of first appearance."""
+    seen: dict[str, None] = {}
+    for option in unit.options:
+        if option.section == FLEET_SECTION and option.name not in VALID_KEYS:
+            seen.setdefault(option.name, None)
+    return tuple(seen)
+
+
+def unknown_key_warnings(unit: UnitFile, name: str) -> tuple[str, ...]:
+    """The original's warning line for each unknown [X-Fleet] key."""
+    return tuple(f'Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"'
+                 for key in unknown_keys(unit))
+
+
+def validate_requirements(unit: UnitFile) -> None:
+    """Raise the first problem ``requirement_problems`` finds (the one the original reports)."""
+    problems = requirement_problems(unit)
+    if problems:
+        raise problems[0]
+
+
+def requirement_problems(unit: UnitFile) -> tuple[UnitFileError, ...]:
+    """Every reason the [X-Fleet] options cannot be satisfied, in the original's check order.
+
+    Each error carries the line of the option that completes the bad combination, when known.
+    """
+    try:
+        parse(unit.canonical)
+    except UnitFileError as err:
+        return (UnitFileError(err.msg),)
+    found = _Extracted(list(_values(unit)))
+    problems: list[UnitFileError] = []
+    for kind, patterns in (("conflict", found.conflicts), ("replace", found.replaces)):
+        for peer in _unique(found.peers):
+            for pattern in _unique(patterns):
+                if glob.match(pattern.value, peer.value):
+                    line = max(peer.line, pattern.line)
+                    problems.append(UnitFileError(
+                        f'unresolvable requirements: peer "{peer.value}" matches {kind} "{pattern.value}"',
+                        line or None))
+    kinds = [
+        ("MachineID", found.machine_ids),
+        ("Peers", found.peers),
+        ("Conflicts", found.conflicts),
+        ("Global", found.globals[-1:] if found.is_global() else []),
+        ("Replaces", found.replaces),
+    ]
+    present = {label: values[0].line for label, values in kinds if values}
+    for first, second in _EXCLUSIVE:
+        if first in present and second in present:
+            line = max(present[first], present[second])
+            problems.append(UnitFileError(f"{first} cannot be used with {second}", line or None))
+    return tuple(problems)
+
+
+_EXCLUSIVE = (
+    ("MachineID", "Peers"),
+    ("MachineID", "Conflicts"),
+    ("MachineID", "Global"),
+    ("MachineID", "Replaces"),
+    ("Global", "Peers"),
+    ("Global", "Replaces"),
+    ("Conflicts", "Replaces"),
+)
+
+
+class _Extracted:
+    """The [X-Fleet] values sorted by meaning (still with their lines, for error messages)."""
+
+    def __init__(self, values: list[_Value]) -> None:
+        self.peers = [v for v in values if v.key in PEER_KEYS]
+        self.conflicts = [
+            _Value(v.key, pattern, v.line)
+            for v in values if v.key in CONFLICT_KEYS
+            for pattern in _fields(v.value)
+        ]
+        self.replaces = [v for v in values if v.key == REPLACES_KEY]
+        self.globals = [v for v in values if v.key == GLOBAL_KEY]
+        self.metadata = [v for v in values if v.key in METADATA_KEYS]
+        self.machine_ids: list[_Value] = []
+        for key in MACHINE_ID_KEYS:
+            self.machine_ids = [v for v in values if v.key == key]
+            if self.machine_ids:
+                break
+
+    def is_global(self) -> bool:
+        return bool(self.globals) and self.globals[-1].value.lower() in TRUTHY
+
+    def requirements(self) -> Requirements:
+        allowed: dict[str, set[str]] = {}
+        for item in self.metadata:
+            parts = item.value.split("=")
+            if len(parts) == 2 and parts[0] and parts[1]:
+                allowed.setdefault(parts[0], set()).add(parts[1])
+        return Requirements(
+            machine_id=self.machine_ids[0].value if self.machine_ids else None,
+            peers=tuple(v.value for v in self.peers),
+            conflicts=tuple(v.value for v in self.conflicts),
+            metadata={key: frozenset(values) for key, values in allowed.items()},
+            is_global=self.is_global(),
+            replaces=tuple(v.value for v in self.replaces),
+        )
+
+
+def _fields(value: str) -> list[str]:
+    """Split on runs of whitespace, as Go's strings.Fields does."""
+    out: list[str] = []
+    current: list[str] = []
+    for char in value:
+        if char in GO_SPACE:
+            if current:
+                out.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        out.append("".join(current))
+    return out
+
+
+def _unique(values: list[_Value]) -> list[_Value]:
+    seen: dict[str, _Value] = {}
+    for item in values:
+        seen.setdefault(item.value, item)
+    return list(seen.values())
