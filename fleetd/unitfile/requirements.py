@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fleetd import glob
 from fleetd.errors import UnitFileError
+from fleetd.glob import match as glob_match
 from fleetd.model import Requirements
 from fleetd.unitfile.names import UnitNameInfo
 from fleetd.unitfile.parser import GO_SPACE, parse
@@ -128,7 +128,7 @@ def requirement_problems(unit: UnitFile) -> tuple[UnitFileError, ...]:
     for kind, patterns in (("conflict", found.conflicts), ("replace", found.replaces)):
         for peer in _unique(found.peers):
             for pattern in _unique(patterns):
-                if glob.match(pattern.value, peer.value):
+                if glob_match(pattern.value, peer.value):
                     line = max(peer.line, pattern.line)
                     problems.append(UnitFileError(
                         f'unresolvable requirements: peer "{peer.value}" matches {kind} "{pattern.value}"',
