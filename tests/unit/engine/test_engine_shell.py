@@ -1,0 +1,275 @@
+"""The engine shell on MemoryKV: election, scheduling, reactions, machine loss, bad data, deposition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from fleetd.engine.engine import Engine
+from fleetd.engine.plan import EnginePlan, Schedule
+from fleetd.errors import CASConflict
+from fleetd.model import MachineID, MachineState, TargetState, UnitName
+from fleetd.registry.memory import MemoryKV
+from fleetd.registry.registry import Registry, UnitRecord
+from fleetd.unitfile.unit import UnitFile
+
+P = "/t/"
+TTL = 1.0
+
+
+def unit_file(extra: str = "") -> UnitFile:
+    return UnitFile.from_text(f"[Service]\nExecStart=/bin/sleep 1000\n{extra}")
+
+
+async def submit(
+    reg: Registry, name: str, extra: str = "", state: TargetState = TargetState.LAUNCHED
+) -> None:
+    uf = unit_file(extra)
+    is_global = "Global=true" in extra
+    await reg.put_units([(UnitRecord(UnitName(name), uf.hash, is_global, state), uf.canonical)])
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    """Poll an async predicate with a deadline."""
+    async with asyncio.timeout(seconds):
+        while not await check():  # noqa: ASYNC110 - registry reads, no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def placement(reg: Registry) -> dict[str, list[str]]:
+    return {
+        name: sorted(e.machine_id for e in entries) for name, entries in (await reg.list_schedule()).items()
+    }
+
+
+class Cluster:
+    def __init__(self, kv: MemoryKV) -> None:
+        self.kv = kv
+        self.reg = Registry(kv, P)
+        self.engines: dict[str, tuple[Engine, asyncio.Task[None]]] = {}
+        self.machine_leases: dict[str, int] = {}
+
+    def start_engine(self, machine_id: str, interval: float = 30.0) -> Engine:
+        engine = Engine(self.kv, machine_id, prefix=P, interval=interval, ttl=TTL)
+        self.engines[machine_id] = (engine, asyncio.create_task(engine.run()))
+        return engine
+
+    async def stop_engine(self, machine_id: str) -> None:
+        _engine, task = self.engines.pop(machine_id)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def add_machine(self, machine_id: str, **metadata: str) -> None:
+        lease = await self.kv.grant(60)
+        self.machine_leases[machine_id] = lease
+        await self.reg.register_machine(MachineState(MachineID(machine_id), metadata=metadata), lease)
+
+    def leaders(self) -> list[str]:
+        return [mid for mid, (engine, _task) in self.engines.items() if engine.is_leader]
+
+    async def one_leader(self) -> Engine:
+        async def elected() -> bool:
+            return len(self.leaders()) == 1
+
+        await eventually(elected)
+        return self.engines[self.leaders()[0]][0]
+
+
+def run(test: Callable[[Cluster], Awaitable[None]]) -> None:
+    async def main() -> None:
+        kv = MemoryKV()
+        cluster = Cluster(kv)
+        try:
+            await test(cluster)
+        finally:
+            for machine_id in list(cluster.engines):
+                await cluster.stop_engine(machine_id)
+            await kv.close()
+
+    asyncio.run(main())
+
+
+def test_exactly_one_of_several_engines_leads_and_a_graceful_stop_hands_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "fleetd.engine")
+
+    async def t(c: Cluster) -> None:
+        for machine_id in ("m1", "m2", "m3"):
+            c.start_engine(machine_id)
+        leader = await c.one_leader()
+        assert (await c.kv.get("/t/engine/leader")).value == leader.machine_id  # type: ignore[union-attr]
+        await c.stop_engine(leader.machine_id)
+        successor = await c.one_leader()  # the released key wakes the others at once, no TTL wait
+        assert successor.machine_id != leader.machine_id
+        assert "Engine leadership changed from" in caplog.text
+
+    run(t)
+
+
+def test_schedules_units_and_reacts_to_new_ones_without_waiting_for_the_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "fleetd.engine")
+
+    async def t(c: Cluster) -> None:
+        await c.add_machine("aaaaaaaa0001", role="web")
+        await c.add_machine("bbbbbbbb0002", role="db")
+        await submit(c.reg, "web.service", "[X-Fleet]\nMachineMetadata=role=web\n")
+        await submit(c.reg, "loaded.service", state=TargetState.LOADED)
+        await submit(c.reg, "idle.service", state=TargetState.INACTIVE)
+        await submit(c.reg, "all.service", "[X-Fleet]\nGlobal=true\n")
+        c.start_engine("aaaaaaaa0001", interval=60.0)
+        await c.one_leader()
+
+        async def scheduled() -> bool:
+            return set(await placement(c.reg)) == {"web.service", "loaded.service"}
+
+        await eventually(scheduled)
+        schedule = await c.reg.machine_schedule("aaaaaaaa0001")
+        assert schedule[UnitName("web.service")].state is TargetState.LAUNCHED
+        loaded = (await c.reg.list_schedule())[UnitName("loaded.service")][0]
+        assert loaded.state is TargetState.LOADED
+        assert 'action=schedule unit=web.service machine=aaaaaaaa state=launched reason="' in caplog.text
+
+        await submit(c.reg, "db.service", "[X-Fleet]\nMachineMetadata=role=db\n")  # the watch wakes it
+
+        async def db_placed() -> bool:
+            return (await placement(c.reg)).get("db.service") == ["bbbbbbbb0002"]
+
+        await eventually(db_placed, seconds=3.0)
+        await c.reg.set_target_states({"web.service": TargetState.INACTIVE})
+
+        async def web_gone() -> bool:
+            return "web.service" not in await placement(c.reg)
+
+        await eventually(web_gone, seconds=3.0)
+        assert "action=unschedule unit=web.service machine=aaaaaaaa" in caplog.text
+
+    run(t)
+
+
+def test_units_of_a_machine_whose_lease_is_revoked_are_replaced_honouring_constraints() -> None:
+    async def t(c: Cluster) -> None:
+        for machine_id, role in (("m1", "web"), ("m2", "web"), ("m3", "db")):
+            await c.add_machine(machine_id, role=role)
+        await submit(c.reg, "web.service", "[X-Fleet]\nMachineMetadata=role=web\n")
+        c.start_engine("m3")
+        await c.one_leader()
+
+        async def placed() -> bool:
+            return len((await placement(c.reg)).get("web.service", [])) == 1
+
+        await eventually(placed)
+        first = (await placement(c.reg))["web.service"][0]
+        await c.kv.revoke(c.machine_leases[first])
+        other = "m2" if first == "m1" else "m1"
+
+        async def moved() -> bool:
+            return (await placement(c.reg)).get("web.service") == [other]
+
+        await eventually(moved, seconds=3.0)
+
+    run(t)
+
+
+def test_bad_data_is_logged_once_and_skipped_while_the_rest_is_scheduled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "fleetd.engine")
+
+    async def t(c: Cluster) -> None:
+        await c.add_machine("m1")
+        for name in (
+            "good.service",
+            "badjson.service",
+            "badtarget.service",
+            "nobody.service",
+            "badbody.service",
+        ):
+            await submit(c.reg, name)
+        await c.kv.put("/t/units/badjson.service", "{nope")
+        await c.kv.put("/t/targets/badtarget.service", "running")
+        await c.kv.put("/t/units/nobody.service", '{"global":false,"hash":"' + "e" * 40 + '"}')
+        bad_body = "[Service\nExecStart=/bin/true\n"
+        await c.kv.put("/t/units/badbody.service", '{"global":false,"hash":"' + "f" * 40 + '"}')
+        await c.kv.put("/t/bodies/" + "f" * 40, bad_body)
+        await c.kv.put(
+            "/t/schedule/m1/badtarget.service", '{"hash":"' + "d" * 40 + '","state":"launched"}'
+        )  # left alone
+        await c.kv.put("/t/schedule/m1/orphan.service", "not json")  # malformed: removed
+        engine = c.start_engine("m1", interval=0.05)
+        await c.one_leader()
+
+        async def good_only() -> bool:
+            return await placement(c.reg) == {"good.service": ["m1"], "badtarget.service": ["m1"]}
+
+        await eventually(good_only)
+        passes = engine.passes
+
+        async def more_passes() -> bool:
+            return engine.passes >= passes + 5
+
+        await eventually(more_passes)
+        for text in (
+            "units/badjson.service: malformed JSON",
+            "invalid target state 'running'",
+            "nobody.service: its body eeee",
+            "badbody.service: bad unit file",
+            "orphan.service",
+        ):
+            assert caplog.text.count(text) == 1, text
+
+    run(t)
+
+
+def test_a_deposed_leaders_writes_are_rejected_and_another_engine_takes_over() -> None:
+    async def t(c: Cluster) -> None:
+        for machine_id in ("m1", "m2"):
+            await c.add_machine(machine_id)
+            c.start_engine(machine_id)
+        leader = await c.one_leader()
+        stale = leader.election.leadership
+        assert stale is not None
+        await c.kv.revoke(leader.election._lease)  # its lease dies: the key goes with it
+
+        async def other_leads() -> bool:
+            return c.leaders() not in ([], [leader.machine_id])
+
+        await eventually(other_leads, seconds=TTL * 3)
+        plan = EnginePlan(
+            0, (Schedule(UnitName("x.service"), MachineID("m1"), "a" * 40, TargetState.LAUNCHED, "r"),)
+        )
+        with pytest.raises(CASConflict):
+            await c.reg.apply_plan(plan, stale)
+        assert await c.reg.list_schedule() == {}
+
+    run(t)
+
+
+def test_unreferenced_bodies_are_collected_after_destroy() -> None:
+    async def t(c: Cluster) -> None:
+        await c.add_machine("m1")
+        await submit(c.reg, "a.service")
+        await submit(c.reg, "b.service", "[Unit]\nDescription=b\n")
+        c.start_engine("m1")
+        await c.one_leader()
+
+        async def two_scheduled() -> bool:
+            return len(await placement(c.reg)) == 2
+
+        await eventually(two_scheduled)
+        await c.reg.destroy_units(["b.service"])
+
+        async def one_body() -> bool:
+            return len((await c.kv.range("/t/bodies/")).kvs) == 1 and len(await placement(c.reg)) == 1
+
+        await eventually(one_body)
+        assert await c.reg.get_body(unit_file().hash) is not None
+
+    run(t)
