@@ -1,0 +1,249 @@
+"""The cluster client: fleetctl's view of the registry.
+
+It composes Registry reads into what the commands show (machines, unit states joined with machines, unit
+files with current state and target) and waits for units to reach a state through one watch. Every read is
+a constant number of etcd requests: whole-keyspace ranges for the list commands, batched Txns of Gets (or
+per-unit prefix Gets) for named units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fleetctl.context import GlobalOptions
+from fleetd.errors import FleetError
+from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.registry.keyspace import UnitRecord
+from fleetd.registry.registry import Registry
+
+__all__ = [
+    "FleetClient",
+    "Goal",
+    "UnitFileRow",
+    "UnitStateRow",
+    "WaitTimeout",
+    "connect_etcd",
+    "current_state",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStateRow:
+    """One published unit state (a unit on one machine), with that machine's record when it is live."""
+
+    state: UnitState
+    machine: MachineState | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitFileRow:
+    """One unit as ``list-unit-files`` shows it."""
+
+    record: UnitRecord
+    current: TargetState | None  # None for global units (they have no single current state)
+    target: MachineState | MachineID | None  # where the engine placed it (the live machine when known)
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """What a wait waits for: ``name`` reports ``state`` at ``hash`` ('' = any), and with ``active`` also
+    systemd's loaded/active."""
+
+    name: str
+    state: TargetState
+    hash: str = ""
+    active: bool = False
+
+
+class WaitTimeout(asyncio.TimeoutError):
+    """The wait budget ran out before a unit reported its state."""
+
+    def __init__(self, goal: Goal, last: Sequence[UnitState]) -> None:
+        self.goal = goal
+        self.last = tuple(last)
+        detail = ""
+        if goal.active and last:
+            seen = last[0]
+            detail = f" (systemd: {seen.load_state}/{seen.active_state}/{seen.sub_state})"
+        super().__init__(f"timed out waiting for unit {goal.name} to report state {goal.state.value}{detail}")
+
+
+def current_state(states: Iterable[UnitState]) -> TargetState:
+    """A non-global unit's current state from its published records: the furthest one, inactive if none."""
+    best = TargetState.INACTIVE
+    for state in states:
+        if state.state.rank > best.rank:
+            best = state.state
+    return best
+
+
+def _reached(goal: Goal, states: Sequence[UnitState]) -> UnitState | bool | None:
+    """The record that satisfies ``goal`` (None when the goal is inactive and met), or False when unmet."""
+    if goal.state is TargetState.INACTIVE:
+        return None if not states else False
+    for state in states:
+        if state.state is not goal.state or (goal.hash and state.hash != goal.hash):
+            continue
+        if goal.active and (state.load_state != "loaded" or state.active_state != "active"):
+            continue
+        return state
+    return False
+
+
+def _by_name(states: Iterable[UnitState]) -> dict[str, list[UnitState]]:
+    grouped: dict[str, list[UnitState]] = {}
+    for state in states:
+        grouped.setdefault(state.name, []).append(state)
+    return grouped
+
+
+class FleetClient:
+    """fleetctl's operations on one Registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    # Reads ----------------------------------------------------------------------------------------------
+
+    async def machines(self) -> tuple[MachineState, ...]:
+        return await self.registry.list_machines()
+
+    async def machine_map(self) -> dict[MachineID, MachineState]:
+        return {machine.id: machine for machine in await self.registry.list_machines()}
+
+    async def unit_state_rows(self) -> list[UnitStateRow]:
+        """Every published state sorted by unit then machine (two ranges: states and machines)."""
+        states = await self.registry.list_unit_states()
+        machines = await self.machine_map()
+        return [UnitStateRow(state, machines.get(state.machine_id)) for state in states]
+
+    async def unit_file_rows(self, *, descriptions: bool) -> list[UnitFileRow]:
+        """Every unit sorted by name with its current state and target machine (a few ranges; bodies are
+        read only for ``descriptions``)."""
+        records = await self.registry.list_units()
+        schedule = await self.registry.list_schedule()
+        states = _by_name(await self.registry.list_unit_states())
+        machines = await self.machine_map()
+        bodies: Mapping[str, str] = {}
+        if descriptions:
+            bodies = await self.registry.get_bodies(record.hash for record in records)
+        rows = []
+        for record in records:
+            target: MachineState | MachineID | None = None
+            entries = schedule.get(record.name, [])
+            if entries and not record.is_global:
+                machine_id = min(entry.machine_id for entry in entries)
+                target = machines.get(machine_id, machine_id)
+            current = None if record.is_global else current_state(states.get(record.name, ()))
+            rows.append(UnitFileRow(record, current, target, _description(bodies.get(record.hash, ""))))
+        return sorted(rows, key=lambda row: row.record.name)
+
+    async def units(self, names: Sequence[str]) -> Mapping[UnitName, UnitRecord]:
+        """The named units that exist (batched Gets)."""
+        return await self.registry.get_units(names)
+
+    async def all_units(self) -> tuple[UnitRecord, ...]:
+        return await self.registry.list_units()
+
+    async def body(self, record: UnitRecord) -> str | None:
+        return await self.registry.get_body(record.hash)
+
+    async def bodies(self, hashes: Iterable[str]) -> Mapping[str, str]:
+        return await self.registry.get_bodies(hashes)
+
+    async def current_states(self, names: Sequence[str]) -> dict[str, TargetState]:
+        """Current state of each named unit from its published records (one Txn of prefix Gets per 128)."""
+        grouped = _by_name(await self.registry.list_unit_states(names))
+        return {name: current_state(grouped.get(name, ())) for name in names}
+
+    # Writes ---------------------------------------------------------------------------------------------
+
+    async def ensure_schema(self) -> None:
+        await self.registry.ensure_schema()
+
+    async def put_units(self, units: Sequence[tuple[UnitRecord, str]]) -> None:
+        if units:
+            await self.registry.put_units(units)
+
+    async def set_targets(self, targets: Mapping[str, TargetState]) -> None:
+        if targets:
+            await self.registry.set_target_states(targets)
+
+    async def destroy(self, names: Sequence[str]) -> None:
+        if names:
+            await self.registry.destroy_units(names)
+
+    # Waiting --------------------------------------------------------------------------------------------
+
+    async def wait(
+        self,
+        goals: Sequence[Goal],
+        *,
+        budget: float | None,
+        progress: Callable[[int, int, dict[str, UnitState | None]], None] | None = None,
+    ) -> dict[str, UnitState | None]:
+        """Wait until every goal is met; returns, per unit, the record that met it (None for inactive).
+
+        One watch on the units' states; ``budget`` (seconds) None waits forever. Raises WaitTimeout naming
+        the first unit (by name) still pending.
+        """
+        pending = {goal.name: goal for goal in goals}
+        met: dict[str, UnitState | None] = {}
+        if not pending:
+            return met
+        latest: dict[str, list[UnitState]] = {}
+        stream = self.registry.watch_unit_states(sorted(pending))
+        try:
+            async with asyncio.timeout(budget):
+                async for states in stream:
+                    latest = _by_name(states)
+                    for name in sorted(pending):
+                        found = _reached(pending[name], latest.get(name, ()))
+                        if found is not False:
+                            met[name] = found if isinstance(found, UnitState) else None
+                            del pending[name]
+                    if progress is not None:
+                        progress(len(met), len(goals), met)
+                    if not pending:
+                        break
+        except TimeoutError:
+            first = min(pending)
+            raise WaitTimeout(pending[first], latest.get(first, ())) from None
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        return met
+
+
+def _description(body: str) -> str:
+    if not body:
+        return ""
+    from fleetd.unitfile.unit import UnitFile  # noqa: PLC0415 (only list-unit-files --fields desc needs it)
+
+    try:
+        return UnitFile.from_text(body).description
+    except FleetError:
+        return ""
+
+
+@asynccontextmanager
+async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
+    """A client on real etcd at the global options' endpoints (TLS files and request timeout applied)."""
+    from fleetd.registry.etcd import EtcdKV  # noqa: PLC0415 (the gRPC import is slow; keep it lazy)
+
+    kv = EtcdKV(
+        list(options.endpoints),
+        request_timeout=options.request_timeout,
+        ca_file=options.ca_file or None,
+        cert_file=options.cert_file or None,
+        key_file=options.key_file or None,
+    )
+    try:
+        yield FleetClient(Registry(kv, options.etcd_key_prefix))
+    finally:
+        await kv.close()

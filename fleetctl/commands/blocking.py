@@ -1,0 +1,104 @@
+"""Waiting for units (spec §1.6): the --no-block/--block-attempts flags, the wait itself with its report lines
+(``Unit X launched on 1a2b3c4d.../10.0.0.1``) and a live progress count when stdout is a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from fleetctl.client import FleetClient, Goal, WaitTimeout
+from fleetctl.context import App, CommandFailed
+from fleetctl.output import machine_legend
+from fleetd.model import MachineID, MachineState, UnitState
+
+__all__ = ["block_options", "report_triggered", "timeout_for", "wait_for"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROGRESS_MIN_UNITS = 2  # a progress line for one unit would only flicker
+
+
+def block_options(f: F) -> F:
+    f = click.option(
+        "--no-block", is_flag=True, help="Do not wait until the units reach the requested state."
+    )(f)
+    return click.option(
+        "--block-attempts",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Wait budget in attempts of 2 seconds; 0 or less waits forever.",
+    )(f)
+
+
+def timeout_for(app: App, attempts: int) -> float | None:
+    """The wait budget in seconds: ``attempts`` attempts, or None (forever) for 0 or less."""
+    return attempts * app.attempt_seconds if attempts > 0 else None
+
+
+def report_triggered(names: Sequence[str], verb: str, *, is_global: bool = False) -> None:
+    kind = "global unit" if is_global else "unit"
+    for name in names:
+        click.echo(f"Triggered {kind} {name} {verb}")
+
+
+class _Progress:
+    """``Waiting for units: 3/10`` redrawn in place on a terminal; erased before any other line."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.shown = False
+
+    def draw(self, done: int, total: int) -> None:
+        if self.enabled and done < total:
+            click.echo(f"\r\x1b[KWaiting for units: {done}/{total} done", nl=False)
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            click.echo("\r\x1b[K", nl=False)
+            self.shown = False
+
+
+async def wait_for(
+    client: FleetClient,
+    app: App,
+    goals: Sequence[Goal],
+    *,
+    attempts: int,
+    failure: Callable[[str], str] = lambda problem: f"Error waiting for units: {problem}",
+    quiet: bool = False,
+) -> None:
+    """Wait for every goal, printing ``Unit <name> <state>[ on <machine>]`` as each is met (unless
+    ``quiet``); raises CommandFailed with ``failure(reason)`` when the budget runs out."""
+    if not goals:
+        return
+    machines: dict[MachineID, MachineState] = {} if quiet else await client.machine_map()
+    progress = _Progress(app.is_tty and len(goals) >= PROGRESS_MIN_UNITS and not quiet)
+    printed: set[str] = set()
+    by_name = {goal.name: goal for goal in goals}
+
+    def on_progress(done: int, total: int, met: dict[str, UnitState | None]) -> None:
+        progress.clear()
+        if not quiet:
+            for name in sorted(set(met) - printed):
+                printed.add(name)
+                click.echo(_report_line(by_name[name], met[name], machines))
+        progress.draw(done, total)
+
+    try:
+        await client.wait(goals, budget=timeout_for(app, attempts), progress=on_progress)
+    except WaitTimeout as exc:
+        progress.clear()
+        raise CommandFailed(failure(str(exc))) from exc
+    progress.clear()
+
+
+def _report_line(goal: Goal, state: UnitState | None, machines: dict[MachineID, MachineState]) -> str:
+    line = f"Unit {goal.name} {goal.state.value}"
+    if state is not None and state.machine_id:
+        machine = machines.get(state.machine_id)
+        line += f" on {machine_legend(state.machine_id, machine.public_ip if machine else '', full=False)}"
+    return line

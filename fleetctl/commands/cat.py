@@ -1,0 +1,34 @@
+"""cat: print a unit's stored (canonical) text."""
+
+from __future__ import annotations
+
+import click
+
+from fleetctl.client import FleetClient
+from fleetctl.context import CommandFailed, UsageFailed, run
+from fleetd.model import UnitName
+from fleetd.unitfile.names import mangle
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("cat")
+@click.argument("units", nargs=-1)
+@click.pass_context
+def cat(ctx: click.Context, units: tuple[str, ...]) -> None:
+    """Output the contents of a submitted unit."""
+    if len(units) != 1:
+        raise UsageFailed("One unit file must be provided")
+    name = mangle(units[0])
+
+    async def action(client: FleetClient) -> str:
+        record = (await client.units([name])).get(UnitName(name))
+        body = await client.body(record) if record is not None else None
+        if body is None:
+            raise CommandFailed(f"Unit {name} not found")
+        return body
+
+    click.echo(run(ctx, action), nl=False)
+
+
+COMMANDS = (cat,)

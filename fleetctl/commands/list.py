@@ -1,0 +1,197 @@
+"""list-machines, list-units, list-unit-files: tables of spec §1.9 (or JSON with ``--output json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import click
+
+from fleetctl.client import FleetClient, UnitFileRow, UnitStateRow
+from fleetctl.context import CommandFailed, app_of, registry_problem, run
+from fleetctl.output import (
+    FieldsError,
+    Table,
+    machine_legend,
+    parse_fields,
+    render_json,
+    render_table,
+    short_hash,
+)
+from fleetd.errors import RegistryError
+from fleetd.model import MachineState
+
+__all__ = ["COMMANDS"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MACHINE_FIELDS = ("machine", "ip", "metadata")
+UNIT_FIELDS = ("active", "hash", "load", "machine", "sub", "unit")
+UNIT_FILE_FIELDS = ("desc", "dstate", "global", "hash", "state", "target", "tmachine", "unit")
+
+POSSIBLE_ISSUES = (
+    "Possible issues:\n"
+    "  etcd is unhealthy and/or lost quorum\n"
+    "  connection cannot be established to any etcd servers"
+)
+
+
+def _table_options(default_fields: str) -> Callable[[F], F]:
+    def decorate(f: F) -> F:
+        for decorator in reversed(
+            [
+                click.option(
+                    "--full", "-l", "--l", "full", is_flag=True, help="Do not ellipsize fields on output."
+                ),
+                click.option("--no-legend", is_flag=True, help="Do not print a legend (column headers)."),
+                click.option(
+                    "--fields",
+                    default=default_fields,
+                    show_default=True,
+                    help="Columns to print, comma-separated.",
+                ),
+                click.option(
+                    "--output",
+                    "-o",
+                    "output",
+                    type=click.Choice(["table", "json"]),
+                    default="table",
+                    show_default=True,
+                    help="Output format (json: for scripts, values never shortened).",
+                ),
+            ]
+        ):
+            f = decorator(f)
+        return f
+
+    return decorate
+
+
+def _columns(fields: str, valid: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return parse_fields(fields, valid)
+    except FieldsError as exc:
+        raise CommandFailed(str(exc)) from exc
+
+
+def _emit(table: Table, output: str, no_legend: bool) -> None:
+    text = render_json(table) if output == "json" else render_table(table, legend=not no_legend)
+    click.echo(text, nl=False)
+
+
+def _machine_cells(machine: MachineState, full: bool) -> dict[str, str]:
+    metadata = ",".join(f"{key}={machine.metadata[key]}" for key in sorted(machine.metadata))
+    return {
+        "machine": machine.id if full else f"{machine.short_id}...",
+        "ip": machine.public_ip or "-",
+        "metadata": metadata or "-",
+    }
+
+
+@click.command("list-machines")
+@_table_options(",".join(MACHINE_FIELDS))
+@click.pass_context
+def list_machines(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
+    """Enumerate the current hosts in the cluster."""
+    columns = _columns(fields, MACHINE_FIELDS)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> tuple[MachineState, ...]:
+        try:
+            return await client.machines()
+        except RegistryError as exc:
+            problem = registry_problem(app.options, exc)
+            raise CommandFailed(
+                f"Error retrieving list of active machines from fleet API ({problem})\n{POSSIBLE_ISSUES}"
+            ) from exc
+
+    machines = run(ctx, action)
+    full = full or output == "json"
+    _emit(Table(columns, tuple(_machine_cells(m, full) for m in machines)), output, no_legend)
+
+
+def _unit_state_cells(row: UnitStateRow, full: bool) -> dict[str, str]:
+    state = row.state
+    if not state.machine_id:
+        machine = "-"
+    elif row.machine is not None:
+        machine = machine_legend(state.machine_id, row.machine.public_ip, full=full)
+    else:
+        machine = machine_legend(state.machine_id, "", full=full)
+    return {
+        "unit": state.name,
+        "machine": machine,
+        "active": state.active_state or "-",
+        "sub": state.sub_state or "-",
+        "load": state.load_state or "-",
+        "hash": short_hash(state.hash, full=full) if state.hash else "-",
+    }
+
+
+@click.command("list-units")
+@_table_options("unit,machine,active,sub")
+@click.pass_context
+def list_units(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
+    """List the current state of units in the cluster."""
+    columns = _columns(fields, UNIT_FIELDS)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> list[UnitStateRow]:
+        try:
+            return await client.unit_state_rows()
+        except RegistryError as exc:
+            problem = registry_problem(app.options, exc)
+            raise CommandFailed(f"Error retrieving list of units from repository: {problem}") from exc
+
+    rows = run(ctx, action)
+    full = full or output == "json"
+    _emit(Table(columns, tuple(_unit_state_cells(row, full) for row in rows)), output, no_legend)
+
+
+def _target_cell(row: UnitFileRow, full: bool) -> str:
+    if row.record.is_global:
+        return "global"
+    if row.target is None:
+        return "-"
+    if isinstance(row.target, MachineState):
+        return machine_legend(row.target.id, row.target.public_ip, full=full)
+    return machine_legend(row.target, "", full=full)
+
+
+def _unit_file_cells(row: UnitFileRow, full: bool) -> Mapping[str, str]:
+    target = _target_cell(row, full)
+    return {
+        "unit": row.record.name,
+        "hash": short_hash(row.record.hash, full=full),
+        "dstate": row.record.target_state.value,
+        "state": row.current.value if row.current is not None else "-",
+        "target": target,
+        "tmachine": target,
+        "global": "true" if row.record.is_global else "false",
+        "desc": row.description or "-",
+    }
+
+
+@click.command("list-unit-files")
+@_table_options("unit,hash,dstate,state,target")
+@click.pass_context
+def list_unit_files(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
+    """List the units that exist in the cluster."""
+    columns = _columns(fields, UNIT_FILE_FIELDS)
+    if "tmachine" in columns:
+        click.echo('WARNING: The "tmachine" field is deprecated. Use "target" instead', err=True)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> list[UnitFileRow]:
+        try:
+            return await client.unit_file_rows(descriptions="desc" in columns)
+        except RegistryError as exc:
+            problem = registry_problem(app.options, exc)
+            raise CommandFailed(f"Error retrieving list of units from repository: {problem}") from exc
+
+    rows = run(ctx, action)
+    full = full or output == "json"
+    _emit(Table(columns, tuple(_unit_file_cells(row, full) for row in rows)), output, no_legend)
+
+
+COMMANDS = (list_machines, list_units, list_unit_files)

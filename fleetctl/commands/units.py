@@ -1,0 +1,315 @@
+"""submit, load, start, stop, unload, destroy, restart (spec §1.4-1.7, DESIGN.md §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import click
+
+from fleetctl.client import FleetClient, Goal
+from fleetctl.commands.blocking import block_options, report_triggered, wait_for
+from fleetctl.context import App, CommandFailed, UsageFailed, app_of, run
+from fleetctl.resolve import CreateResult, ResolveError, create_units, find_units
+from fleetd.errors import NotFound, UnitFileError, UnitNameError
+from fleetd.model import TargetState
+from fleetd.registry.keyspace import UnitRecord
+from fleetd.unitfile.names import UnitNameInfo
+
+__all__ = ["COMMANDS"]
+
+INACTIVE, LOADED, LAUNCHED = TargetState.INACTIVE, TargetState.LOADED, TargetState.LAUNCHED
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _say(message: str) -> None:
+    click.echo(message)
+
+
+def _require(args: Sequence[str]) -> None:
+    if not args:
+        raise UsageFailed("No units given")
+
+
+def _go_list(names: Sequence[str]) -> str:
+    return f"[{' '.join(names)}]"
+
+
+async def _create(
+    client: FleetClient,
+    app: App,
+    args: Sequence[str],
+    *,
+    replace: bool,
+    allowed: Collection[TargetState],
+    templates: bool,
+    attempts: int,
+) -> CreateResult:
+    """Create what is missing (or replaced), then wait until each new one is inactive (ignores --no-block)."""
+    await client.ensure_schema()
+    try:
+        result = await create_units(
+            client, args, replace=replace, allowed=allowed, warn=_warn, say=_say, templates=templates
+        )
+    except (ResolveError, UnitFileError, UnitNameError) as exc:
+        raise CommandFailed(f"Error creating units: {exc}") from exc
+    await wait_for(client, app, [Goal(name, INACTIVE) for name in result.created], attempts=attempts)
+    return result
+
+
+def _no_templates(names: Sequence[str], doing: str) -> None:
+    for name in names:
+        info = UnitNameInfo.parse(name)
+        if info is not None and info.is_template:
+            raise CommandFailed(f'Error {doing} units: cannot activate template "{name}"')
+
+
+async def _set(client: FleetClient, records: Sequence[UnitRecord], state: TargetState, doing: str) -> None:
+    try:
+        await client.set_targets({r.name: state for r in records if r.target_state is not state})
+    except NotFound as exc:
+        raise CommandFailed(f"Error {doing} units: unable to find unit {exc.name}") from exc
+
+
+async def _settle(
+    client: FleetClient,
+    app: App,
+    records: Sequence[UnitRecord],
+    state: TargetState,
+    verb: str,
+    *,
+    no_block: bool,
+    attempts: int,
+    failure: str = "Error waiting for units: {}",
+) -> None:
+    """Report global units as triggered; wait for the others (or report them triggered with --no-block)."""
+    report_triggered([r.name for r in records if r.is_global], verb, is_global=True)
+    local = [r for r in records if not r.is_global]
+    if no_block:
+        report_triggered([r.name for r in local], verb)
+        return
+    goals = [Goal(r.name, state, r.hash, active=state is LAUNCHED) for r in local]
+    await wait_for(client, app, goals, attempts=attempts, failure=failure.format)
+
+
+def _activate(
+    ctx: click.Context,
+    args: Sequence[str],
+    *,
+    state: TargetState,
+    replace: bool,
+    no_block: bool,
+    attempts: int,
+) -> None:
+    _require(args)
+    app = app_of(ctx)
+    verb, doing = ("start", "starting") if state is LAUNCHED else ("load", "loading")
+    allowed = (INACTIVE, LOADED, LAUNCHED) if state is LAUNCHED else (INACTIVE, LOADED)
+
+    async def action(client: FleetClient) -> None:
+        result = await _create(
+            client, app, args, replace=replace, allowed=allowed, templates=False, attempts=attempts
+        )
+        _no_templates(result.names, doing)
+        records = [result.records[name] for name in result.names]
+        await _set(client, records, state, doing)
+        await _settle(client, app, records, state, verb, no_block=no_block, attempts=attempts)
+
+    run(ctx, action)
+
+
+_replace_option = click.option("--replace", is_flag=True, help="Replace units whose local file differs.")
+_sign_option = click.option("--sign", is_flag=True, hidden=True, help="Deprecated; ignored.")
+
+
+@click.command("submit")
+@_replace_option
+@_sign_option
+@click.argument("units", nargs=-1)
+@click.pass_context
+def submit(ctx: click.Context, replace: bool, sign: bool, units: tuple[str, ...]) -> None:
+    """Upload one or more units to the cluster without starting them."""
+    _require(units)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> None:
+        await _create(client, app, units, replace=replace, allowed=(INACTIVE,), templates=True, attempts=0)
+
+    run(ctx, action)
+
+
+@click.command("load")
+@block_options
+@_replace_option
+@_sign_option
+@click.argument("units", nargs=-1)
+@click.pass_context
+def load(  # noqa: PLR0917 (click passes options as keywords)
+    ctx: click.Context, block_attempts: int, no_block: bool, replace: bool, sign: bool, units: tuple[str, ...]
+) -> None:
+    """Schedule one or more units in the cluster, first submitting them if necessary."""
+    _activate(ctx, units, state=LOADED, replace=replace, no_block=no_block, attempts=block_attempts)
+
+
+@click.command("start")
+@block_options
+@_replace_option
+@_sign_option
+@click.argument("units", nargs=-1)
+@click.pass_context
+def start(  # noqa: PLR0917 (click passes options as keywords)
+    ctx: click.Context, block_attempts: int, no_block: bool, replace: bool, sign: bool, units: tuple[str, ...]
+) -> None:
+    """Instruct systemd to start one or more units, first submitting and loading them if necessary."""
+    _activate(ctx, units, state=LAUNCHED, replace=replace, no_block=no_block, attempts=block_attempts)
+
+
+async def _found(client: FleetClient, args: Sequence[str]) -> list[UnitRecord]:
+    records = await find_units(client, args)
+    if not records:
+        raise CommandFailed("Units not found in registry")
+    return records
+
+
+@click.command("stop")
+@block_options
+@click.argument("units", nargs=-1)
+@click.pass_context
+def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+    """Instruct systemd to stop one or more units in the cluster."""
+    _require(units)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> None:
+        records = await _found(client, units)
+        current = await client.current_states([r.name for r in records if not r.is_global])
+        stopping = []
+        for record in records:
+            if not record.is_global:
+                if current[record.name] is INACTIVE:
+                    raise CommandFailed(f"Unable to stop unit {record.name} in state inactive")
+                if current[record.name] is LOADED and record.target_state is LOADED:
+                    continue
+            stopping.append(record)
+        if not stopping:
+            return
+        names = _go_list([r.name for r in stopping])
+        await _set(client, stopping, LOADED, "stopping")
+        failure = f"Failed to stop units {names}. err: {{}}"
+        await _settle(
+            client, app, stopping, LOADED, "stop", no_block=no_block, attempts=block_attempts, failure=failure
+        )
+        if not no_block:
+            click.echo(f"Successfully stopped units {names}.", err=True)
+
+    run(ctx, action)
+
+
+@click.command("unload")
+@block_options
+@click.argument("units", nargs=-1)
+@click.pass_context
+def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+    """Unschedule one or more units in the cluster."""
+    _require(units)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> None:
+        records = await _found(client, units)
+        current = await client.current_states([r.name for r in records if not r.is_global])
+        unloading = [
+            r
+            for r in records
+            if r.is_global or current[r.name] is not INACTIVE or r.target_state is not INACTIVE
+        ]
+        if not unloading:
+            return
+        names = _go_list([r.name for r in unloading])
+        await _set(client, unloading, INACTIVE, "unloading")
+        failure = f"Failed to unload units {names}. err: {{}}"
+        await _settle(
+            client,
+            app,
+            unloading,
+            INACTIVE,
+            "unload",
+            no_block=no_block,
+            attempts=block_attempts,
+            failure=failure,
+        )
+        if not no_block:
+            click.echo(f"Successfully unloaded units {names}.", err=True)
+
+    run(ctx, action)
+
+
+@click.command("destroy")
+@block_options
+@click.argument("units", nargs=-1)
+@click.pass_context
+def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+    """Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block)."""
+    _require(units)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> None:
+        records = await _found(client, units)
+        names = [r.name for r in records]
+        await client.destroy(names)
+        for name in names:
+            click.echo(f"Destroyed {name}")
+        if not no_block:
+            await wait_for(
+                client,
+                app,
+                [Goal(n, INACTIVE) for n in names],
+                attempts=block_attempts,
+                failure="Error destroying units: {}".format,
+                quiet=True,
+            )
+
+    run(ctx, action)
+
+
+@click.command("restart")
+@block_options
+@click.argument("units", nargs=-1)
+@click.pass_context
+def restart(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+    """Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it."""
+    _require(units)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> int:
+        records = await _found(client, units)
+        current = await client.current_states([r.name for r in records if not r.is_global])
+        failed = False
+        running: list[UnitRecord] = []
+        starting: list[UnitRecord] = []
+        for record in records:
+            if record.is_global:
+                _warn(f"Unable to restart global unit {record.name}: use stop, then start")
+                failed = True
+            elif current[record.name] is INACTIVE:
+                _warn(f"Unable to restart unit {record.name} in state inactive")
+                failed = True
+            else:
+                starting.append(record)
+                if current[record.name] is LAUNCHED:
+                    running.append(record)
+        await _set(client, running, LOADED, "restarting")
+        await wait_for(client, app, [Goal(r.name, LOADED, r.hash) for r in running], attempts=block_attempts)
+        # Re-read: the stop reset their target state to loaded.
+        fresh = await client.units([r.name for r in starting])
+        starting = [fresh[r.name] for r in starting if r.name in fresh]
+        await _set(client, starting, LAUNCHED, "restarting")
+        await _settle(client, app, starting, LAUNCHED, "start", no_block=no_block, attempts=block_attempts)
+        return 1 if failed else 0
+
+    if run(ctx, action):
+        ctx.exit(1)
+
+
+COMMANDS = (submit, load, start, stop, unload, destroy, restart)

@@ -1,0 +1,28 @@
+"""verify: check unit files offline (DESIGN.md §7 item 9); the checks live in fleetctl.verify."""
+
+from __future__ import annotations
+
+import click
+
+from fleetctl.context import UsageFailed
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("verify")
+@click.option("--canonical", is_flag=True, help="Print each file's canonical text.")
+@click.argument("files", nargs=-1)
+@click.pass_context
+def verify(ctx: click.Context, canonical: bool, files: tuple[str, ...]) -> None:
+    """Check unit files (syntax, name, [X-Fleet] options) and print their short hashes."""
+    if not files:
+        raise UsageFailed("No unit files given")
+    from fleetctl.verify import verify_paths  # noqa: PLC0415
+
+    report = verify_paths(list(files), canonical)
+    for line in report.lines:
+        click.echo(line)
+    ctx.exit(report.exit_code)
+
+
+COMMANDS = (verify,)
