@@ -12,7 +12,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from fleetd.errors import SystemdError
+from fleetd.errors import SystemdError, UnitNameError
 from fleetd.model import UnitName
 from fleetd.systemd.protocol import SystemdState
 from fleetd.systemd.unitdir import check_unit_name, has_install_section, text_hash
@@ -75,6 +75,15 @@ class FakeUnitManager:
 
     async def load(self, name: UnitName, text: str) -> None:
         self._record("load", check_unit_name(name))
+        if has_install_section(text):
+            for wanted_by in _values(text, "WantedBy") + _values(text, "RequiredBy"):
+                try:
+                    check_unit_name(wanted_by)
+                except UnitNameError as exc:
+                    raise SystemdError(
+                        f"Failed to enable systemd unit {name}: EnableUnitFiles failed: "
+                        f'"{wanted_by}" is not a valid unit name.'
+                    ) from exc
         self._files[name] = text
         self.pending_reload = True
 

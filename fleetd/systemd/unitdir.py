@@ -1,8 +1,8 @@
 """fleet's units directory: the canonical text of every unit fleet loaded into systemd, one file per unit.
 
 Names are validated before they become paths. The directory is the agent's memory across restarts: at
-start, every file with a recognised unit type is fleet's, with the SHA-1 of its text (fleet writes canonical
-text only).
+start, every file with a valid unit name is fleet's, with the SHA-1 of its canonical form
+(fleet writes canonical text only).
 """
 
 from __future__ import annotations
@@ -13,52 +13,30 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from fleetd.errors import UnitNameError
+from fleetd.errors import UnitFileError, UnitNameError
 from fleetd.model import UnitName
+from fleetd.unitfile.names import validate_unit_name
+from fleetd.unitfile.unit import UnitFile
 
 __all__ = ["DEFAULT_UNITS_DIRECTORY", "UnitsDirectory", "check_unit_name", "has_install_section", "text_hash"]
 
 DEFAULT_UNITS_DIRECTORY = Path("/run/fleet/units")
 
-_MAX_NAME = 256
-_UNIT_TYPES = frozenset(
-    {"automount", "busname", "device", "mount", "path", "scope", "service", "slice", "snapshot", "socket",
-     "swap", "target", "timer"}
-)
-_TEMPLATE_TYPES = frozenset({"path", "service", "socket", "target", "timer"})
-_NAME_CHARS = re.compile(r"[A-Za-z0-9:\-_.\\@]")
 _INSTALL = re.compile(r"^[ \t]*\[Install\][ \t]*$", re.MULTILINE)
 
 
 def check_unit_name(name: str) -> UnitName:
-    """Raise UnitNameError unless ``name`` is a valid unit name (spec §3.6 rules and texts).
-
-    A local guard until fleetd.unitfile.names provides the shared validator.
-    """
-    if not name:
-        raise UnitNameError("unit name cannot be empty")
-    if len(name) > _MAX_NAME:
-        raise UnitNameError(f"unit name exceeds maximum length ({_MAX_NAME})")
-    if "." not in name:
-        raise UnitNameError('unit name must contain "."')
-    if name.endswith("."):
-        raise UnitNameError('unit name cannot end in "."')
-    stem, suffix = name.rsplit(".", 1)
-    if suffix not in _UNIT_TYPES:
-        raise UnitNameError(f'invalid unit type: "{suffix}"')
-    if "@" in name and suffix not in _TEMPLATE_TYPES:
-        raise UnitNameError(f'invalid unit type for template: "{suffix}"')
-    for char in stem:
-        if not _NAME_CHARS.fullmatch(char):
-            raise UnitNameError(f"invalid character '{char}' in unit name")
-    if name.startswith("@"):
-        raise UnitNameError('unit name cannot start in "@"')
+    """Raise UnitNameError unless ``name`` is a valid unit name; the checked name."""
+    validate_unit_name(name)
     return UnitName(name)
 
 
 def text_hash(text: str) -> str:
-    """SHA-1 (hex) of a unit's canonical text."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+    """The unit's hash: SHA-1 of its canonical form (of the raw text, for text that does not parse)."""
+    try:
+        return UnitFile.from_text(text).hash
+    except UnitFileError:
+        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def has_install_section(text: str) -> bool:

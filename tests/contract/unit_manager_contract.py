@@ -9,7 +9,6 @@ a fresh manager, uses unit names unique to the test, and unloads its units, so o
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +21,7 @@ import pytest
 from fleetd.errors import SystemdError, UnitNameError
 from fleetd.model import UnitName
 from fleetd.systemd.protocol import SystemdState, UnitManager
+from fleetd.unitfile.unit import UnitFile
 
 INACTIVE = SystemdState("loaded", "inactive", "dead")
 RUNNING = SystemdState("loaded", "active", "running")
@@ -112,7 +112,7 @@ class UnitManagerContract:
         async def scenario(manager: ContractManager) -> None:
             await manager.load(hello, text)
             await manager.reload()
-            assert dict(manager.loaded_units()) == {hello: hashlib.sha1(text.encode()).hexdigest()}
+            assert dict(manager.loaded_units()) == {hello: UnitFile.from_text(text).hash}
             assert await manager.states([hello]) == {hello: INACTIVE}
 
         self.run(units_dir, scenario, hello)
@@ -157,7 +157,7 @@ class UnitManagerContract:
             await manager.load(hello, text)
 
         async def second(manager: ContractManager) -> None:
-            assert dict(manager.loaded_units()) == {hello: hashlib.sha1(text.encode()).hexdigest()}
+            assert dict(manager.loaded_units()) == {hello: UnitFile.from_text(text).hash}
 
         async def main() -> None:
             async with self.open_manager(units_dir) as manager:
@@ -239,6 +239,19 @@ class UnitManagerContract:
             assert (await manager.states([broken]))[broken].load_state == "not-found"
 
         self.run(units_dir, scenario, broken)
+
+    def test_a_unit_systemd_cannot_enable_is_refused_and_removed(self, units_dir: Path) -> None:
+        bad = self.name("bad-install.service")
+
+        async def scenario(manager: ContractManager) -> None:
+            text = service("bad install", extra="\n[Install]\nWantedBy=nodot\n")
+            with pytest.raises(SystemdError, match=f"^Failed to enable systemd unit {bad}: .*nodot"):
+                await manager.load(bad, text)
+            assert dict(manager.loaded_units()) == {}
+
+        self.run(units_dir, scenario)
+        if self.on_disk:
+            assert list(units_dir.iterdir()) == []
 
     def test_starting_an_unknown_unit_raises(self, units_dir: Path) -> None:
         async def scenario(manager: ContractManager) -> None:
