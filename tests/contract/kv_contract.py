@@ -326,8 +326,8 @@ class KVContract:
         long = await kv.grant(60)
         try:
             await kv.put(h.prefix + "e/short", "1", lease=short)
-            await kv.put(h.prefix + "e/long", "2", lease=long)
-            it = aiter(kv.watch(h.prefix + "e/", 0))
+            rev = await kv.put(h.prefix + "e/long", "2", lease=long)
+            it = aiter(kv.watch(h.prefix + "e/", rev + 1))
             await h.let_time_pass(3)
 
             async def gone() -> bool:
