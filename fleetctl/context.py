@@ -123,9 +123,11 @@ def app_of(ctx: click.Context) -> App:
 
 def unreachable_message(options: GlobalOptions, exc: Exception) -> str:
     """One line naming the endpoints and what to check (without the ``Error:`` prefix)."""
+    endpoints = options.endpoint_text
+    problem = str(exc) if endpoints in str(exc) else f"cannot reach etcd at {endpoints}: {exc}"
     return (
-        f"cannot reach etcd at {options.endpoint_text} ({exc}); check that etcd is running and"
-        " listening there, and --endpoint/FLEETCTL_ENDPOINT and the TLS files"
+        f"{problem}; check that etcd is running and listening there, and --endpoint/FLEETCTL_ENDPOINT"
+        " and the TLS files"
     )
 
 

@@ -124,11 +124,15 @@ def _read_unit_file(path: str) -> UnitFile:
         raise ResolveError(f"failed getting Unit({path}) from file: {where}: {exc.msg}") from exc
 
 
-def _check(name: str, unit_file: UnitFile, warn: Say) -> None:
-    """Validate ``[X-Fleet]`` option combinations; warn about unknown keys."""
+def _check(name: str, unit_file: UnitFile, warn: Say, origin: str) -> None:
+    """Validate ``[X-Fleet]`` option combinations (errors name ``origin:line``); warn about unknown keys."""
     for key in requirements.unknown_keys(unit_file):
         warn(f'Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"')
-    requirements.validate_requirements(unit_file)
+    try:
+        requirements.validate_requirements(unit_file)
+    except UnitFileError as exc:
+        where = f"{origin}:{exc.line}: " if exc.line is not None else ""
+        raise ResolveError(f"{where}{exc.msg}") from exc
 
 
 @dataclass(slots=True)
@@ -160,9 +164,11 @@ class _Creator:
             if name in existing:
                 self._compare_existing(arg, name, existing[UnitName(name)], writes)
                 continue
-            unit_file = self._source(arg, name, template_records, template_bodies)
-            _check(name, unit_file, self.warn)
-            record = UnitRecord(UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE)
+            unit_file, origin = self._source(arg, name, template_records, template_bodies)
+            _check(name, unit_file, self.warn, origin)
+            record = UnitRecord(
+                UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE
+            )
             writes[name] = (record, unit_file.canonical)
         await self.client.put_units(list(writes.values()))
         records = dict(existing)
@@ -205,8 +211,10 @@ class _Creator:
                 " use the appropriate command"
             )
             return
-        _check(name, unit_file, self.warn)
-        replaced = UnitRecord(UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE)
+        _check(name, unit_file, self.warn, path)
+        replaced = UnitRecord(
+            UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE
+        )
         writes[name] = (replaced, unit_file.canonical)
 
     def _source(
@@ -215,10 +223,11 @@ class _Creator:
         name: str,
         template_records: Mapping[UnitName, UnitRecord],
         template_bodies: Mapping[str, str],
-    ) -> UnitFile:
+    ) -> tuple[UnitFile, str]:
+        """The unit file to create ``name`` from, and where it came from."""
         path = _join(_dirname(arg), name)
         if os.path.isfile(path):
-            return _read_unit_file(path)
+            return _read_unit_file(path), path
         info = UnitNameInfo.parse(name)
         if info is None:
             raise ResolveError(f"error extracting information from unit name {name}")
@@ -233,9 +242,9 @@ class _Creator:
                     f"WARNING: Unit {info.template} in registry differs from local template unit file"
                     f" {template_path}. Add --replace to override."
                 )
-            return unit_file
+            return unit_file, info.template
         if os.path.isfile(template_path):
-            return _read_unit_file(template_path)
+            return _read_unit_file(template_path), template_path
         raise ResolveError(
             f"failed getting Unit({name}) from template: unable to find template Unit({info.template})"
             " in Registry or on filesystem"

@@ -53,12 +53,12 @@ class _Progress:
 
     def draw(self, done: int, total: int) -> None:
         if self.enabled and done < total:
-            click.echo(f"\r\x1b[KWaiting for units: {done}/{total} done", nl=False)
+            click.echo(f"\r\x1b[KWaiting for units: {done}/{total} done", nl=False, color=True)
             self.shown = True
 
     def clear(self) -> None:
         if self.shown:
-            click.echo("\r\x1b[K", nl=False)
+            click.echo("\r\x1b[K", nl=False, color=True)
             self.shown = False
 
 

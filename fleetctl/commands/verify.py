@@ -21,7 +21,7 @@ def verify(ctx: click.Context, canonical: bool, files: tuple[str, ...]) -> None:
 
     report = verify_paths(list(files), canonical)
     for line in report.lines:
-        click.echo(line)
+        click.echo(line.text, err=line.is_error)
     ctx.exit(report.exit_code)
 
 

@@ -15,7 +15,9 @@ from click.testing import CliRunner, Result
 from fleetctl.cli import cli
 from fleetctl.client import FleetClient
 from fleetctl.context import App, GlobalOptions
+from fleetctl.resolve import is_global
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.registry.keyspace import UnitRecord
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.unit import UnitFile
@@ -52,9 +54,6 @@ class FakeCluster:
         self.run(register())
 
     def submit(self, name: str, text: str, target: TargetState = TargetState.INACTIVE) -> UnitFile:
-        from fleetctl.resolve import is_global
-        from fleetd.registry.keyspace import UnitRecord
-
         unit = UnitFile.from_text(text)
         record = UnitRecord(UnitName(name), unit.hash, is_global(unit, name), target)
         self.run(self.registry.put_units([(record, unit.canonical)]))
@@ -83,7 +82,7 @@ class FakeCluster:
         home = machines[0].id
         units = {r.name: r for r in await self.registry.list_units()}
         states = {(s.name, s.machine_id): s for s in await self.registry.list_unit_states()}
-        for (name, machine_id), state in states.items():
+        for name, machine_id in states:
             unit = units.get(name)
             if unit is None or unit.target_state is TargetState.INACTIVE or machine_id != home:
                 await self.registry.remove_state(name, machine_id)
@@ -95,7 +94,12 @@ class FakeCluster:
             if launched and name in self.fail_active:
                 active = "failed"
             want = UnitState(
-                name, home, "loaded", active, "running" if active == "active" else "dead", unit.hash,
+                name,
+                home,
+                "loaded",
+                active,
+                "running" if active == "active" else "dead",
+                unit.hash,
                 unit.target_state,
             )
             if states.get((name, home)) != want:

@@ -1,0 +1,166 @@
+"""The root command: flags from the command line and FLEETCTL_*, prefixes, help, version, error handling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from click.testing import CliRunner
+
+from fleetctl.cli import _go_bools, cli
+from fleetctl.client import FleetClient
+from fleetctl.context import App, GlobalOptions, UsageFailed, unreachable_message
+from fleetd.errors import RegistryError, RegistryUnavailable
+from tests.unit.fleetctl.conftest import FakeCluster
+
+
+class Recorder:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.options: GlobalOptions | None = None
+        self.error = error
+
+    @asynccontextmanager
+    async def connect(self, options: GlobalOptions) -> AsyncIterator[FleetClient]:
+        self.options = options
+        if self.error is not None:
+            raise self.error
+        yield FleetClient(FakeCluster().registry)
+
+
+def invoke(args: list[str], recorder: Recorder, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, args, obj=App(connect=recorder.connect), env=env, catch_exceptions=False)
+
+
+def test_defaults() -> None:
+    recorder = Recorder()
+    result = invoke(["list-units"], recorder)
+    assert result.exit_code == 0, result.stderr
+    assert recorder.options is not None
+    assert recorder.options.endpoints == ("http://127.0.0.1:2379",)
+    assert recorder.options.etcd_key_prefix == "/_coreos.com/fleet/"
+    assert recorder.options.request_timeout == 3.0
+    assert recorder.options.ssh_username  # the local user, not "core"
+
+
+def test_env_sets_global_flags_and_the_command_line_wins() -> None:
+    recorder = Recorder()
+    env = {
+        "FLEETCTL_ENDPOINT": "http://127.0.0.1:1,http://127.0.0.2:2",
+        "FLEETCTL_ETCD_KEY_PREFIX": "/other/",
+        "FLEETCTL_REQUEST_TIMEOUT": "7.5",
+        "FLEETCTL_CA_FILE": "/ca.pem",
+        "FLEETCTL_ETCD_KEYFILE": "/old-key.pem",
+        "FLEETCTL_SSH_USERNAME": "admin",
+        "FLEETCTL_STRICT_HOST_KEY_CHECKING": "false",
+    }
+    assert invoke(["--request-timeout", "1", "list-units"], recorder, env).exit_code == 0
+    options = recorder.options
+    assert options is not None
+    assert options.endpoints == ("http://127.0.0.1:1", "http://127.0.0.2:2")
+    assert options.etcd_key_prefix == "/other/"
+    assert options.request_timeout == 1.0
+    assert options.ca_file == "/ca.pem"
+    assert options.key_file == "/old-key.pem"
+    assert options.ssh_username == "admin"
+    assert options.strict_host_key_checking is False
+
+
+def test_empty_env_var_is_ignored() -> None:
+    recorder = Recorder()
+    assert invoke(["list-units"], recorder, {"FLEETCTL_ENDPOINT": ""}).exit_code == 0
+    assert recorder.options is not None and recorder.options.endpoints == ("http://127.0.0.1:2379",)
+
+
+def test_go_style_boolean_flags() -> None:
+    assert _go_bools(["--strict-host-key-checking=false", "--debug=true", "x=false"]) == [
+        "--no-strict-host-key-checking",
+        "--debug",
+        "x=false",
+    ]
+    recorder = Recorder()
+    assert invoke(["--strict-host-key-checking=false", "list-units"], recorder).exit_code == 0
+    assert recorder.options is not None and not recorder.options.strict_host_key_checking
+
+
+def test_tunnel_gets_the_default_port() -> None:
+    recorder = Recorder()
+    assert invoke(["--tunnel", "bastion", "list-units"], recorder).exit_code == 0
+    assert recorder.options is not None and recorder.options.tunnel == "bastion:22"
+
+
+@pytest.mark.parametrize("args", [["list-m"], ["list-unit-f"], ["list-units"]])
+def test_unambiguous_prefixes(args: list[str]) -> None:
+    result = invoke(args, Recorder())
+    assert result.exit_code == 0, result.stderr
+
+
+def test_ambiguous_prefix_is_a_usage_error() -> None:
+    result = invoke(["list-u"], Recorder())
+    assert result.exit_code == 2
+    assert "ambiguous command 'list-u': could be list-unit-files, list-units" in result.stderr
+
+
+def test_unknown_command_and_flag_exit_2() -> None:
+    assert invoke(["frobnicate"], Recorder()).exit_code == 2
+    assert invoke(["list-units", "--bogus"], Recorder()).exit_code == 2
+
+
+@pytest.mark.parametrize("args", [["--version"], ["-v"], ["version"]])
+def test_version(args: list[str]) -> None:
+    result = invoke(args, Recorder())
+    assert result.exit_code == 0
+    assert result.stdout.startswith("fleetctl version ")
+
+
+@pytest.mark.parametrize("args", [[], ["help"], ["--help"], ["-h"]])
+def test_help(args: list[str]) -> None:
+    result = invoke(args, Recorder())
+    assert result.exit_code == 0
+    assert "fleetctl is a command-line interface to fleet" in result.stdout
+    assert "list-unit-files" in result.stdout
+
+
+def test_help_for_a_command() -> None:
+    result = invoke(["help", "start"], Recorder())
+    assert result.exit_code == 0
+    assert "--block-attempts" in result.stdout
+
+
+def test_bad_driver() -> None:
+    result = invoke(["--driver", "api", "list-units"], Recorder())
+    assert result.exit_code == 1
+    assert result.stderr == 'Unable to initialize client: unrecognized driver "api"\n'
+
+
+def test_unreachable_etcd_is_one_line_naming_the_endpoint() -> None:
+    recorder = Recorder(RegistryUnavailable("deadline exceeded"))
+    result = invoke(["--endpoint", "http://127.0.0.1:1", "cat", "x"], recorder)
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: cannot reach etcd at http://127.0.0.1:1: deadline exceeded; check")
+    assert "--endpoint/FLEETCTL_ENDPOINT" in lines[0]
+
+
+def test_unreachable_message_does_not_repeat_the_endpoint() -> None:
+    options = GlobalOptions(endpoints=("http://e:1",))
+    text = unreachable_message(options, RegistryUnavailable("etcd unavailable (http://e:1): refused"))
+    assert text.count("http://e:1") == 1
+
+
+def test_other_fleet_errors_print_error_prefix_and_exit_1() -> None:
+    result = invoke(["list-units"], Recorder(RegistryError("boom")))
+    assert result.exit_code == 1
+    assert result.stderr == "Error: boom\n"
+
+
+def test_debug_adds_the_traceback() -> None:
+    result = invoke(["--debug", "list-units"], Recorder(RegistryError("boom")))
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr
+    assert result.stderr.endswith("Error: boom\n")
+
+
+def test_usage_failures_exit_2() -> None:
+    assert UsageFailed("x").exit_code == 2
