@@ -45,6 +45,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# paramiko logs handshake failures with tracebacks at ERROR; we raise one-line TunnelErrors instead. A
+# NullHandler keeps Python's last-resort handler from printing them when the CLI configured no logging (with
+# --debug the CLI's root handler still receives them).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 DEFAULT_SSH_PORT = 22
 DEFAULT_KNOWN_HOSTS_FILE = "~/.fleetctl/known_hosts"
@@ -253,6 +257,25 @@ def _authenticate(transport: paramiko.Transport, name: str, settings: SSHSetting
     raise TunnelError(f"auth failed for {settings.user}@{name}: no key accepted (tried {what})")
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """paramiko reports timeouts as TimeoutError, as "... timed out", or as a banner error caused by one."""
+    return (
+        isinstance(exc, TimeoutError)
+        or "timed out" in str(exc).lower()
+        or isinstance(exc.__cause__ or exc.__context__, TimeoutError)
+    )
+
+
+def _start_client(transport: paramiko.Transport, timeout: float) -> None:
+    """Key exchange within ``timeout`` (paramiko's own timeout returns silently with no session)."""
+    done = threading.Event()
+    transport.start_client(event=done)
+    if not done.wait(timeout):
+        raise TimeoutError("key exchange timed out")
+    if not transport.is_active():
+        raise transport.get_exception() or paramiko.SSHException("negotiation failed")
+
+
 def _handshake(
     sock: socket.socket | paramiko.Channel,
     host: str,
@@ -270,9 +293,9 @@ def _handshake(
     gate.restrict(transport)
     try:
         try:
-            transport.start_client(timeout=settings.timeout)
+            _start_client(transport, settings.timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if "timed out" in str(exc).lower() or isinstance(exc, TimeoutError):
+            if _is_timeout(exc):
                 raise TunnelError(TIMEOUT_MESSAGE) from exc
             if "no acceptable host key" in str(exc):
                 raise TunnelError(
@@ -332,7 +355,7 @@ class SSHConnection:
             target = kh.host_string(*dest) if dest else "a session"
             raise TunnelError(f"host {target} unreachable from {self.name}: {exc.text}") from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if "timed out" in str(exc).lower() or isinstance(exc, TimeoutError):
+            if _is_timeout(exc):
                 raise TunnelError(TIMEOUT_MESSAGE) from exc
             raise TunnelError(f"tunnel dropped: cannot open a channel on {self.name}: {exc}") from exc
 
