@@ -1,0 +1,221 @@
+"""status, journal, ssh: the click commands over fleetctl.remote.
+
+Each command reads what it needs from the cluster first (through ``ctx.obj``'s connector, then the client is
+closed), then runs the command on the unit's machine: locally on this machine, else over SSH, through the
+``--tunnel`` host when one is set. Refusals print the reference's messages; remote exit codes become ours.
+
+How the SSH side is made can be replaced for tests: ``ctx.obj.remote_runner`` (when the App has one) is a
+``RunnerFactory``; without it, ``default_runner`` builds an ``SSHRunner`` from the global options.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+
+import click
+
+from fleetctl import remote
+from fleetctl.client import FleetClient
+from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
+from fleetctl.remote import RemoteRefused, Runner, UnitLocation
+from fleetctl.tunnel import DEFAULT_SSH_PORT, SSHSettings
+from fleetd.model import MachineState, TargetState, UnitName
+from fleetd.unitfile.names import mangle
+
+__all__ = ["COMMANDS", "RunnerFactory", "default_runner", "locate_units", "ssh_settings"]
+
+# (global options, forward the agent?, forward stdin?) -> a runner to use inside a ``with``
+RunnerFactory = Callable[[GlobalOptions, bool, bool], AbstractContextManager[Runner]]
+
+
+def ssh_settings(options: GlobalOptions, forward_agent: bool) -> SSHSettings:
+    """SSH settings from the global flags (``identity_file`` is read when GlobalOptions has it)."""
+    return SSHSettings(
+        user=options.ssh_username,
+        timeout=options.ssh_timeout,
+        known_hosts_file=options.known_hosts_file,
+        strict=options.strict_host_key_checking,
+        identity_file=getattr(options, "identity_file", "") or None,
+        forward_agent=forward_agent,
+    )
+
+
+def default_runner(options: GlobalOptions, forward_agent: bool, forward_stdin: bool) -> remote.SSHRunner:
+    stdin = sys.stdin.buffer if forward_stdin and not sys.stdin.isatty() else None
+    return remote.SSHRunner(
+        ssh_settings(options, forward_agent),
+        options.tunnel,
+        local_id=remote.local_machine_id(),
+        stdin=stdin,
+    )
+
+
+def _runner(
+    ctx: click.Context, forward_agent: bool, forward_stdin: bool = False
+) -> AbstractContextManager[Runner]:
+    app = app_of(ctx)
+    factory: RunnerFactory = getattr(app, "remote_runner", None) or default_runner
+    return factory(app.options, forward_agent, forward_stdin)
+
+
+async def locate_units(client: FleetClient, names: Sequence[str]) -> dict[str, UnitLocation | None]:
+    """Each named unit's globalness, current state and machine (None for a unit that does not exist)."""
+    records = await client.units(names)
+    present = [name for name in names if UnitName(name) in records]
+    states = await client.current_states(present) if present else {}
+    published = await client.registry.list_unit_states(present) if present else ()
+    schedule = await client.registry.list_schedule() if present else {}
+    machines = await client.machine_map() if present else {}
+    out: dict[str, UnitLocation | None] = {}
+    for name in names:
+        record = records.get(UnitName(name))
+        if record is None:
+            out[name] = None
+            continue
+        machine_ids = sorted(entry.machine_id for entry in schedule.get(UnitName(name), ()))
+        machine_ids += sorted(s.machine_id for s in published if s.name == name and s.state.rank > 0)
+        machine = next((machines[m] for m in machine_ids if m in machines), None)
+        out[name] = UnitLocation(name, record.is_global, states.get(name, TargetState.INACTIVE), machine)
+    return out
+
+
+def _lookup(locations: Mapping[str, UnitLocation | None]) -> remote.Lookup:
+    return locations.get
+
+
+def _exit(ctx: click.Context, code: int) -> None:
+    if code:
+        ctx.exit(code)
+
+
+@click.command("status")
+@click.option(
+    "--ssh-port", type=int, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machines."
+)
+@click.argument("units", nargs=-1)
+@click.pass_context
+def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
+    """Output the status of one or more units in the cluster."""
+    if not units:
+        raise UsageFailed("No units given")
+    names = [mangle(unit) for unit in units]
+
+    async def action(client: FleetClient) -> dict[str, UnitLocation | None]:
+        return await locate_units(client, names)
+
+    locations = run(ctx, action)
+    try:
+        with _runner(ctx, forward_agent=False) as runner:
+            code = remote.status(names, _lookup(locations), runner, ssh_port, click.echo)
+    except RemoteRefused as exc:
+        raise CommandFailed(str(exc)) from exc
+    _exit(ctx, code)
+
+
+@click.command("journal")
+@click.option(
+    "--lines", type=int, default=10, show_default=True, help="Number of recent log lines to return."
+)
+@click.option("-f", "--follow", is_flag=True, help="Continuously print new entries as they are appended.")
+@click.option(
+    "--ssh-port", type=int, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
+)
+@click.option("--sudo", is_flag=True, help="Execute journal command with sudo.")
+@click.option(
+    "--output", default="short", show_default=True, help="Output mode, passed to journalctl --output."
+)
+@click.argument("units", nargs=-1)
+@click.pass_context
+def journal(  # noqa: PLR0917 (click passes options as keywords)
+    ctx: click.Context,
+    lines: int,
+    follow: bool,
+    ssh_port: int,
+    sudo: bool,
+    output: str,
+    units: tuple[str, ...],
+) -> None:
+    """Print the journal of a unit in the cluster to stdout."""
+    if len(units) != 1:
+        raise UsageFailed("One unit file must be provided.")
+    name = mangle(units[0])
+
+    async def action(client: FleetClient) -> dict[str, UnitLocation | None]:
+        return await locate_units(client, [name])
+
+    locations = run(ctx, action)
+    try:
+        with _runner(ctx, forward_agent=False) as runner:
+            code = remote.journal(
+                name,
+                _lookup(locations),
+                runner,
+                ssh_port,
+                lines=lines,
+                output=output,
+                follow=follow,
+                sudo=sudo,
+            )
+    except RemoteRefused as exc:
+        raise CommandFailed(str(exc)) from exc
+    except KeyboardInterrupt:  # the usual end of `journal -f`
+        code = 130
+    _exit(ctx, code)
+
+
+@click.command(
+    "ssh",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--machine", default="", help="Open SSH connection to a specific machine.")
+@click.option("--unit", default="", help="Open SSH connection to machine running provided unit.")
+@click.option("-A", "--forward-agent", is_flag=True, help="Forward local ssh-agent to target machine.")
+@click.option(
+    "--ssh-port", type=int, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def ssh(  # noqa: PLR0917 (click passes options as keywords)
+    ctx: click.Context, machine: str, unit: str, forward_agent: bool, ssh_port: int, args: tuple[str, ...]
+) -> None:
+    """Open interactive shell on a machine in the cluster, or run a command there.
+
+    Usage: fleetctl ssh [-A] [--machine ID | --unit NAME | MACHINE|UNIT] [-- COMMAND...]
+    Each word of COMMAND is passed quoted: use `sh -c '...'` for pipes and redirections.
+    """
+    words = list(args)
+    target = "" if machine or unit else (words.pop(0) if words else "")
+    if words[:1] == ["--"]:
+        words = words[1:]
+    wanted = mangle(unit or target) if (unit or target) else ""
+
+    async def action(client: FleetClient) -> tuple[tuple[MachineState, ...], dict[str, UnitLocation | None]]:
+        machines = await client.machines()
+        return machines, (await locate_units(client, [wanted]) if wanted else {})
+
+    machines, locations = run(ctx, action)
+
+    def lookup(name: str) -> UnitLocation | None:  # ssh takes unit names as typed: mangle them here
+        return locations.get(mangle(name))
+
+    try:
+        with _runner(ctx, forward_agent, forward_stdin=bool(words)) as runner:
+            code = remote.ssh(
+                target,
+                words,
+                machine=machine,
+                unit=unit,
+                machines=machines,
+                lookup=lookup,
+                runner=runner,
+                port=ssh_port,
+                forward_agent=forward_agent,
+            )
+    except RemoteRefused as exc:
+        raise CommandFailed(str(exc)) from exc
+    _exit(ctx, code)
+
+
+COMMANDS = (status, journal, ssh)
