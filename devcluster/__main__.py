@@ -1,0 +1,153 @@
+"""``python -m devcluster up [--machines N] [--no-demo] | down | status``: the local cluster and its demo.
+
+``up`` starts etcd and N systemd-nspawn machines running fleetd (devcluster.cluster), then, unless
+``--no-demo``, schedules the example units of ``deploy/examples`` with the real ``fleetctl`` and prints the
+machines and units, followed by how to use fleetctl against the cluster and how to tear it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from devcluster.cluster import (
+    FLEETCTL,
+    ClusterError,
+    ClusterState,
+    bring_down,
+    bring_up,
+    fleetctl,
+    load_state,
+    running_pids,
+    state_dir_of,
+)
+from devcluster.nspawn import CHECKOUT, MachineError
+
+EXAMPLES = CHECKOUT / "deploy" / "examples"
+HELLO_INSTANCES = 3
+
+
+def _show(state: ClusterState, *args: str, check: bool = True) -> str:
+    """Run fleetctl against the cluster from ``deploy/examples``, echo the command and its output."""
+    print(f"$ fleetctl {shlex.join(args)}", flush=True)
+    result = fleetctl(state.endpoint, *args, cwd=EXAMPLES, timeout=180)
+    output = (result.stdout + result.stderr).rstrip()
+    if output:
+        print(output, flush=True)
+    if check and result.returncode != 0:
+        raise ClusterError(f"fleetctl {shlex.join(args)} exited {result.returncode}")
+    return result.stdout
+
+
+def run_demo(state: ClusterState) -> None:
+    count = len(state.machines)
+    hellos = [f"hello@{n}.service" for n in range(1, min(HELLO_INSTANCES, count) + 1)]
+    print(f"\n== scheduling the example units of {EXAMPLES.relative_to(CHECKOUT)}", flush=True)
+    _show(state, "submit", *hellos)
+    _show(state, "start", "hello@*")
+    units = ["monitor.service", "web.service", "web-announce.service"]
+    if any("role=db" in m.metadata for m in state.machines):
+        units.append("db.service")
+    _show(state, "start", *units)
+    print()
+    _show(state, "list-machines")
+    print()
+    _show(state, "list-units")
+
+
+def usage(state: ClusterState) -> str:
+    fleetctl_path = FLEETCTL.relative_to(CHECKOUT)
+    first = state.machines[0]
+    endpoint = "" if state.endpoint == "http://127.0.0.1:2379" else f"--endpoint {state.endpoint} "
+    return "\n".join([
+        "",
+        f"The cluster {state.name!r} is up: etcd at {state.endpoint}, machines "
+        + ", ".join(f"{m.name} ({m.address})" for m in state.machines) + ".",
+        "",
+        "Use fleetctl from this host, directly against etcd:",
+        f"    {fleetctl_path} --endpoint {state.endpoint} list-units",
+        f"    export FLEETCTL_ENDPOINT={state.endpoint}    # then plain: {fleetctl_path} list-machines",
+        "",
+        "or through an SSH tunnel to a machine (etcd as seen from that machine):",
+        f"    {fleetctl_path} {endpoint}--tunnel {first.address} --identity-file {state.key} \\",
+        f"        --known-hosts-file {state.known_hosts} list-machines",
+        "",
+        "Log in to a machine:",
+        f"    ssh -i {state.key} -o UserKnownHostsFile={state.known_hosts} root@{first.address}",
+        "",
+        "Tear down (stops every process it started, by PID):",
+        "    scripts/demo down",
+    ])
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state, created = bring_up(args.name, args.machines)
+    if not created:
+        print(f"== cluster {state.name!r} is already up ({len(state.machines)} machines); "
+              "`scripts/demo down` first to recreate it")
+        _show(state, "list-machines", check=False)
+        print()
+        _show(state, "list-units", check=False)
+    elif not args.no_demo:
+        run_demo(state)
+    print(usage(state))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    if bring_down(args.name):
+        print(f"== cluster {args.name!r} is down: every process stopped, {state_dir_of(args.name)} removed")
+    else:
+        print(f"== no cluster {args.name!r}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = load_state(args.name)
+    if state is None:
+        print(f"no cluster {args.name!r}")
+        return 1
+    alive = set(running_pids(state))
+    etcd = "running" if state.etcd_pid in alive else "STOPPED"
+    print(f"cluster {state.name!r} (state in {state.state_dir})")
+    print(f"etcd     {state.endpoint}  PID {state.etcd_pid}  {etcd}")
+    for m in state.machines:
+        up = "running" if {m.nspawn_pid, m.leader_pid} <= alive else "STOPPED"
+        print(f"{m.name:<8} {m.address:<12} {m.machine_id}  PID {m.nspawn_pid}  {up}  {m.metadata}")
+    if state.etcd_pid in alive:
+        print()
+        _show(state, "list-machines", check=False)
+    healthy = len(alive) == 1 + 2 * len(state.machines)
+    return 0 if healthy else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start etcd and N machines running fleetd, then run the demo")
+    up.add_argument("--machines", type=int, default=3, metavar="N", help="number of machines (default 3)")
+    up.add_argument("--no-demo", action="store_true", help="do not schedule the example units")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop everything the cluster started and remove its state")
+    down.set_defaults(func=cmd_down)
+    status = sub.add_parser("status", help="show the cluster's processes and machines")
+    status.set_defaults(func=cmd_status)
+    for command in (up, down, status):
+        command.add_argument("--name", default="fleet", help="cluster name (default fleet)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (ClusterError, MachineError, RuntimeError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
