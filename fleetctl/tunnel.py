@@ -41,6 +41,7 @@ __all__ = [
     "ask_on_terminal",
     "connect",
     "split_host_port",
+    "tunneled_endpoints",
     "warn_on_stderr",
 ]
 
@@ -327,6 +328,25 @@ def connect(
         sock.close()
         raise
     return SSHConnection(transport, kh.host_string(host, port), settings, ask, warn)
+
+
+@contextlib.contextmanager
+def tunneled_endpoints(
+    tunnel_host: str,
+    endpoints: Sequence[str],
+    settings: SSHSettings,
+    *,
+    ask: Ask = ask_on_terminal,
+    warn: Warn = warn_on_stderr,
+) -> Iterator[tuple[str, ...]]:
+    """``--tunnel``: one SSH connection to ``host[:port]``.
+
+    Yields a ``unix:`` endpoint per etcd endpoint, each reaching it as the tunnel host sees it; everything is
+    closed on exit.
+    """
+    host, port = split_host_port(tunnel_host)
+    with connect(host, port, settings, ask=ask, warn=warn) as connection:
+        yield connection.forward_endpoints(endpoints)
 
 
 class SSHConnection:

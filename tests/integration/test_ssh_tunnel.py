@@ -208,21 +208,23 @@ def test_etcd_through_the_tunnel(tmp_path: Path, sshd: SshServer, etcd_server: E
     from fleetd.registry.etcd import EtcdKV  # noqa: PLC0415 (gRPC only where it is used)
 
     key = f"/t/{uuid.uuid4().hex}/k"
-    with _connect(sshd, _settings(tmp_path, strict=False), Answers()) as connection:
-        (endpoint,) = connection.forward_endpoints([etcd_server.endpoint])
+    settings = _settings(tmp_path, strict=False)
+    with tunnel.tunneled_endpoints(f"{sshd.host}:{sshd.port}", [etcd_server.endpoint], settings) as endpoints:
+        (endpoint,) = endpoints
         assert endpoint.startswith("unix:")
 
-        async def roundtrip() -> str | None:
+        async def roundtrip() -> list[str | None]:
             kv = EtcdKV([endpoint], request_timeout=5.0)
             try:
                 await kv.put(key, "through the tunnel")
-                got = await kv.get(key)
+                got = [(await kv.get(key)) for _ in range(20)]  # many calls, one forwarded connection
                 await kv.delete(key)
-                return got.value if got else None
+                return [item.value if item else None for item in got]
             finally:
                 await kv.close()
 
-        assert asyncio.run(roundtrip()) == "through the tunnel"
+        assert asyncio.run(roundtrip()) == ["through the tunnel"] * 20
+    assert not Path(endpoint.removeprefix("unix:")).exists()
 
 
 def test_hop_through_a_bastion_checks_both_host_keys(
