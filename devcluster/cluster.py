@@ -304,7 +304,11 @@ def _start_fleetd(booted: Sequence[Machine], endpoint: str, log: Printer) -> tup
         for path, text in machine_files(endpoint, metadata, machine.address).items():
             machine.put_file(path, text)
         machine.run(["systemctl", "daemon-reload"], check=True)
-        machine.run(["systemctl", "start", "fleetd.service"], check=True, timeout=60)
+        started = machine.run(["systemctl", "start", "fleetd.service"], timeout=60)
+        if started.returncode != 0:
+            journal = machine.run(["journalctl", "-u", "fleetd", "-n", "5", "-o", "cat", "--no-pager"])
+            tail = " | ".join(line for line in journal.stdout.splitlines() if line.strip())
+            raise ClusterError(f"machine {machine.name}: fleetd.service did not start: {tail}")
         assert machine.pid is not None and machine.leader is not None
         log(f"   {machine.name}: {machine.address} id {machine.machine_id[:8]}... {metadata}")
         records.append(
