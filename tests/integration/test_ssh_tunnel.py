@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import os
+import pty
+import select
 import socket
 import stat
+import struct
+import subprocess
+import sys
+import termios
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,3 +365,59 @@ def test_tunnel_host_parsing() -> None:
     with pytest.raises(TunnelError):
         tunnel.split_host_port("host:notaport")
     assert os.path.basename(tunnel.DEFAULT_KNOWN_HOSTS_FILE) == "known_hosts"
+
+
+def test_agent_forwarding_only_when_asked(tmp_path: Path, sshd: SshServer, agent: SshAgent) -> None:
+    with _connect(sshd, _settings(tmp_path, strict=False), Answers()) as connection:
+        code, _, _ = _run(connection, "ssh-add -L")
+        assert code == 2  # no agent on the remote side
+        forwarded = io.BytesIO()
+        assert connection.run("ssh-add -L", stdout=forwarded, stderr=io.BytesIO(), forward_agent=True) == 0
+    assert forwarded.getvalue().decode().split()[:2] == agent.public_key.split()[:2]
+
+
+_SHELL_SCRIPT = """
+import sys
+from fleetctl import tunnel
+settings = tunnel.SSHSettings(user="root", strict=False, use_default_keys=False, timeout=5.0)
+with tunnel.connect(sys.argv[1], int(sys.argv[2]), settings) as connection:
+    code = connection.shell()
+sys.exit(code)
+"""
+
+
+def test_interactive_shell_gets_a_pty_of_the_terminal_size(tmp_path: Path, sshd: SshServer) -> None:
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SHELL_SCRIPT, sshd.host, str(sshd.port)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        seen = b""
+        sent = False
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(controller, 4096)
+                except OSError:
+                    break
+            if not sent and seen.rstrip().endswith((b"#", b"$")):  # the remote shell's prompt
+                os.write(controller, b"echo T=$TERM; stty size; exit 3\n")
+                sent = True
+        assert proc.wait(10) == 3
+        text = seen.decode(errors="replace")
+        assert "T=xterm-256color" in text
+        assert "33 111" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
