@@ -187,6 +187,7 @@ class EtcdKV:
         self._watch_outbox: asyncio.Queue[Any] = asyncio.Queue()
         self._watch_task: asyncio.Task[None] | None = None
         self._keepalive_call: Any = None
+        self._keepalive_write = asyncio.Lock()  # grpc allows one outstanding write per stream
         self._keepalive_waiters: dict[int, list[asyncio.Future[float]]] = {}
         self._keepalive_task: asyncio.Task[None] | None = None
 
@@ -336,8 +337,9 @@ class EtcdKV:
         self._keepalive_waiters.setdefault(lease_id, []).append(future)
         try:
             async with asyncio.timeout(self._timeout):
-                call = await self._keepalive_stream()
-                await call.write(pb.LeaseKeepAliveRequest(ID=lease_id))
+                async with self._keepalive_write:
+                    call = await self._keepalive_stream()
+                    await call.write(pb.LeaseKeepAliveRequest(ID=lease_id))
                 return await future
         except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError) as exc:
             self._reset_keepalive(exc)
@@ -391,27 +393,21 @@ class EtcdKV:
     def watch(
         self, prefix: str, start_revision: int, *, prev_kv: bool = False
     ) -> AsyncIterator[Sequence[WatchEvent]]:
+        """Registered at once (not at the first ``anext``), so "from now" means from this call."""
         if self._closed:
             raise RegistryError("the KV is closed")
-        return self._watch(_Watcher(next(self._watch_ids), prefix, start_revision, prev_kv))
+        return _WatchIterator(self, _Watcher(next(self._watch_ids), prefix, start_revision, prev_kv))
 
-    async def _watch(self, watcher: _Watcher) -> AsyncIterator[Sequence[WatchEvent]]:
+    def _add_watcher(self, watcher: _Watcher) -> None:
         self._watchers[watcher.wid] = watcher
         self._watch_outbox.put_nowait(watcher.create_request())
         if self._watch_task is None:
-            self._watch_task = asyncio.create_task(self._run_watch_stream())
-        try:
-            while True:
-                item = await watcher.queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if self._watchers.pop(watcher.wid, None) is not None and not self._closed:
-                cancel = pb.WatchCancelRequest(watch_id=watcher.wid)
-                self._watch_outbox.put_nowait(pb.WatchRequest(cancel_request=cancel))
+            self._watch_task = asyncio.get_running_loop().create_task(self._run_watch_stream())
+
+    def _drop_watcher(self, watcher: _Watcher) -> None:
+        if self._watchers.pop(watcher.wid, None) is not None and not self._closed:
+            cancel = pb.WatchCancelRequest(watch_id=watcher.wid)
+            self._watch_outbox.put_nowait(pb.WatchRequest(cancel_request=cancel))
 
     async def _run_watch_stream(self) -> None:
         """Keep one Watch stream open for every watcher; re-create them all after a disconnect."""
@@ -503,3 +499,39 @@ class EtcdKV:
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()
+
+
+class _WatchIterator:
+    """One consumer's view of the shared Watch stream; ``aclose()`` cancels its etcd watch."""
+
+    def __init__(self, kv: EtcdKV, watcher: _Watcher) -> None:
+        self._kv = kv
+        self._watcher = watcher
+        self._added = False
+        self._done = False
+        with contextlib.suppress(RuntimeError):  # no running loop yet: register at the first anext
+            self._add()
+
+    def _add(self) -> None:
+        self._kv._add_watcher(self._watcher)
+        self._added = True
+
+    def __aiter__(self) -> _WatchIterator:
+        return self
+
+    async def __anext__(self) -> Sequence[WatchEvent]:
+        if self._done:
+            raise StopAsyncIteration
+        if not self._added:
+            self._add()
+        item = await self._watcher.queue.get()
+        if item is None or isinstance(item, BaseException):
+            await self.aclose()
+            if item is None:
+                raise StopAsyncIteration
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        self._done = True
+        self._kv._drop_watcher(self._watcher)
