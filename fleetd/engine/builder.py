@@ -53,7 +53,10 @@ class SnapshotBuilder:
         targets: Mapping[str, KeyValue],
         bodies: Mapping[str, KeyValue],
         schedule: Mapping[str, KeyValue],
+        bodies_revision: int = 0,
     ) -> Built:
+        """``bodies_revision``: how far the bodies were mirrored; a unit newer than that whose body is
+        missing is skipped quietly (its body was written in the same Txn and is still on its way)."""
         problems: list[str] = []
         decoded: dict[str, tuple[int, object]] = {}
 
@@ -101,7 +104,10 @@ class SnapshotBuilder:
             body = bodies.get(self._keys.body(record.hash))
             if body is None:
                 skipped.add(name)
-                report(kv.key, kv.mod_revision, f"skipping unit {name}: its body {record.hash} is missing")
+                if kv.mod_revision <= bodies_revision:
+                    report(
+                        kv.key, kv.mod_revision, f"skipping unit {name}: its body {record.hash} is missing"
+                    )
                 continue
             requirements = self._requirements_of(body.value, record.hash, name)
             if isinstance(requirements, FleetError):

@@ -111,6 +111,8 @@ class Engine:
             await self.reconcile()
         except RegistryError as exc:
             logger.warning("engine pass failed: %s", exc)
+        except Exception:  # a bug in one pass must not stop the engine: log it, retry on the next wake-up
+            logger.exception("engine pass failed")
         elapsed = self._clock() - started
         if elapsed > self.interval:
             logger.warning("Engine completed reconciliation in %.3fs", elapsed)
@@ -125,6 +127,7 @@ class Engine:
             targets=m.items(keys.targets),
             bodies=m.items(keys.bodies),
             schedule=m.items(keys.schedules),
+            bodies_revision=m.revision_of(keys.bodies),
         )
         for problem in built.problems:
             logger.warning("%s", problem)
@@ -137,12 +140,17 @@ class Engine:
             return
         self.passes += 1
         built = self.build()
+        garbage = self._unreferenced_bodies(built)  # now: the mirror moves on while we await below
         plan = plan_cluster(built.snapshot)
         if plan.actions:
             await self._apply(plan, leadership)
         else:
             logger.debug("engine pass at revision %d: nothing to do", plan.revision)
-        await self._collect(built, leadership)
+        if garbage:
+            # A repeat before the mirror sees the deletes writes nothing: the compares on mod revision fail.
+            deleted = await self.registry.collect_bodies(garbage, leadership)
+            if deleted:
+                logger.info('action=collect bodies=%d reason="no unit references them"', deleted)
 
     async def _apply(self, plan: EnginePlan, leadership: Compare) -> None:
         try:
@@ -154,21 +162,19 @@ class Engine:
             logger.info("%s", _describe(action))
         await self._caught_up(revision, self.registry.keys.schedules)
 
-    async def _collect(self, built: Built, leadership: Compare) -> None:
+    def _unreferenced_bodies(self, built: Built) -> dict[str, int]:
+        """Bodies (hash -> mod revision) that nothing in ``built`` references, as the mirror is now.
+
+        A body newer than what the units/ or schedule/ watch has delivered may belong to a unit that is not
+        mirrored yet (they are written in one Txn but arrive on different watches): it is kept.
+        """
         keys, m = self.registry.keys, self.mirror
-        # A body newer than what the units/ or schedule/ watch has delivered may belong to a unit that is
-        # not mirrored yet (they are written in one Txn but arrive on different watches): keep it.
         horizon = min(m.revision_of(keys.units), m.revision_of(keys.schedules))
-        candidates = {
+        return {
             kv.key[len(keys.bodies) :]: kv.mod_revision
             for kv in m.items(keys.bodies).values()
             if kv.mod_revision <= horizon and kv.key[len(keys.bodies) :] not in built.referenced
         }
-        if candidates:
-            # A repeat before the mirror sees the deletes writes nothing: the compares on mod revision fail.
-            deleted = await self.registry.collect_bodies(candidates, leadership)
-            if deleted:
-                logger.info('action=collect bodies=%d reason="no unit references them"', deleted)
 
     async def _caught_up(self, revision: int, prefix: str) -> None:
         """Let the mirror see our own writes before the next pass plans (else it would redo them)."""
