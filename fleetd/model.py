@@ -110,8 +110,8 @@ class MachineState:
 class UnitState:
     """The state of a unit on one machine, as published by that machine's agent.
 
-    ``load_state``/``active_state``/``sub_state`` are systemd's; ``state`` is the fleet state the agent applied
-    (LOADED: loaded into systemd; LAUNCHED: started).
+    ``load_state``/``active_state``/``sub_state`` are systemd's; ``state`` is the fleet state the agent
+    applied (LOADED: loaded into systemd; LAUNCHED: started).
     """
 
     name: UnitName

@@ -83,7 +83,8 @@ class CompareOp(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    """A Txn guard on one key. A missing key has version/create/mod/lease 0 and value ''."""
+    """A Txn guard on one key. A missing key has version/create/mod/lease 0; a VALUE compare on a missing
+    key always fails (as in etcd), so test absence with ``VERSION = 0``."""
 
     key: str
     target: CompareTarget
