@@ -14,6 +14,7 @@ import click
 
 from fleetctl.commands import cat, units, verify, version
 from fleetctl.commands import list as listing
+from fleetctl.commands import remote as remote_commands
 from fleetctl.context import (
     DEFAULT_ENDPOINT,
     DEFAULT_KEY_PREFIX,
@@ -159,6 +160,13 @@ def _global_options(f: F) -> F:
             help="Seconds allowed for each SSH connection to start.",
         ),
         click.option(
+            "--identity-file",
+            "-i",
+            envvar="FLEETCTL_IDENTITY_FILE",
+            default="",
+            help="SSH private key to try after the ssh-agent's keys.",
+        ),
+        click.option(
             "--ssh-username",
             envvar="FLEETCTL_SSH_USERNAME",
             default=None,
@@ -214,6 +222,7 @@ def cli(ctx: click.Context, /, **flags: Any) -> None:
         strict_host_key_checking=flags["strict_host_key_checking"],
         ssh_timeout=flags["ssh_timeout"],
         ssh_username=flags["ssh_username"] or defaults.ssh_username,
+        identity_file=flags["identity_file"],
     )
     if app.options.debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
@@ -244,7 +253,7 @@ def help_command(ctx: click.Context, command: tuple[str, ...]) -> None:
         click.echo(sub.get_help(sub_ctx))
 
 
-for _module in (listing, units, cat, verify, version):
+for _module in (listing, units, cat, verify, version, remote_commands):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

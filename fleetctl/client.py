@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from fleetctl.context import GlobalOptions
@@ -233,17 +233,28 @@ def _description(body: str) -> str:
 
 @asynccontextmanager
 async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
-    """A client on real etcd at the global options' endpoints (TLS files and request timeout applied)."""
+    """A client on real etcd at the global options' endpoints (TLS files and request timeout applied).
+
+    With ``--tunnel`` every endpoint is reached through one SSH connection to the tunnel host.
+    """
     from fleetd.registry.etcd import EtcdKV  # noqa: PLC0415 (the gRPC import is slow; keep it lazy)
 
-    kv = EtcdKV(
-        list(options.endpoints),
-        request_timeout=options.request_timeout,
-        ca_file=options.ca_file or None,
-        cert_file=options.cert_file or None,
-        key_file=options.key_file or None,
-    )
-    try:
-        yield FleetClient(Registry(kv, options.etcd_key_prefix))
-    finally:
-        await kv.close()
+    with ExitStack() as stack:
+        endpoints = options.endpoints
+        if options.tunnel:
+            from fleetctl.commands.remote import ssh_settings  # noqa: PLC0415 (paramiko only when tunnelling)
+            from fleetctl.tunnel import tunneled_endpoints  # noqa: PLC0415
+
+            settings = ssh_settings(options, forward_agent=False)
+            endpoints = stack.enter_context(tunneled_endpoints(options.tunnel, endpoints, settings))
+        kv = EtcdKV(
+            list(endpoints),
+            request_timeout=options.request_timeout,
+            ca_file=options.ca_file or None,
+            cert_file=options.cert_file or None,
+            key_file=options.key_file or None,
+        )
+        try:
+            yield FleetClient(Registry(kv, options.etcd_key_prefix))
+        finally:
+            await kv.close()

@@ -70,13 +70,13 @@ class GlobalOptions:
     ca_file: str = ""
     request_timeout: float = 3.0
     debug: bool = False
-    # SSH and tunnel settings: declared here so the tunnel/remote modules can be wired in; unused by the
-    # commands of this package.
+    # SSH settings: --tunnel carries every etcd request over one SSH connection; status/journal/ssh use all.
     tunnel: str = ""
     known_hosts_file: str = "~/.fleetctl/known_hosts"
     strict_host_key_checking: bool = True
     ssh_timeout: float = 10.0
     ssh_username: str = field(default_factory=_local_user)
+    identity_file: str = ""
 
     @property
     def endpoint_text(self) -> str:
@@ -89,8 +89,6 @@ Connector = Callable[[GlobalOptions], AbstractAsyncContextManager["FleetClient"]
 def _default_connector(options: GlobalOptions) -> AbstractAsyncContextManager[FleetClient]:
     from fleetctl.client import connect_etcd  # noqa: PLC0415 (keeps gRPC out of `fleetctl version`)
 
-    if options.tunnel:  # the hook for the SSH tunnel: carry the etcd connection over it
-        raise CommandFailed(f"Error: --tunnel {options.tunnel} is not supported by this fleetctl yet")
     return connect_etcd(options)
 
 
