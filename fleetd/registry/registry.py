@@ -6,6 +6,7 @@ atomic per unit). Reads of many keys go through Txns of Gets so they are served 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = ["DuplicateMachine", "Registry", "UnitRecord"]
 logger = logging.getLogger(__name__)
 
 _SET_TARGET_ATTEMPTS = 5
+_IN_FLIGHT = 8  # Txns of one bulk change sent concurrently
 
 
 class DuplicateMachine(RegistryError):
@@ -204,22 +206,34 @@ class Registry:
 
     async def put_units(self, units: Sequence[tuple[UnitRecord, str]]) -> int:
         """Create or replace units with their bodies (always written, so a concurrent body GC fails its
-        compare). Returns the revision of the last Txn (0 when there was nothing to do)."""
-        revision = 0
+        compare). Each unit is written atomically; a large change is split into Txns sent a few at a time.
+        Returns the highest revision written (0 when there was nothing to do)."""
+        batches: list[list[Op]] = []
         batch: list[Op] = []
         bodies: set[str] = set()
         for record, text in units:
             group = self._unit_ops(record)
             if len(batch) + len(group) + 1 > MAX_TXN_OPS:
-                revision = (await self.kv.txn([], batch)).revision
+                batches.append(batch)
                 batch, bodies = [], set()
             if record.hash not in bodies:
                 bodies.add(record.hash)
                 group.insert(0, Put(self.keys.body(record.hash), text))
             batch.extend(group)
         if batch:
-            revision = (await self.kv.txn([], batch)).revision
-        return revision
+            batches.append(batch)
+        return await self._write_all(batches)
+
+    async def _write_all(self, batches: Sequence[Sequence[Op]]) -> int:
+        """Unguarded Txns, up to ``_IN_FLIGHT`` at once (etcd commits concurrent requests together)."""
+        limit = asyncio.Semaphore(_IN_FLIGHT)
+
+        async def write(ops: Sequence[Op]) -> int:
+            async with limit:
+                return (await self.kv.txn([], ops)).revision
+
+        revisions = await asyncio.gather(*(write(ops) for ops in batches))
+        return max(revisions, default=0)
 
     async def set_target_states(self, targets: Mapping[str, TargetState]) -> int:
         """Set target states (and the globals/ entry of global units); NotFound for an unknown unit.
@@ -258,10 +272,7 @@ class Registry:
             [Delete(self.keys.unit(n)), Delete(self.keys.target(n)), Delete(self.keys.global_unit(n))]
             for n in names
         ]
-        revision = 0
-        for batch in _chunks(groups, MAX_TXN_OPS):
-            revision = (await self.kv.txn([], batch)).revision
-        return revision
+        return await self._write_all(list(_chunks(groups, MAX_TXN_OPS)))
 
     # Schedule -------------------------------------------------------------------------------------------
 
