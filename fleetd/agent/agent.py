@@ -1,0 +1,456 @@
+"""The agent shell: register this machine, follow its schedule, drive systemd to match, publish unit states.
+
+Read -> decide -> write. The schedule (``schedule/<id>/``) and the global units (``globals/``) are followed by
+a watch-fed Mirror, so an idle agent reads nothing; bodies are read by hash once and cached. Each pass plans
+with the pure ``fleetd.agent.plan`` and runs the tasks in order, stopping at the first failure.
+
+Liveness is one lease of ``ttl`` seconds, kept alive (keep-alives are not writes). Losing etcd never stops
+a unit: passes that cannot read are postponed with a backoff, and when etcd is back an expired lease is
+replaced (re-register, re-publish) and the next pass unloads whatever was re-placed elsewhere meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from fleetd.agent.plan import CurrentUnit, DesiredUnit, Task, TaskKind, desired_units, plan_tasks
+from fleetd.agent.publisher import StatePublisher
+from fleetd.errors import FleetError, RegistryError, SystemdError, UnitFileError
+from fleetd.model import NO_REQUIREMENTS, MachineState, TargetState, Unit, UnitName, UnitState
+from fleetd.registry import keyspace as ks
+from fleetd.registry.keyspace import BadRecord
+from fleetd.registry.mirror import Mirror
+from fleetd.registry.registry import DuplicateMachine, Registry
+from fleetd.systemd.protocol import UnitManager
+from fleetd.unitfile import requirements_for
+from fleetd.unitfile.unit import UnitFile
+
+__all__ = ["Agent", "Backoff", "Handover"]
+
+logger = logging.getLogger(__name__)
+
+RESYNC_INTERVAL = 10.0  # seconds between batched systemd state resyncs
+RECONCILE_INTERVAL = 30.0  # a pass without any wake-up (free: no etcd reads, no D-Bus calls when idle)
+MAX_BACKOFF = 60.0
+RELOAD_OWED = "units were loaded or unloaded by an interrupted batch"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Backoff:
+    """Exponential delays: ``initial``, doubling, capped at ``maximum``; ``reset`` after a success."""
+
+    def __init__(self, initial: float = 1.0, maximum: float = MAX_BACKOFF) -> None:
+        self.initial = initial
+        self.maximum = max(maximum, initial)
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a reloaded agent takes over from the previous one: its lease and what it applied."""
+
+    lease: int
+    applied: Mapping[UnitName, CurrentUnit] = field(default_factory=dict)
+    published: Mapping[UnitName, UnitState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A schedule or globals entry: this unit, at this hash, in this target state."""
+
+    name: UnitName
+    hash: str
+    state: TargetState
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    text: str
+    unit_file: UnitFile | None  # None when the stored text does not parse (loaded as is, no requirements)
+
+
+class Agent:
+    def __init__(
+        self,
+        registry: Registry,
+        units: UnitManager,
+        machine: MachineState,
+        *,
+        ttl: float,
+        resync_interval: float = RESYNC_INTERVAL,
+        reconcile_interval: float = RECONCILE_INTERVAL,
+        sleep: Sleep = asyncio.sleep,
+        handover: Handover | None = None,
+    ) -> None:
+        self._registry = registry
+        self._kv = registry.kv
+        self._keys = registry.keys
+        self._units = units
+        self.machine = machine
+        self.ttl = ttl
+        self._resync_interval = resync_interval
+        self._reconcile_interval = reconcile_interval
+        self._sleep = sleep
+        self.mirror = Mirror(self._kv, [self._keys.schedule(machine.id), self._keys.globals])
+        self.publisher = StatePublisher(registry, units, machine.id)
+        self.lease = 0
+        self.registered = False
+        self.applied: dict[UnitName, CurrentUnit] = {}
+        self._bodies: dict[str, _Body] = {}
+        self._missing_bodies: set[str] = set()
+        self._wake = asyncio.Event()
+        self._publish = asyncio.Event()
+        self._schema_checked = False
+        self._reload_owed = False  # a batch loaded or unloaded units but stopped before its reload
+        if handover is not None:
+            self.lease = handover.lease
+            self.applied = dict(handover.applied)
+            self.publisher.lease = handover.lease
+            self.publisher.published.update(handover.published)
+
+    # -- steps (each does one thing; ``run`` schedules them) ---------------------------------------------
+
+    async def register(self) -> None:
+        """Put this machine's record on a lease (the handed-over one, else a new one).
+
+        Raises DuplicateMachine when another live fleetd holds this machine ID, RegistryError otherwise.
+        """
+        if not self._schema_checked:
+            await self._registry.ensure_schema()
+            self._schema_checked = True
+        fresh = self.lease == 0 or await self._kv.time_to_live(self.lease) <= 0
+        lease = await self._kv.grant(self.ttl) if fresh else self.lease
+        try:
+            await self._registry.register_machine(self.machine, lease)
+        except BaseException:
+            if fresh:
+                with contextlib.suppress(RegistryError):
+                    await self._kv.revoke(lease)
+            raise
+        self.lease = lease
+        self.registered = True
+        if fresh:
+            self.publisher.new_lease(lease, self.applied)
+            self._publish.set()
+        self._wake.set()
+        logger.info(
+            "registered machine=%s public_ip=%s metadata=%s lease=%x ttl=%gs",
+            self.machine.id,
+            self.machine.public_ip or "-",
+            ",".join(f"{k}={v}" for k, v in sorted(self.machine.metadata.items())) or "-",
+            lease,
+            self.ttl,
+        )
+
+    async def heartbeat(self) -> None:
+        """Keep the lease alive; when it has expired (etcd lost us), register again on a new lease."""
+        if await self._kv.keep_alive(self.lease) > 0:
+            return
+        logger.warning("machine lease expired (etcd lost this machine): registering again")
+        self.registered = False
+        self.lease = 0
+        await self.register()
+
+    async def reconcile(self) -> tuple[Task, ...]:
+        """One pass: desired (mirror + bodies) vs current (units directory) -> tasks, run in order.
+
+        Raises RegistryError when bodies cannot be read: no task runs then (units keep running).
+        Returns the tasks that ran successfully.
+        """
+        if not self.registered or not self.mirror.ready.is_set():
+            return ()
+        scheduled, global_units = self._entries()
+        await self._fetch_bodies({entry.hash for entry in (*scheduled.values(), *global_units.values())})
+        skipped = {n for n, e in (*scheduled.items(), *global_units.items()) if e.hash not in self._bodies}
+        for name in sorted(skipped):
+            logger.warning("unit=%s skipped: its body is not in the registry", name)
+        desired = desired_units(
+            self.machine,
+            {n: self._unit(e) for n, e in scheduled.items() if n not in skipped},
+            {n: self._unit(e) for n, e in global_units.items() if n not in skipped},
+        )
+        current = self._current()
+        tasks = plan_tasks(desired, {n: c for n, c in current.items() if n not in skipped})
+        if self._reload_owed and not any(task.kind is TaskKind.RELOAD for task in tasks):
+            tasks = tuple(sorted((*tasks, Task(TaskKind.RELOAD, None, RELOAD_OWED)), key=lambda t: t.kind))
+        if not tasks:
+            logger.debug("reconcile: nothing to do (%d units)", len(current))
+            return ()
+        done = await self._run_tasks(tasks, desired)
+        self._forget_bodies(desired)
+        return done
+
+    async def publish(self) -> int:
+        """Publish changed states of the dirty units; returns how many records were written or removed."""
+        return await self.publisher.flush(self.applied)
+
+    async def resync(self) -> int:
+        """The periodic batched resync: every unit's state is read (one call) and published if changed."""
+        self.publisher.mark_all(self.applied)
+        return await self.publish()
+
+    def handover(self) -> Handover:
+        return Handover(self.lease, dict(self.applied), dict(self.publisher.published))
+
+    async def shutdown(self, registry_timeout: float = 5.0) -> None:
+        """SIGTERM: stop and unload every fleet unit here, then remove this machine's states and record."""
+        loaded = sorted(self._units.loaded_units())
+        unloaded = 0
+        for name in loaded:
+            try:
+                await self._units.stop(name)
+                logger.info('task=stop unit=%s reason="fleetd shutting down"', name)
+                await self._units.unload(name)
+                logger.info('task=unload unit=%s reason="fleetd shutting down"', name)
+                unloaded += 1
+            except SystemdError as exc:
+                logger.error("shutdown: unit=%s could not be stopped and unloaded: %s", name, exc)
+            self.applied.pop(name, None)
+        if unloaded:
+            try:
+                await self._units.reload()
+            except SystemdError as exc:
+                logger.error("shutdown: systemd reload failed: %s", exc)
+        if not self.lease:
+            return
+        try:
+            async with asyncio.timeout(registry_timeout):
+                await self.publisher.remove_all()
+                await self._registry.remove_machine(self.machine.id)
+                await self._kv.revoke(self.lease)
+        except (RegistryError, TimeoutError) as exc:
+            logger.warning("shutdown: could not remove machine %s from etcd: %s", self.machine.id, exc)
+        else:
+            logger.info("machine %s removed from the cluster", self.machine.id)
+        self.lease = 0
+        self.registered = False
+
+    # -- the running agent ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Register (retrying), then run the loops until cancelled. Units are never stopped here."""
+        await self._register_until_done()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.mirror.run())
+            group.create_task(self._heartbeat_loop())
+            group.create_task(self._mirror_wakeups())
+            group.create_task(self._reconcile_loop())
+            group.create_task(self._changes_loop())
+            group.create_task(self._publish_loop())
+
+    async def _register_until_done(self) -> None:
+        backoff = Backoff(1.0, MAX_BACKOFF)
+        while True:
+            try:
+                await self.register()
+                return
+            except DuplicateMachine:
+                delay = backoff.next()
+                logger.error(
+                    "machine ID %s is already registered by another live fleetd (two machines share this"
+                    " /etc/machine-id, or an earlier fleetd's lease has not expired yet); refusing to run"
+                    " units, retrying in %.0fs",
+                    self.machine.id,
+                    delay,
+                )
+            except RegistryError as exc:
+                delay = backoff.next()
+                logger.warning("register machine failed: %s, retrying in %.0f sec.", exc, delay)
+            await self._sleep(delay)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.ttl / 3
+        backoff = Backoff(min(1.0, interval), interval)
+        outage = False
+        while True:
+            try:
+                await self.heartbeat()
+            except DuplicateMachine:
+                logger.error("machine ID %s was taken by another fleetd; retrying", self.machine.id)
+                await self._sleep(backoff.next())
+                continue
+            except RegistryError as exc:
+                delay = backoff.next()
+                outage = True
+                logger.warning(
+                    "etcd unreachable (%s): units keep running; retrying in %.1fs", exc, delay
+                )
+                await self._sleep(delay)
+                continue
+            if outage:
+                logger.info("etcd reachable again: reconciling")
+                outage = False
+                self._wake.set()
+                self._publish.set()
+            backoff.reset()
+            await self._sleep(interval)
+
+    async def _mirror_wakeups(self) -> None:
+        while True:
+            await self.mirror.changed.wait()
+            self.mirror.changed.clear()
+            self._wake.set()
+
+    async def _reconcile_loop(self) -> None:
+        backoff = Backoff(1.0, MAX_BACKOFF)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._reconcile_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except RegistryError as exc:
+                delay = backoff.next()
+                logger.warning("reconcile postponed, etcd unreachable (%s); retrying in %.0fs", exc, delay)
+                await self._sleep(delay)
+                self._wake.set()
+                continue
+            backoff.reset()
+            self._publish.set()
+
+    async def _changes_loop(self) -> None:
+        async for name in self._units.changes():
+            self.publisher.mark([name])
+            self._publish.set()
+
+    async def _publish_loop(self) -> None:
+        backoff = Backoff(1.0, MAX_BACKOFF)
+        while True:
+            try:
+                async with asyncio.timeout(self._resync_interval):
+                    await self._publish.wait()
+            except TimeoutError:
+                self.publisher.mark_all(self.applied)
+            self._publish.clear()
+            if not self.registered:
+                continue
+            try:
+                await self.publish()
+            except (RegistryError, SystemdError) as exc:
+                delay = backoff.next()
+                logger.warning("publishing unit states failed (%s); retrying in %.0fs", exc, delay)
+                await self._sleep(delay)
+                self._publish.set()
+                continue
+            backoff.reset()
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _entries(self) -> tuple[dict[UnitName, _Entry], dict[UnitName, _Entry]]:
+        """(schedule entries, global entries) from the mirror, as (name, hash, state) records."""
+        schedule_prefix = self._keys.schedule(self.machine.id)
+        scheduled: dict[UnitName, _Entry] = {}
+        for key, kv in self.mirror.items(schedule_prefix).items():
+            try:
+                name = UnitName(self._keys.leaf(key, schedule_prefix))
+                entry = ks.decode_schedule(key, kv.value, self.machine.id)
+            except BadRecord as exc:
+                logger.warning("skipping %s", exc)
+                continue
+            scheduled[name] = _Entry(name, entry.hash, entry.state)
+        global_units: dict[UnitName, _Entry] = {}
+        for key, kv in self.mirror.items(self._keys.globals).items():
+            try:
+                name = UnitName(self._keys.leaf(key, self._keys.globals))
+                found = ks.decode_global(key, kv.value, name)
+                global_units[name] = _Entry(name, found.hash, found.state)
+            except BadRecord as exc:
+                logger.warning("skipping %s", exc)
+        return scheduled, global_units
+
+    async def _fetch_bodies(self, hashes: set[str]) -> None:
+        wanted = hashes - self._bodies.keys()
+        if not wanted:
+            return
+        found = await self._registry.get_bodies(sorted(wanted))
+        for unit_hash, text in found.items():
+            try:
+                unit_file: UnitFile | None = UnitFile.from_text(text)
+            except UnitFileError as exc:
+                logger.warning("body %s does not parse (%s); loading it without requirements", unit_hash, exc)
+                unit_file = None
+            self._bodies[unit_hash] = _Body(text, unit_file)
+
+    def _unit(self, entry: _Entry) -> Unit:
+        body = self._bodies[entry.hash]
+        requirements = NO_REQUIREMENTS
+        if body.unit_file is not None:
+            try:
+                requirements = requirements_for(body.unit_file, entry.name)
+            except FleetError as exc:
+                logger.warning("unit=%s: bad [X-Fleet] requirements ignored: %s", entry.name, exc)
+        return Unit(entry.name, entry.hash, requirements, entry.state)
+
+    def _current(self) -> dict[UnitName, CurrentUnit]:
+        current: dict[UnitName, CurrentUnit] = {}
+        for name, unit_hash in self._units.loaded_units().items():
+            known = self.applied.get(name)
+            state = known.state if known is not None and known.hash == unit_hash else TargetState.INACTIVE
+            current[name] = CurrentUnit(name, unit_hash, state)
+        return current
+
+    def _forget_bodies(self, desired: Mapping[UnitName, DesiredUnit]) -> None:
+        keep = {unit.hash for unit in desired.values()}
+        for unit_hash in [h for h in self._bodies if h not in keep]:
+            del self._bodies[unit_hash]
+
+    async def _run_tasks(
+        self, tasks: tuple[Task, ...], desired: Mapping[UnitName, DesiredUnit]
+    ) -> tuple[Task, ...]:
+        done: list[Task] = []
+        for task in tasks:
+            try:
+                await self._run_task(task, desired)
+            except SystemdError as exc:
+                logger.error(
+                    'task=%s unit=%s failed: %s; the rest of this batch waits for the next pass',
+                    task.kind.name.lower(),
+                    task.unit or "-",
+                    exc,
+                )
+                self._wake.set()
+                break
+            done.append(task)
+            if task.unit is None:
+                logger.info('task=%s reason="%s"', task.kind.name.lower(), task.reason)
+            else:
+                logger.info('task=%s unit=%s reason="%s"', task.kind.name.lower(), task.unit, task.reason)
+        self.publisher.mark(task.unit for task in done if task.unit is not None)
+        return tuple(done)
+
+    async def _run_task(self, task: Task, desired: Mapping[UnitName, DesiredUnit]) -> None:
+        name = task.unit
+        if task.kind is TaskKind.RELOAD or name is None:
+            await self._units.reload()
+            self._reload_owed = False
+            return
+        if task.kind in (TaskKind.LOAD, TaskKind.UNLOAD):
+            self._reload_owed = True
+        if task.kind is TaskKind.UNLOAD:
+            await self._units.stop(name)  # a failed stop keeps the file, so the unload is retried
+            self.applied.pop(name, None)
+            await self._units.unload(name)
+        elif task.kind is TaskKind.LOAD:
+            unit = desired[name]
+            await self._units.load(name, self._bodies[unit.hash].text)
+            self.applied[name] = CurrentUnit(name, unit.hash, TargetState.LOADED)
+        elif task.kind is TaskKind.START:
+            await self._units.start(name)
+            self.applied[name] = CurrentUnit(name, desired[name].hash, TargetState.LAUNCHED)
+        elif task.kind is TaskKind.STOP:
+            await self._units.stop(name)
+            self.applied[name] = CurrentUnit(name, desired[name].hash, TargetState.LOADED)
