@@ -19,15 +19,11 @@ from dataclasses import dataclass, field
 
 from fleetd.agent.plan import CurrentUnit, DesiredUnit, Task, TaskKind, desired_units, plan_tasks
 from fleetd.agent.publisher import StatePublisher
-from fleetd.errors import FleetError, RegistryError, SystemdError, UnitFileError
-from fleetd.model import NO_REQUIREMENTS, MachineState, TargetState, Unit, UnitName, UnitState
-from fleetd.registry import keyspace as ks
-from fleetd.registry.keyspace import BadRecord
-from fleetd.registry.mirror import Mirror
+from fleetd.agent.source import DesiredSource
+from fleetd.errors import RegistryError, SystemdError
+from fleetd.model import MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.registry import DuplicateMachine, Registry
 from fleetd.systemd.protocol import UnitManager
-from fleetd.unitfile import requirements_for
-from fleetd.unitfile.unit import UnitFile
 
 __all__ = ["Agent", "Backoff", "Handover"]
 
@@ -67,21 +63,6 @@ class Handover:
     published: Mapping[UnitName, UnitState] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """A schedule or globals entry: this unit, at this hash, in this target state."""
-
-    name: UnitName
-    hash: str
-    state: TargetState
-
-
-@dataclass(frozen=True, slots=True)
-class _Body:
-    text: str
-    unit_file: UnitFile | None  # None when the stored text does not parse (loaded as is, no requirements)
-
-
 class Agent:
     def __init__(
         self,
@@ -104,13 +85,12 @@ class Agent:
         self._resync_interval = resync_interval
         self._reconcile_interval = reconcile_interval
         self._sleep = sleep
-        self.mirror = Mirror(self._kv, [self._keys.schedule(machine.id), self._keys.globals])
+        self.source = DesiredSource(registry, machine.id)
+        self.mirror = self.source.mirror
         self.publisher = StatePublisher(registry, units, machine.id)
         self.lease = 0
         self.registered = False
         self.applied: dict[UnitName, CurrentUnit] = {}
-        self._bodies: dict[str, _Body] = {}
-        self._missing_bodies: set[str] = set()
         self._wake = asyncio.Event()
         self._publish = asyncio.Event()
         self._schema_checked = False
@@ -170,27 +150,19 @@ class Agent:
         Raises RegistryError when bodies cannot be read: no task runs then (units keep running).
         Returns the tasks that ran successfully.
         """
-        if not self.registered or not self.mirror.ready.is_set():
+        if not self.registered or not self.source.ready:
             return ()
-        scheduled, global_units = self._entries()
-        await self._fetch_bodies({entry.hash for entry in (*scheduled.values(), *global_units.values())})
-        skipped = {n for n, e in (*scheduled.items(), *global_units.items()) if e.hash not in self._bodies}
-        for name in sorted(skipped):
-            logger.warning("unit=%s skipped: its body is not in the registry", name)
-        desired = desired_units(
-            self.machine,
-            {n: self._unit(e) for n, e in scheduled.items() if n not in skipped},
-            {n: self._unit(e) for n, e in global_units.items() if n not in skipped},
-        )
+        wanted = await self.source.read()
+        desired = desired_units(self.machine, wanted.scheduled, wanted.global_units)
         current = self._current()
-        tasks = plan_tasks(desired, {n: c for n, c in current.items() if n not in skipped})
+        tasks = plan_tasks(desired, {n: c for n, c in current.items() if n not in wanted.skipped})
         if self._reload_owed and not any(task.kind is TaskKind.RELOAD for task in tasks):
             tasks = tuple(sorted((*tasks, Task(TaskKind.RELOAD, None, RELOAD_OWED)), key=lambda t: t.kind))
         if not tasks:
             logger.debug("reconcile: nothing to do (%d units)", len(current))
             return ()
         done = await self._run_tasks(tasks, desired)
-        self._forget_bodies(desired)
+        self.source.keep_only(unit.hash for unit in desired.values())
         return done
 
     async def publish(self) -> int:
@@ -350,51 +322,6 @@ class Agent:
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    def _entries(self) -> tuple[dict[UnitName, _Entry], dict[UnitName, _Entry]]:
-        """(schedule entries, global entries) from the mirror, as (name, hash, state) records."""
-        schedule_prefix = self._keys.schedule(self.machine.id)
-        scheduled: dict[UnitName, _Entry] = {}
-        for key, kv in self.mirror.items(schedule_prefix).items():
-            try:
-                name = UnitName(self._keys.leaf(key, schedule_prefix))
-                entry = ks.decode_schedule(key, kv.value, self.machine.id)
-            except BadRecord as exc:
-                logger.warning("skipping %s", exc)
-                continue
-            scheduled[name] = _Entry(name, entry.hash, entry.state)
-        global_units: dict[UnitName, _Entry] = {}
-        for key, kv in self.mirror.items(self._keys.globals).items():
-            try:
-                name = UnitName(self._keys.leaf(key, self._keys.globals))
-                found = ks.decode_global(key, kv.value, name)
-                global_units[name] = _Entry(name, found.hash, found.state)
-            except BadRecord as exc:
-                logger.warning("skipping %s", exc)
-        return scheduled, global_units
-
-    async def _fetch_bodies(self, hashes: set[str]) -> None:
-        wanted = hashes - self._bodies.keys()
-        if not wanted:
-            return
-        found = await self._registry.get_bodies(sorted(wanted))
-        for unit_hash, text in found.items():
-            try:
-                unit_file: UnitFile | None = UnitFile.from_text(text)
-            except UnitFileError as exc:
-                logger.warning("body %s does not parse (%s); loading it without requirements", unit_hash, exc)
-                unit_file = None
-            self._bodies[unit_hash] = _Body(text, unit_file)
-
-    def _unit(self, entry: _Entry) -> Unit:
-        body = self._bodies[entry.hash]
-        requirements = NO_REQUIREMENTS
-        if body.unit_file is not None:
-            try:
-                requirements = requirements_for(body.unit_file, entry.name)
-            except FleetError as exc:
-                logger.warning("unit=%s: bad [X-Fleet] requirements ignored: %s", entry.name, exc)
-        return Unit(entry.name, entry.hash, requirements, entry.state)
-
     def _current(self) -> dict[UnitName, CurrentUnit]:
         current: dict[UnitName, CurrentUnit] = {}
         for name, unit_hash in self._units.loaded_units().items():
@@ -402,11 +329,6 @@ class Agent:
             state = known.state if known is not None and known.hash == unit_hash else TargetState.INACTIVE
             current[name] = CurrentUnit(name, unit_hash, state)
         return current
-
-    def _forget_bodies(self, desired: Mapping[UnitName, DesiredUnit]) -> None:
-        keep = {unit.hash for unit in desired.values()}
-        for unit_hash in [h for h in self._bodies if h not in keep]:
-            del self._bodies[unit_hash]
 
     async def _run_tasks(
         self, tasks: tuple[Task, ...], desired: Mapping[UnitName, DesiredUnit]
@@ -446,7 +368,7 @@ class Agent:
             await self._units.unload(name)
         elif task.kind is TaskKind.LOAD:
             unit = desired[name]
-            await self._units.load(name, self._bodies[unit.hash].text)
+            await self._units.load(name, self.source.text(unit.hash))
             self.applied[name] = CurrentUnit(name, unit.hash, TargetState.LOADED)
         elif task.kind is TaskKind.START:
             await self._units.start(name)
