@@ -14,10 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from fleetd.agent.plan import CurrentUnit, DesiredUnit, Task, TaskKind, desired_units, plan_tasks
+from fleetd.agent.plan import (
+    LOADED_NOT_SCHEDULED,
+    CurrentUnit,
+    DesiredUnit,
+    Task,
+    TaskKind,
+    desired_units,
+    plan_tasks,
+)
 from fleetd.agent.publisher import StatePublisher
 from fleetd.agent.source import DesiredSource
 from fleetd.errors import RegistryError, SystemdError
@@ -33,6 +43,10 @@ RESYNC_INTERVAL = 10.0  # seconds between batched systemd state resyncs
 RECONCILE_INTERVAL = 30.0  # a pass without any wake-up (free: no etcd reads, no D-Bus calls when idle)
 MAX_BACKOFF = 60.0
 RELOAD_OWED = "units were loaded or unloaded by an interrupted batch"
+# After registering on a new lease, wait this long before unloading units that are not in the schedule: the
+# engine unschedules a machine's units when its record vanishes and schedules them back within a pass of the
+# record's return, so a unit pinned here would otherwise be stopped and started again after an etcd outage.
+SETTLE = 5.0
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -74,17 +88,21 @@ class Agent:
         resync_interval: float = RESYNC_INTERVAL,
         reconcile_interval: float = RECONCILE_INTERVAL,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        settle: float = SETTLE,
         handover: Handover | None = None,
     ) -> None:
         self._registry = registry
         self._kv = registry.kv
-        self._keys = registry.keys
         self._units = units
         self.machine = machine
         self.ttl = ttl
         self._resync_interval = resync_interval
         self._reconcile_interval = reconcile_interval
         self._sleep = sleep
+        self._clock = clock
+        self._settle = settle
+        self._settle_until = 0.0  # until then, units that left the schedule are not unloaded yet
         self.source = DesiredSource(registry, machine.id)
         self.mirror = self.source.mirror
         self.publisher = StatePublisher(registry, units, machine.id)
@@ -94,6 +112,7 @@ class Agent:
         self._wake = asyncio.Event()
         self._publish = asyncio.Event()
         self._schema_checked = False
+        self._wake_at = math.inf  # a held unload wants a pass at this time
         self._reload_owed = False  # a batch loaded or unloaded units but stopped before its reload
         if handover is not None:
             self.lease = handover.lease
@@ -123,6 +142,7 @@ class Agent:
         self.lease = lease
         self.registered = True
         if fresh:
+            self._settle_until = self._clock() + self._settle
             self.publisher.new_lease(lease, self.applied)
             self._publish.set()
         self._wake.set()
@@ -156,6 +176,7 @@ class Agent:
         desired = desired_units(self.machine, wanted.scheduled, wanted.global_units)
         current = self._current()
         tasks = plan_tasks(desired, {n: c for n, c in current.items() if n not in wanted.skipped})
+        tasks = self._hold_unloads(tasks)
         if self._reload_owed and not any(task.kind is TaskKind.RELOAD for task in tasks):
             tasks = tuple(sorted((*tasks, Task(TaskKind.RELOAD, None, RELOAD_OWED)), key=lambda t: t.kind))
         if not tasks:
@@ -164,6 +185,24 @@ class Agent:
         done = await self._run_tasks(tasks, desired)
         self.source.keep_only(unit.hash for unit in desired.values())
         return done
+
+    def _hold_unloads(self, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
+        """While the schedule settles after a new registration, keep units that left it (see SETTLE)."""
+        wait = self._settle_until - self._clock()
+        if wait <= 0:
+            return tasks
+        held = {
+            t.unit for t in tasks if t.unit and t.kind is TaskKind.UNLOAD and t.reason == LOADED_NOT_SCHEDULED
+        }
+        if not held:
+            return tasks
+        names = ", ".join(sorted(held))
+        logger.info("holding unload of %s for %.1fs while the schedule settles", names, wait)
+        kept = [t for t in tasks if not (t.kind is TaskKind.UNLOAD and t.unit in held)]
+        if not any(t.kind in (TaskKind.LOAD, TaskKind.UNLOAD) for t in kept):
+            kept = [t for t in kept if t.kind is not TaskKind.RELOAD]
+        self._wake_at = min(self._wake_at, self._settle_until)
+        return tuple(kept)
 
     async def publish(self) -> int:
         """Publish changed states of the dirty units; returns how many records were written or removed."""
@@ -279,10 +318,12 @@ class Agent:
     async def _reconcile_loop(self) -> None:
         backoff = Backoff(1.0, MAX_BACKOFF)
         while True:
+            timeout = max(0.0, min(self._reconcile_interval, self._wake_at - self._clock()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._reconcile_interval):
+                async with asyncio.timeout(timeout):
                     await self._wake.wait()
             self._wake.clear()
+            self._wake_at = math.inf
             try:
                 await self.reconcile()
             except RegistryError as exc:

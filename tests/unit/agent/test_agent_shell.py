@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fleetd.agent.agent import Agent, Backoff
+from fleetd.agent.agent import SETTLE, Agent, Backoff
 from fleetd.agent.plan import TaskKind
 from fleetd.errors import RegistryUnavailable
 from fleetd.model import MachineID, MachineState, TargetState, UnitName
@@ -122,7 +122,7 @@ class Cluster:
         kv: KV = self.kv
         self.registry = Registry(kv, PREFIX)
         machine = MachineState(M1, "127.0.0.2", metadata or {"role": "web"})
-        self.agent = Agent(self.registry, self.units, machine, ttl=30.0, sleep=no_sleep)
+        self.agent = Agent(self.registry, self.units, machine, ttl=30.0, sleep=no_sleep, clock=self.clock)
         self._mirror: asyncio.Task[None] | None = None
         self._written: dict[str, int] = {}  # mirrored prefix -> revision of the last write under it
 
@@ -130,6 +130,7 @@ class Cluster:
         self._mirror = asyncio.create_task(self.agent.mirror.run())
         await self.agent.register()
         await self.agent.mirror.ready.wait()
+        self.clock.now += SETTLE  # past the settle window of a fresh registration
 
     async def stop(self) -> None:
         if self._mirror is not None:  # before closing the store: the mirror would relist a closed store
@@ -357,12 +358,15 @@ def test_etcd_outage_keeps_units_and_recovery_unloads_what_moved(caplog: pytest.
         assert mutating_calls(c.units) == [], "no stop, no unload while etcd is away"
 
         c.kv.up.set()
-        with caplog.at_level(logging.WARNING, logger="fleetd.agent.agent"):
+        with caplog.at_level(logging.INFO, logger="fleetd.agent.agent"):
             await c.agent.heartbeat()
-        assert "lease expired" in caplog.text
-        assert c.agent.lease not in (0, old_lease)
-        record = await c.store.get(KEYS.machine(M1))
-        assert record is not None and record.lease == c.agent.lease
+            assert "lease expired" in caplog.text
+            assert c.agent.lease not in (0, old_lease)
+            record = await c.store.get(KEYS.machine(M1))
+            assert record is not None and record.lease == c.agent.lease
+            assert await c.pass_() == (), "units that left the schedule are held while it settles"
+            assert "holding unload of web.service" in caplog.text
+        c.clock.now += SETTLE
         assert await c.pass_() == (TaskKind.UNLOAD, TaskKind.RELOAD)
         assert mutating_calls(c.units) == [("stop", WEB), ("unload", WEB), ("reload",)]
         assert await c.state_record(WEB) is None
@@ -370,6 +374,33 @@ def test_etcd_outage_keeps_units_and_recovery_unloads_what_moved(caplog: pytest.
         assert db_state is not None and db_state.lease == c.agent.lease, (
             "states re-published on the new lease"
         )
+
+    run(scenario)
+
+
+def test_a_pinned_unit_survives_an_outage_without_a_stop() -> None:
+    """etcd lost the lease; the engine unscheduled the machine's units and schedules them back once the
+    machine re-registers. The agent must not stop them in between (TestSingleNodeConnectivityLoss)."""
+
+    async def scenario(c: Cluster) -> None:
+        unit = body("web")
+        await c.schedule(WEB, unit, TargetState.LAUNCHED)
+        await c.pass_()
+        c.units.calls.clear()
+        c.kv.up.clear()
+        c.clock.now += 31
+        c.store.expire_leases()
+        await c.unschedule(WEB)  # the engine noticed the machine is gone
+        c.kv.up.set()
+        await c.agent.heartbeat()  # re-registers on a new lease
+        assert await c.pass_() == ()
+        await c.schedule(WEB, unit, TargetState.LAUNCHED)  # the engine places it back
+        assert await c.pass_() == ()
+        c.clock.now += SETTLE
+        assert await c.pass_() == ()
+        assert mutating_calls(c.units) == []
+        record = await c.state_record(WEB)
+        assert record is not None and record.lease == c.agent.lease
 
     run(scenario)
 
