@@ -181,11 +181,14 @@ def _kill(pid: int, start: int, timeout: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
-    """One ``up``/``down`` at a time per cluster."""
+    """One ``up``/``down`` at a time (a lock on the state root directory itself: no lock file is left)."""
     state_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(state_dir.parent / f".{state_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(state_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -155,6 +155,7 @@ def _check_gone(state: ClusterState, pids: list[int]) -> None:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
     assert not state.state_dir.exists()
+    assert [p.name for p in state.state_dir.parent.iterdir() if state.name in p.name] == []
     assert _mounts_mentioning(str(state.state_dir)) == []
     assert _nspawn_commands_mentioning(str(state.state_dir)) == []
     for m in state.machines:
