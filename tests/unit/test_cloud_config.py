@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from devcluster.cloudconfig import CLOUD_CONFIG_DIR, placeholders, render, written_files
+from fleetd.unitfile import UnitFile
 
 FILES = sorted(p.name for p in CLOUD_CONFIG_DIR.glob("*.yaml"))
 VALUES = {
@@ -74,3 +75,10 @@ def test_secrets_are_never_baked_in() -> None:
         text = (CLOUD_CONFIG_DIR / name).read_text()
         assert "BEGIN " not in text and "PRIVATE KEY" not in text
         assert "etcd_password" not in text.replace("# etcd_password", "")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_the_fleetd_unit_is_the_one_in_deploy_systemd(name: str) -> None:
+    shipped = UnitFile.from_text((CLOUD_CONFIG_DIR.parent / "systemd" / "fleetd.service").read_text())
+    written = UnitFile.from_text(written_files(render(name, VALUES))["/etc/systemd/system/fleetd.service"].content)
+    assert written.canonical == shipped.canonical
