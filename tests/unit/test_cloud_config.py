@@ -80,5 +80,6 @@ def test_secrets_are_never_baked_in() -> None:
 @pytest.mark.parametrize("name", FILES)
 def test_the_fleetd_unit_is_the_one_in_deploy_systemd(name: str) -> None:
     shipped = UnitFile.from_text((CLOUD_CONFIG_DIR.parent / "systemd" / "fleetd.service").read_text())
-    written = UnitFile.from_text(written_files(render(name, VALUES))["/etc/systemd/system/fleetd.service"].content)
+    files = written_files(render(name, VALUES))
+    written = UnitFile.from_text(files["/etc/systemd/system/fleetd.service"].content)
     assert written.canonical == shipped.canonical
