@@ -120,6 +120,12 @@ def test_scheduled_unit_runs_and_sigterm_stops_it_and_removes_the_machine(
         _wait("its state published", lambda: published() == [(first.machine_id, "active")])
         assert Path(f"/proc/{first.leader}/root/run/fleet/units/hello.service").read_text() == unit.canonical
 
+        show = ["systemctl", "show", "-p", "MainPID", "--value", "fleetd.service"]
+        fleetd_pid = first.run(show).stdout.strip()
+        status = first.run(["cat", f"/proc/{fleetd_pid}/status"]).stdout
+        rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        assert rss_kib <= 80 * 1024, f"fleetd RSS {rss_kib} KiB"
+
         first.run(["systemctl", "stop", "fleetd.service"], check=True, timeout=90)  # SIGTERM to fleetd
         assert _active(first, HELLO) in ("inactive dead", "")
         assert not Path(f"/proc/{first.leader}/root/run/fleet/units/hello.service").exists()
