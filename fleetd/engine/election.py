@@ -56,6 +56,7 @@ class Election:
                 self._set_term(0, None)
                 logger.warning("engine election failed, retrying: %s", errors.exceptions[0])
                 await asyncio.sleep(self._retry_delay)
+                await self._drop_expired_lease()
 
     async def resign(self) -> None:
         """Give up leadership (delete the key if it is still ours) and revoke the lease."""
@@ -69,6 +70,15 @@ class Election:
             with contextlib.suppress(RegistryError):
                 await self._kv.revoke(self._lease)
             self._lease = 0
+
+    async def _drop_expired_lease(self) -> None:
+        """After a failure (an etcd outage longer than the TTL, say) campaign on a new lease if ours is gone."""
+        if not self._lease:
+            return
+        with contextlib.suppress(RegistryError):
+            if await self._kv.time_to_live(self._lease) <= 0:
+                logger.info("engine lease %x expired; campaigning on a new lease", self._lease)
+                self._lease = 0
 
     async def _keep_alive(self) -> None:
         while True:

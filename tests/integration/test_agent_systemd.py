@@ -190,9 +190,6 @@ def test_units_keep_running_through_an_etcd_outage_longer_than_agent_ttl(
         aio.run(kv.close())
 
 
-@pytest.mark.xfail(
-    reason="engine election keeps its expired lease after an etcd outage (requested lease not found)"
-)
 def test_an_engine_leads_again_after_the_outage(
     fleet: tuple[list[Machine], str], own_etcd: EtcdServer, aio: asyncio.Runner
 ) -> None:

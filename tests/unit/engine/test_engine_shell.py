@@ -273,3 +273,19 @@ def test_unreferenced_bodies_are_collected_after_destroy() -> None:
         assert await c.reg.get_body(unit_file().hash) is not None
 
     run(t)
+
+
+def test_a_lone_engine_whose_lease_expired_leads_again_on_a_new_lease() -> None:
+    async def t(c: Cluster) -> None:
+        engine = c.start_engine("m1")
+        await c.one_leader()
+        old_lease = engine.election._lease
+        await c.kv.revoke(old_lease)  # as after an etcd outage longer than the TTL
+
+        async def leads_on_a_new_lease() -> bool:
+            held = await c.kv.get("/t/engine/leader")
+            return engine.is_leader and held is not None and held.lease not in (0, old_lease)
+
+        await eventually(leads_on_a_new_lease, seconds=TTL * 6)
+
+    run(t)
