@@ -72,7 +72,7 @@ class Election:
             self._lease = 0
 
     async def _drop_expired_lease(self) -> None:
-        """After a failure (an etcd outage longer than the TTL, say) campaign on a new lease if ours is gone."""
+        """After a failure (an etcd outage longer than the TTL) campaign on a new lease if ours is gone."""
         if not self._lease:
             return
         with contextlib.suppress(RegistryError):
