@@ -39,6 +39,7 @@ from fleetd.registry.kv import (
     Delete,
     EventType,
     KeyValue,
+    KVClosed,
     Op,
     Put,
     RangeResult,
@@ -206,7 +207,7 @@ class EtcdKV:
 
     def _channel(self) -> tuple[int, grpc.aio.Channel]:
         if self._closed:
-            raise RegistryError("the KV is closed")
+            raise KVClosed()
         index = self._current
         if index not in self._channels:
             self._channels[index] = self._factory(self._endpoints[index])
@@ -395,7 +396,7 @@ class EtcdKV:
     ) -> AsyncIterator[Sequence[WatchEvent]]:
         """Registered at once (not at the first ``anext``), so "from now" means from this call."""
         if self._closed:
-            raise RegistryError("the KV is closed")
+            raise KVClosed()
         return _WatchIterator(self, _Watcher(next(self._watch_ids), prefix, start_revision, prev_kv))
 
     def _add_watcher(self, watcher: _Watcher) -> None:

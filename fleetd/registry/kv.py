@@ -27,6 +27,7 @@ __all__ = [
     "Delete",
     "EventType",
     "Get",
+    "KVClosed",
     "KeyValue",
     "Op",
     "Put",
@@ -128,6 +129,13 @@ class WatchCompacted(RegistryError):
     def __init__(self, compact_revision: int) -> None:
         self.compact_revision = compact_revision
         super().__init__(f"watch revision compacted (oldest available: {compact_revision}); relist required")
+
+
+class KVClosed(RegistryError):
+    """The KV was closed: every later call raises this, and long-running readers should stop."""
+
+    def __init__(self) -> None:
+        super().__init__("the KV is closed")
 
 
 MAX_TXN_OPS = 128

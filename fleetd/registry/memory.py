@@ -28,6 +28,7 @@ from fleetd.registry.kv import (
     EventType,
     Get,
     KeyValue,
+    KVClosed,
     Op,
     Put,
     RangeResult,
@@ -351,7 +352,7 @@ class MemoryKV:
 
     def _enter(self) -> None:
         if self._closed:
-            raise RegistryError("the KV is closed")
+            raise KVClosed()
         self.expire_leases()
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from fleetd.errors import RegistryError
-from fleetd.registry.kv import KV, EventType, KeyValue, WatchCompacted, WatchEvent
+from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent
 
 __all__ = ["Mirror"]
 
@@ -68,7 +68,8 @@ class Mirror:
     async def run(self) -> None:
         """List, then follow the watches until the KV closes; relist on compaction or failure."""
         first = True
-        while True:
+        closed = False
+        while not closed:
             try:
                 revision = await self._list()
                 if not first:
@@ -76,6 +77,8 @@ class Mirror:
                 first = False
                 await self._follow(revision)
                 return  # every watch ended: the KV was closed
+            except* KVClosed:
+                closed = True
             except* WatchCompacted as group:
                 logger.info("mirror relisting: %s", group.exceptions[0])
             except* RegistryError as group:

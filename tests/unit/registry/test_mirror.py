@@ -123,3 +123,13 @@ def test_run_returns_when_the_kv_closes() -> None:
         await asyncio.wait_for(task, 5)
 
     run(t)
+
+
+def test_run_returns_when_the_kv_was_closed_before_it_listed() -> None:
+    async def t(kv: TracingKV) -> None:
+        await kv.close()
+        mirror = Mirror(kv, ["/p/a/"])
+        await asyncio.wait_for(mirror.run(), 5)  # no relist loop on a closed KV
+        assert not mirror.ready.is_set()
+
+    run(t)
