@@ -142,6 +142,8 @@ class _Fold:
             for name in sorted(self.units)
             if self.units[name].is_global and self.units[name].target_state is not TargetState.INACTIVE
         ]
+        self.globals_changed = False
+        self.globals_with_peers = any(unit.requirements.peers for unit in self.globals)
         self.placed: dict[UnitName, MachineID] = {}
         self.events: list[Action] = []
         self.order = LoadIndex()
@@ -222,7 +224,8 @@ class _Fold:
                 failed.append(name)
             else:
                 requeue = self._place(unit, *choice)
-                if requeue:  # the cluster changed under units that found no machine: try them again
+                if requeue or self.globals_changed:  # units that found no machine may find one now
+                    self.globals_changed = False
                     requeue.extend(failed)
                     failed.clear()
                 for again in requeue:
@@ -323,7 +326,8 @@ class _Fold:
         self.placed[unit.name] = machine_id
         self.events.append(Schedule(unit.name, machine_id, unit.hash, unit.target_state, SCHEDULE_PLACED))
         self._update_load(machine_id)
-        removed: list[UnitName] = []
+        # A Global unit with MachineOf (not a valid combination) may start running here now.
+        removed = self._settle(machine_id) if self.globals_with_peers else []
         for other in evicted:
             if other.name in self.placed:
                 self.moves[other.name] = self.moves.get(other.name, 0) + 1
@@ -337,8 +341,13 @@ class _Fold:
         host = self.hosts[machine_id]
         host.discard(name, host.scheduled)
         self.events.append(Unschedule(name, machine_id, reason))
-        removed = [name]
+        return [name, *self._settle(machine_id)]
+
+    def _settle(self, machine_id: MachineID) -> list[UnitName]:
+        """After a change on a machine: redo its Global units, drop units missing a peer, update its load."""
+        host = self.hosts[machine_id]
         self._refresh_globals(host)
+        removed: list[UnitName] = []
         for other in sorted(n for n, u in host.scheduled.items() if u.requirements.peers):
             if other in host.scheduled:
                 verdict = can_run(host, self.units[other])
@@ -351,11 +360,14 @@ class _Fold:
         """The Global units this machine runs: in name order, those it can run beside what it has."""
         if not self.globals and not host.globals:
             return
-        for name in list(host.globals):
+        before = list(host.globals)
+        for name in before:
             host.discard(name, host.globals)
         for unit in self.globals:
             if can_run(host, unit).ok:
                 host.add(unit, host.globals)
+        if list(host.globals) != before:
+            self.globals_changed = True
 
     def _update_load(self, machine_id: MachineID) -> None:
         load = self.hosts[machine_id].load
