@@ -143,7 +143,9 @@ class FleetCluster:
         dropin.parent.mkdir(parents=True, exist_ok=True)
         dropin.write_text("[Service]\nRestart=no\n")
         machine.run(["systemctl", "daemon-reload"], check=True)
-        machine.run(["systemctl", "kill", "--signal=KILL", "fleetd.service"], check=True)
+        pid = machine.run(["systemctl", "show", "-p", "MainPID", "--value", "fleetd.service"]).stdout.strip()
+        assert pid.isdigit() and pid != "0", f"fleetd is not running on {machine.name}"
+        machine.run(["kill", "-KILL", pid], check=True)
 
     def restore_fleetd(self, machine: Machine) -> None:
         """Undo ``kill_fleetd``/``stop_fleetd`` and start fleetd again."""
