@@ -85,12 +85,14 @@ class FleetCluster:
         input: str | None = None,
         answer: str | None = None,
         endpoint: bool = True,
+        ssh: bool = True,
         timeout: float = 120.0,
         cwd: Path = FIXTURES,
     ) -> Result:
         """Run fleetctl with ``--endpoint`` (unless ``endpoint=False``) and the cluster's SSH flags before
-        ``args``; ``answer`` is typed on a terminal given as stdin (for host-key prompts)."""
-        argv = [str(FLEETCTL), *(["--endpoint", self.etcd.endpoint] if endpoint else []), *self.ssh_flags()]
+        ``args`` (``ssh=False`` leaves out the identity file and known hosts); ``answer`` is typed on a terminal given as stdin (for host-key prompts)."""
+        argv = [str(FLEETCTL), *(["--endpoint", self.etcd.endpoint] if endpoint else [])]
+        argv += self.ssh_flags() if ssh else ["--ssh-username", "root"]
         full_env = {**self.base_env, **(env or {})}
         if answer is None:
             done = subprocess.run(

@@ -72,16 +72,17 @@ def wait_for_units(fleet: FleetCluster, count: int, timeout: float = WAIT) -> li
     return rows
 
 
-def wait_for_active(fleet: FleetCluster, count: int, timeout: float = WAIT) -> dict[str, list[str]]:
-    """Until exactly ``count`` (unit, machine) rows are active and no row is in another state than active;
-    returns unit -> machines."""
+def wait_for_active(
+    fleet: FleetCluster, count: int, timeout: float = WAIT, *, inactive: int = 0
+) -> dict[str, list[str]]:
+    """Until exactly ``count`` (unit, machine) rows are active and ``inactive`` rows are inactive (loaded,
+    not started), none in another state; returns unit -> machines where active."""
 
     def settled(rows: list[UnitRow] | None) -> bool:
         if rows is None:
             return False
-        return sum(len(m) for m in active_units(rows).values()) == count and all(
-            r.active == "active" for r in rows
-        )
+        states = [r.active for r in rows]
+        return states.count("active") == count and states.count("inactive") == inactive == len(rows) - count
 
     return active_units(eventually(lambda: list_units(fleet), settled, timeout, f"{count} active units"))
 
