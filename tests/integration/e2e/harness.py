@@ -90,7 +90,8 @@ class FleetCluster:
         cwd: Path = FIXTURES,
     ) -> Result:
         """Run fleetctl with ``--endpoint`` (unless ``endpoint=False``) and the cluster's SSH flags before
-        ``args`` (``ssh=False`` leaves out the identity file and known hosts); ``answer`` is typed on a terminal given as stdin (for host-key prompts)."""
+        ``args`` (``ssh=False`` leaves out the identity file and known hosts); ``answer`` is typed on
+        a terminal given as stdin (for host-key prompts)."""
         argv = [str(FLEETCTL), *(["--endpoint", self.etcd.endpoint] if endpoint else [])]
         argv += self.ssh_flags() if ssh else ["--ssh-username", "root"]
         full_env = {**self.base_env, **(env or {})}
@@ -163,9 +164,8 @@ class FleetCluster:
         for path, text in machine_files(
             self.etcd.endpoint, self.metadata[machine.name], machine.address
         ).items():
-            if path.endswith("fleet.conf"):
-                text += f'agent_ttl="{AGENT_TTL:g}s"\nengine_reconcile_interval=1.0\n'
-            machine.put_file(path, text)
+            extra = f'agent_ttl="{AGENT_TTL:g}s"\nengine_reconcile_interval=1.0\n'
+            machine.put_file(path, text + extra if path.endswith("fleet.conf") else text)
         machine.run(["systemctl", "daemon-reload"], check=True)
         self.start_fleetd(machine)
 
@@ -200,7 +200,8 @@ def boot_fleet_cluster(state_dir: Path, count: int = 3) -> FleetCluster:
     machines: Sequence[Machine] = ()
     try:
         prefix = f"e2e{uuid.uuid4().hex[:4]}m"
-        machines = boot_machines(count, state_dir, prefix=prefix, binds=(Bind(CHECKOUT / ".venv", FLEET_VENV),))
+        venv = Bind(CHECKOUT / ".venv", FLEET_VENV)
+        machines = boot_machines(count, state_dir, prefix=prefix, binds=(venv,))
         metadata = {
             m.name: f"role={role},hostname={m.name}"
             for m, role in zip(machines, machine_roles(count), strict=True)

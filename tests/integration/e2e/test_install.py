@@ -16,7 +16,9 @@ def test_install_unit(fleet: FleetCluster) -> None:
     assert rows[0].machine == rows[1].machine  # MachineOf=hello.service
     assert {r.unit: r.active for r in rows} == {"discovery.service": "inactive", "hello.service": "inactive"}
     fleet.ok("start", "hello.service")
-    eventually(lambda: _active(fleet), lambda a: a.get("discovery.service") == "active", 30, "discovery active")
+    eventually(
+        lambda: _active(fleet), lambda a: a.get("discovery.service") == "active", 30, "discovery active"
+    )
     assert fleet.systemd_active(fleet.by_id(rows[0].machine), "discovery.service") == "active"
     fleet.fleetctl("stop", "hello.service")
     eventually(

@@ -49,7 +49,9 @@ def test_killed_fleetd_units_run_elsewhere_within_the_ttl(fleet: FleetCluster) -
         fleet.restore_fleetd(host)
     wait_for_machines(fleet, 3)
     # back with the cluster, the old machine's fleetd stops its stale copy
-    eventually(lambda: fleet.systemd_active(host, "hello.service"), lambda s: s != "active", 20, "stale copy stopped")
+    eventually(
+        lambda: fleet.systemd_active(host, "hello.service"), lambda s: s != "active", 20, "stale copy stopped"
+    )
     assert len(wait_for_active(fleet, 1)["hello.service"]) == 1
 
 
@@ -77,9 +79,12 @@ def test_rebooted_machine_rejoins_and_gets_its_units_back(fleet: FleetCluster) -
 def test_a_crashing_unit_shows_failed(fleet: FleetCluster) -> None:
     fleet.ok("start", "--no-block", "crash.service")
     rows = eventually(
-        lambda: list_units(fleet), lambda r: bool(r) and r[0].active == "failed", 30, "crash.service failed"
+        lambda: list_units(fleet),
+        lambda r: r is not None and [row.active for row in r] == ["failed"],
+        30, "crash.service failed",
     )
-    assert rows is not None and rows[0].unit == "crash.service"
+    assert rows is not None
+    assert rows[0].unit == "crash.service"
 
 
 def test_two_machines_with_one_machine_id(fleet: FleetCluster) -> None:

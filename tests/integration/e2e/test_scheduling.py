@@ -103,7 +103,7 @@ def test_replaces_kicks_the_replaced_unit_to_another_machine(fleet: FleetCluster
     pins = [f"pin@{third.machine_id}.service", f"metadata@{third.name}.service"]
     fleet.ok("start", *pins)
     placed = wait_for_active(fleet, 2)
-    assert placed == dict.fromkeys(pins, [third.machine_id])
+    assert placed == {pin: [third.machine_id] for pin in pins}
     fleet.ok("start", "replace.0.service")
     fleet.ok("start", "replace.1.service", "replace.2.service")
     placed = wait_for_active(fleet, 5)

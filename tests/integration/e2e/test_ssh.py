@@ -140,7 +140,8 @@ def test_journal_follow_streams_new_lines(fleet: FleetCluster) -> None:
     fleet.ok("start", "say.service")
     (machine_id,) = wait_for_active(fleet, 1)["say.service"]
     machine = fleet.by_id(machine_id)
-    argv = [str(FLEETCTL), "--endpoint", fleet.etcd.endpoint, *fleet.ssh_flags(), "journal", "-f", "say.service"]
+    argv = [str(FLEETCTL), "--endpoint", fleet.etcd.endpoint, *fleet.ssh_flags()]
+    argv += ["journal", "-f", "say.service"]
     with subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=FIXTURES,
         env=fleet.base_env,

@@ -29,7 +29,8 @@ class UnitRow:
 
 
 def list_units(fleet: FleetCluster) -> list[UnitRow] | None:
-    """``list-units --no-legend --full --fields unit,active,machine`` (machine cut at ``/``); None on failure."""
+    """``list-units --no-legend --full --fields unit,active,machine`` (machine cut at ``/``); None when
+    fleetctl fails."""
     code, out, _ = fleet.fleetctl("list-units", "--no-legend", "--full", "--fields", "unit,active,machine")
     if code != 0:
         return None
