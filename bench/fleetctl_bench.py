@@ -1,0 +1,252 @@
+"""fleetctl on a large cluster: ``list-units`` latency and the request count of ``cat``/``stop``.
+
+Targets (issue 6): ``list-units`` with 10,000 units on 1,000 machines p50 <= 200 ms, p99 <= 500 ms; ``stop``
+and ``cat`` of one unit make a constant number of etcd requests whatever the cluster size. The machines are
+simulated agents (bench.cluster_sim) that really started the units and published their states. Commands run
+the fleetctl CLI in-process (click's runner in a worker thread, its own event loop and etcd connection per
+command, as the binary would); a counting wrapper around the KV counts every etcd request.
+
+    .venv/bin/python -m bench fleetctl [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from bench.cluster_sim import SimCluster, unit, wait_until
+from bench.report import Figure
+from devcluster.etcd import EtcdServer
+from fleetctl.cli import cli
+from fleetctl.client import FleetClient
+from fleetctl.context import App, GlobalOptions
+from fleetd.registry.etcd import EtcdKV
+from fleetd.registry.kv import Compare, KeyValue, Op, RangeResult, TxnResult, WatchEvent
+from fleetd.registry.registry import Registry
+
+__all__ = ["CountingKV", "run"]
+
+P50_MS, P99_MS = 200.0, 500.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class CountingKV:
+    """The KV port with every etcd request counted (a watch counts once, when created)."""
+
+    def __init__(self, inner: EtcdKV) -> None:
+        self.inner = inner
+        self.requests = 0
+
+    async def get(self, key: str) -> KeyValue | None:
+        self.requests += 1
+        return await self.inner.get(key)
+
+    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> RangeResult:
+        self.requests += 1
+        return await self.inner.range(prefix, revision=revision, limit=limit)
+
+    async def put(self, key: str, value: str, *, lease: int = 0) -> int:
+        self.requests += 1
+        return await self.inner.put(key, value, lease=lease)
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        self.requests += 1
+        return await self.inner.delete(key, prefix=prefix)
+
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        self.requests += 1
+        return await self.inner.txn(compares, success, failure)
+
+    def watch(
+        self, prefix: str, start_revision: int, *, prev_kv: bool = False
+    ) -> AsyncIterator[Sequence[WatchEvent]]:
+        self.requests += 1
+        return self.inner.watch(prefix, start_revision, prev_kv=prev_kv)
+
+    async def grant(self, ttl: float) -> int:
+        self.requests += 1
+        return await self.inner.grant(ttl)
+
+    async def keep_alive(self, lease_id: int) -> float:
+        self.requests += 1
+        return await self.inner.keep_alive(lease_id)
+
+    async def revoke(self, lease_id: int) -> None:
+        self.requests += 1
+        await self.inner.revoke(lease_id)
+
+    async def time_to_live(self, lease_id: int) -> float:
+        self.requests += 1
+        return await self.inner.time_to_live(lease_id)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class _Counted:
+    """A fleetctl connector whose clients count their requests into ``last``."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    @asynccontextmanager
+    async def connect(self, options: GlobalOptions) -> AsyncIterator[FleetClient]:
+        kv = CountingKV(EtcdKV(list(options.endpoints), request_timeout=options.request_timeout))
+        try:
+            yield FleetClient(Registry(kv, options.etcd_key_prefix))
+        finally:
+            self.last = kv.requests
+            await kv.close()
+
+
+def _fleetctl(endpoint: str, counter: _Counted, *args: str) -> tuple[float, str]:
+    """Run one fleetctl command in-process; (seconds, output). Raises on a non-zero exit."""
+    started = time.perf_counter()
+    result = CliRunner().invoke(
+        cli, ["--endpoint", endpoint, "--request-timeout", "10", *args], obj=App(connect=counter.connect)
+    )
+    elapsed = time.perf_counter() - started
+    if result.exit_code != 0:
+        raise RuntimeError(f"fleetctl {' '.join(args)} failed ({result.exit_code}): {result.output[-500:]}")
+    return elapsed, result.output
+
+
+def worker(endpoint: str, commands: list[list[str]]) -> None:
+    """A fleetctl-like process: run each command in turn, print one JSON line per command."""
+    counter = _Counted()
+    for args in commands:
+        elapsed, output = _fleetctl(endpoint, counter, *args)
+        print(
+            json.dumps(
+                {
+                    "args": args,
+                    "ms": elapsed * 1000,
+                    "requests": counter.last,
+                    "rows": len(output.splitlines()),
+                }
+            ),
+            flush=True,
+        )
+        if args[-1] == "--no-block":
+            time.sleep(1.0)  # let the agent act before the next command
+
+
+async def _commands(endpoint: str, commands: list[list[str]]) -> list[dict[str, Any]]:
+    """Run ``worker`` in a child process (its own event loop and gRPC state) and collect its lines."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.fleetctl_bench",
+        "--worker",
+        endpoint,
+        json.dumps(commands),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"fleetctl worker failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+
+
+async def _requests(endpoint: str, name: str) -> dict[str, int]:
+    """etcd requests made by ``cat``, ``stop --no-block`` and ``start --no-block`` of one unit, then by a
+    blocking ``stop`` and ``start`` (their wait opens a watch only when the first read shows the unit short
+    of the state, so those two vary by one with timing, not with size)."""
+    steps = [["cat"], ["stop", "--no-block"], ["start", "--no-block"], ["stop"], ["start"]]
+    results = await _commands(endpoint, [[*step, name] for step in steps])
+    return {" ".join(r["args"][:-1]): int(r["requests"]) for r in results}
+
+
+async def _states(cluster: SimCluster, count: int, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while len((await cluster.kvs[0].range(cluster.registry.keys.states)).kvs) < count:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+    return True
+
+
+async def _run(machines: int, units: int, calls: int) -> list[Figure]:
+    with EtcdServer(extra_args=("--quota-backend-bytes", str(4 << 30))) as etcd:
+        async with SimCluster(etcd.endpoint, ttl=30.0, clients=8) as cluster:
+            await cluster.add_machines(machines)
+            small = [unit(f"probe-{i}.service") for i in range(10)]
+            await cluster.registry.put_units(small)
+            await wait_until(lambda: cluster.starts >= len(small), cluster.changed, 60)
+            await _states(cluster, len(small), 60)
+            before = await _requests(etcd.endpoint, "probe-0.service")
+            started = time.monotonic()
+            await cluster.registry.put_units([unit(f"app-{i:05}.service") for i in range(units)])
+            done = await wait_until(lambda: cluster.starts >= len(small) + units, cluster.changed, 300)
+            published = await _states(cluster, len(small) + units, 300)
+            print(
+                f"fleetctl: {units} units active on {machines} machines and published in"
+                f" {time.monotonic() - started:.1f}s ({done and published})",
+                flush=True,
+            )
+            after = await _requests(etcd.endpoint, "probe-1.service")
+            results = await _commands(etcd.endpoint, [["list-units", "--no-legend"]] * calls)
+    latencies = [float(r["ms"]) for r in results]
+    rows = int(results[-1]["rows"])
+    requests = int(results[-1]["requests"])
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    print(
+        f"fleetctl: list-units ({rows} rows) p50 {p50:.0f} ms p99 {p99:.0f} ms; requests {before} -> {after}",
+        flush=True,
+    )
+    fixed = ("cat", "stop --no-block", "start --no-block")
+    constant = all(before[c] == after[c] for c in fixed)
+    return [
+        Figure(
+            "fleetctl",
+            f"list-units p50, {len(small) + units:,} units on {machines:,} machines",
+            f"<= {P50_MS:.0f} ms",
+            f"{p50:.0f} ms",
+            p50 <= P50_MS and rows >= units,
+            f"{rows:,} rows, {requests} etcd requests, {calls} runs",
+        ),
+        Figure("fleetctl", "list-units p99", f"<= {P99_MS:.0f} ms", f"{p99:.0f} ms", p99 <= P99_MS),
+        Figure(
+            "fleetctl",
+            f"etcd requests of {' / '.join(fixed)} of one unit, {len(small)} vs {len(small) + units:,} units",
+            "constant",
+            " / ".join(f"{before[c]} vs {after[c]}" for c in fixed),
+            constant,
+        ),
+        Figure(
+            "fleetctl",
+            "the same for blocking stop / start (until the agent reports the state)",
+            "",
+            " / ".join(f"{before[c]} vs {after[c]}" for c in ("stop", "start")),
+            None,
+            "+1 watch when the first read shows the unit short of the state",
+        ),
+    ]
+
+
+def run(quick: bool) -> list[Figure]:
+    machines, units, calls = (100, 1_000, 5) if quick else (1_000, 10_000, 40)
+    return asyncio.run(_run(machines, units, calls))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], json.loads(sys.argv[3]))
+        sys.exit(0)
+    for f in run("--quick" in sys.argv):
+        print(f.line())
