@@ -1,7 +1,8 @@
 """Engine planner benchmark: ``python -m bench.planner`` prints units/s for each case and the ratio.
 
 Cases: 10,000 units onto 1,000 machines (half the units with MachineMetadata); 5,000 unconstrained units
-onto 5,000 machines; 5,000 ``web@N.service`` with ``Conflicts=web@*`` onto 5,000 machines.
+onto 5,000 machines; 5,000 ``web@N.service`` with ``Conflicts=web@*`` onto 5,000 machines, then onto
+1,000 (4,000 can never be placed); and a pass over 10,000 placed units with nothing to do.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 from fleetd.engine.plan import Schedule, plan_cluster
 from fleetd.model import MachineID, MachineState, Requirements, TargetState, Unit, UnitName
-from fleetd.registry.snapshot import ClusterSnapshot
+from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
 
 REGIONS = ("us-east", "us-west", "eu-central", "ap-south")
 
@@ -51,28 +52,43 @@ def web(units: int = 5_000, machines: int = 5_000, *, conflicts: bool) -> Cluste
     return ClusterSnapshot(1, _machines(machines), table, {})
 
 
-def rate(build: Callable[[], ClusterSnapshot], rounds: int = 3) -> tuple[float, float]:
-    """(best seconds for one plan, units placed per second)."""
-    snap = build()
+def placed(snap: ClusterSnapshot) -> ClusterSnapshot:
+    """``snap`` after applying its plan: every unit where the planner put it (a steady state)."""
+    schedule = {
+        action.unit: ScheduledUnit(action.machine_id, action.hash, action.state)
+        for action in plan_cluster(snap).actions
+        if isinstance(action, Schedule)
+    }
+    return ClusterSnapshot(snap.revision + 1, snap.machines, snap.units, schedule)
+
+
+def rate(snap: ClusterSnapshot, placements: int, rounds: int = 5) -> tuple[float, float]:
+    """(best seconds for one plan, units per second); checks the plan places ``placements`` units."""
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
         plan = plan_cluster(snap)
         best = min(best, time.perf_counter() - started)
-    placed = sum(isinstance(action, Schedule) for action in plan.actions)
-    assert placed == len(snap.units), f"placed {placed} of {len(snap.units)}"
-    return best, placed / best
+    count = sum(isinstance(action, Schedule) for action in plan.actions)
+    assert count == placements, f"placed {count}, expected {placements}"
+    return best, len(snap.units) / best
 
 
 def main() -> None:
-    cases = [
-        ("10000 units / 1000 machines, half with MachineMetadata", mixed),
-        ("5000 web@N / 5000 machines, unconstrained", lambda: web(conflicts=False)),
-        ("5000 web@N / 5000 machines, Conflicts=web@*", lambda: web(conflicts=True)),
+    cases: list[tuple[str, Callable[[], ClusterSnapshot], int]] = [
+        ("10000 units / 1000 machines, half with MachineMetadata", mixed, 10_000),
+        ("5000 web@N / 5000 machines, unconstrained", lambda: web(conflicts=False), 5_000),
+        ("5000 web@N / 5000 machines, Conflicts=web@*", lambda: web(conflicts=True), 5_000),
+        (
+            "5000 web@N / 1000 machines, Conflicts=web@* (4000 wait)",
+            lambda: web(machines=1_000, conflicts=True),
+            1_000,
+        ),
+        ("steady state: re-plan 10000 placed units / 1000 machines", lambda: placed(mixed()), 0),
     ]
     rates: list[float] = []
-    for label, build in cases:
-        seconds, per_second = rate(build)
+    for label, build, placements in cases:
+        seconds, per_second = rate(build(), placements)
         rates.append(per_second)
         print(f"{label}: {seconds:.3f} s, {per_second:,.0f} units/s")
     print(f"conflicts / unconstrained rate: {rates[2] / rates[1]:.2f}")

@@ -17,6 +17,7 @@ from fleetd.glob import has_magic, match
 from fleetd.model import MachineID, MachineState, Unit, UnitName
 
 __all__ = [
+    "ConflictIndex",
     "LoadIndex",
     "LocalView",
     "MachineView",
@@ -227,3 +228,53 @@ class LoadIndex:
         """Machine IDs from the least loaded; do not change the index while iterating."""
         for level in self._levels:
             yield from self._buckets[level]
+
+
+class ConflictIndex:
+    """Per Conflicts pattern: the machines holding a unit it names, and those holding a unit declaring it.
+
+    A unit conflicts with every machine in ``blockers(unit)``, so the engine can skip (or give up on)
+    machines without running ``can_run`` on each: this keeps a pass fast when many units conflict.
+    """
+
+    __slots__ = ("_declared", "_magic", "_matching", "_named", "_plain")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        unique = sorted(set(patterns))
+        self._magic = [pattern for pattern in unique if has_magic(pattern)]
+        self._plain = {pattern for pattern in unique if not has_magic(pattern)}
+        self._named: dict[str, dict[MachineID, int]] = {pattern: {} for pattern in unique}
+        self._declared: dict[str, dict[MachineID, int]] = {pattern: {} for pattern in unique}
+        self._matching: dict[str, tuple[str, ...]] = {}
+
+    def _patterns_matching(self, name: str) -> tuple[str, ...]:
+        found = self._matching.get(name)
+        if found is None:
+            plain = (name,) if name in self._plain else ()
+            found = plain + tuple(pattern for pattern in self._magic if match(pattern, name))
+            self._matching[name] = found
+        return found
+
+    def add(self, unit: Unit, machine_id: MachineID) -> None:
+        self._count(unit, machine_id, 1)
+
+    def remove(self, unit: Unit, machine_id: MachineID) -> None:
+        self._count(unit, machine_id, -1)
+
+    def _count(self, unit: Unit, machine_id: MachineID, step: int) -> None:
+        pairs = [(self._named[p], machine_id) for p in self._patterns_matching(unit.name)]
+        pairs += [(self._declared[p], machine_id) for p in unit.requirements.conflicts if p in self._declared]
+        for counts, machine in pairs:
+            total = counts.get(machine, 0) + step
+            if total:
+                counts[machine] = total
+            else:
+                del counts[machine]
+
+    def blockers(self, unit: Unit) -> list[Mapping[MachineID, int]]:
+        """Sets of machines (as mappings) where ``unit``, not placed yet, would meet a conflict."""
+        out: list[Mapping[MachineID, int]] = [
+            self._named[p] for p in unit.requirements.conflicts if self._named.get(p)
+        ]
+        out += [self._declared[p] for p in self._patterns_matching(unit.name) if self._declared[p]]
+        return out

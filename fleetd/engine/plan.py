@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from fleetd.engine.placement import LoadIndex, can_run, has_patterns, replaced_units
+from fleetd.engine.placement import ConflictIndex, LoadIndex, can_run, has_patterns, replaced_units
 from fleetd.model import MachineID, MachineState, TargetState, Unit, UnitName
 from fleetd.registry.snapshot import ClusterSnapshot
 
@@ -83,10 +83,11 @@ MetadataKey = tuple[tuple[str, tuple[str, ...]], ...]
 class _Host:
     """A machine in the working copy: its scheduled units and the Global units it runs (a MachineView)."""
 
-    __slots__ = ("globals", "machine", "patterned", "scheduled")
+    __slots__ = ("conflicts", "globals", "machine", "patterned", "scheduled")
 
-    def __init__(self, machine: MachineState) -> None:
+    def __init__(self, machine: MachineState, conflicts: ConflictIndex) -> None:
         self.machine = machine
+        self.conflicts = conflicts
         self.scheduled: dict[UnitName, Unit] = {}
         self.globals: dict[UnitName, Unit] = {}
         self.patterned: dict[UnitName, Unit] = {}
@@ -109,12 +110,15 @@ class _Host:
 
     def add(self, unit: Unit, into: dict[UnitName, Unit]) -> None:
         into[unit.name] = unit
+        self.conflicts.add(unit, self.machine.id)
         if has_patterns(unit):
             self.patterned[unit.name] = unit
 
     def discard(self, name: UnitName, source: dict[UnitName, Unit]) -> None:
-        source.pop(name, None)
-        self.patterned.pop(name, None)
+        unit = source.pop(name, None)
+        if unit is not None:
+            self.conflicts.remove(unit, self.machine.id)
+            self.patterned.pop(name, None)
 
 
 def _unable(machine_id: MachineID, reason: str) -> str:
@@ -127,8 +131,9 @@ class _Fold:
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         self.snapshot = snapshot
         self.units = snapshot.units
+        self.conflicts = ConflictIndex(p for unit in self.units.values() for p in unit.requirements.conflicts)
         self.hosts = {
-            machine_id: _Host(snapshot.machines[machine_id])
+            machine_id: _Host(snapshot.machines[machine_id], self.conflicts)
             for machine_id in sorted(snapshot.machines)
         }
         self.short_ids: dict[str, list[MachineID]] = {}
@@ -263,7 +268,12 @@ class _Fold:
 
     def _choose(self, unit: Unit) -> tuple[MachineID, list[Unit]] | None:
         """The least-loaded machine that can run ``unit``, with the units placing it there replaces."""
+        blockers = self.conflicts.blockers(unit)
+        if any(len(blocked) == len(self.hosts) for blocked in blockers):
+            return None  # it conflicts with something on every machine
         for machine_id in self._candidates(unit):
+            if any(machine_id in blocked for blocked in blockers):
+                continue
             host = self.hosts[machine_id]
             if not can_run(host, unit).ok:
                 continue
