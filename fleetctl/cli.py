@@ -198,6 +198,7 @@ def _global_options(f: F) -> F:
     cls=FleetGroup,
     invoke_without_command=True,
     help=ROOT_HELP,
+    epilog=f"VERSION: {VERSION}",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @_global_options

@@ -12,6 +12,7 @@ from fleetctl.cli import _go_bools, cli
 from fleetctl.client import FleetClient
 from fleetctl.context import App, GlobalOptions, UsageFailed, unreachable_message
 from fleetd.errors import RegistryError, RegistryUnavailable
+from fleetd.model import VERSION
 from tests.unit.fleetctl.conftest import FakeCluster
 
 
@@ -119,6 +120,12 @@ def test_help(args: list[str]) -> None:
     assert result.exit_code == 0
     assert "fleetctl is a command-line interface to fleet" in result.stdout
     assert "list-unit-files" in result.stdout
+    assert f"VERSION: {VERSION}" in result.stdout
+
+
+def test_every_help_spelling_prints_the_same_text() -> None:
+    outputs = {invoke(args, Recorder()).stdout for args in ([], ["help"], ["--help"], ["-h"])}
+    assert len(outputs) == 1
 
 
 def test_help_for_a_command() -> None:
