@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import time
@@ -174,6 +175,10 @@ class SimCluster:
             await self._until_up(batch)
             added += batch
             self.machines += batch
+        # Thousands of agents are millions of long-lived objects: without this, full collections stall the
+        # one process that simulates every machine for seconds at a time (a real fleetd holds one agent).
+        gc.collect()
+        gc.freeze()
         return added
 
     async def _until_up(self, batch: Iterable[SimMachine], limit: float = 120.0) -> None:

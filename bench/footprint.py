@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from bench.cluster_sim import SimCluster, unit, wait_until
-from bench.fanout import After
+from bench.fanout import AGENT_TTL, After
 from bench.report import Figure
 from devcluster.etcd import EtcdServer
 
@@ -125,7 +125,7 @@ def step(quick: bool) -> After:
 
 async def _run(machines: int, quick: bool) -> list[Figure]:
     with EtcdServer(extra_args=("--quota-backend-bytes", str(8 << 30))) as etcd:
-        async with SimCluster(etcd.endpoint, ttl=10.0, clients=4 if quick else 16) as cluster:
+        async with SimCluster(etcd.endpoint, ttl=AGENT_TTL, clients=4 if quick else 16) as cluster:
             await cluster.add_machines(machines)
             return await step(quick)(cluster, etcd)
 
