@@ -154,10 +154,12 @@ def find_conflict(view: MachineView, unit: Unit) -> UnitName | None:
 def _replaces(replacer: Unit, replaced: Unit) -> bool:
     """``replacer`` replaces ``replaced`` and not the other way round (circular Replaces are ignored).
 
-    A unit never replaces its own MachineOf peer (fleet refuses that combination when units are submitted).
+    A Global unit replaces nothing, and a unit never replaces its own MachineOf peer (fleet refuses both
+    combinations when units are submitted).
     """
     return (
-        _matches_any(replacer.requirements.replaces, replaced.name)
+        not replacer.is_global
+        and _matches_any(replacer.requirements.replaces, replaced.name)
         and not _matches_any(replaced.requirements.replaces, replacer.name)
         and replaced.name not in replacer.requirements.peers
     )

@@ -118,20 +118,23 @@ def _local_units(snap: ClusterSnapshot) -> dict[MachineID, dict[UnitName, Unit]]
     return out
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(snapshots())
 def test_applying_a_plan_then_replanning_gives_an_empty_plan(snap: ClusterSnapshot) -> None:
-    after = apply(snap, plan_cluster(snap))
+    plan = plan_cluster(snap)
+    keys = [(action.unit, action.machine_id) for action in plan.actions]
+    assert len(keys) == len(set(keys)), "one key written twice (etcd refuses that in one Txn)"
+    after = apply(snap, plan)
     assert plan_cluster(after).actions == ()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(snapshots(), st.randoms(use_true_random=False))
 def test_the_plan_is_independent_of_input_order(snap: ClusterSnapshot, rng: Random) -> None:
     assert plan_cluster(_shuffled(snap, rng)) == plan_cluster(snap)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(snapshots())
 def test_placed_units_meet_their_constraints(snap: ClusterSnapshot) -> None:
     after = apply(snap, plan_cluster(snap))
@@ -158,11 +161,12 @@ def test_placed_units_meet_their_constraints(snap: ClusterSnapshot) -> None:
                 any(match(p, name) for p in other.requirements.replaces)
                 and not any(match(p, other.name) for p in req.replaces)
                 and name not in other.requirements.peers
+                and not other.is_global
             )
             assert not replaced, f"{name} shares {entry.machine_id} with its replacement {other.name}"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(snapshots())
 def test_every_unit_some_machine_can_run_is_placed(snap: ClusterSnapshot) -> None:
     after = apply(snap, plan_cluster(snap))
