@@ -176,7 +176,7 @@ class Agent:
         desired = desired_units(self.machine, wanted.scheduled, wanted.global_units)
         current = self._current()
         tasks = plan_tasks(desired, {n: c for n, c in current.items() if n not in wanted.skipped})
-        tasks = self._hold_unloads(tasks)
+        tasks = self._hold_unloads(await self._confirm_lease_before_unloads(tasks))
         if self._reload_owed and not any(task.kind is TaskKind.RELOAD for task in tasks):
             tasks = tuple(sorted((*tasks, Task(TaskKind.RELOAD, None, RELOAD_OWED)), key=lambda t: t.kind))
         if not tasks:
@@ -185,6 +185,21 @@ class Agent:
         done = await self._run_tasks(tasks, desired)
         self.source.keep_only(unit.hash for unit in desired.values())
         return done
+
+    async def _confirm_lease_before_unloads(self, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
+        """Before unloading units that left the schedule, make sure this machine was not dropped meanwhile.
+
+        The engine unschedules a machine's units when its lease expires (an etcd outage longer than the TTL);
+        that deletion can reach the agent before its heartbeat notices. Then register again first, so the
+        unloads wait for the schedule to settle (SETTLE) instead of stopping pinned units. One lease read,
+        only on passes that would unload such a unit.
+        """
+        unloading = any(t.kind is TaskKind.UNLOAD and t.reason == LOADED_NOT_SCHEDULED for t in tasks)
+        if unloading and self._settle_until <= self._clock() and await self._kv.time_to_live(self.lease) <= 0:
+            logger.warning("machine lease expired (etcd lost this machine): registering before unloading")
+            self.lease = 0
+            await self.register()
+        return tasks
 
     def _hold_unloads(self, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
         """While the schedule settles after a new registration, keep units that left it (see SETTLE)."""

@@ -405,6 +405,29 @@ def test_a_pinned_unit_survives_an_outage_without_a_stop() -> None:
     run(scenario)
 
 
+def test_an_unschedule_seen_before_the_heartbeat_notices_the_lost_lease_stops_nothing() -> None:
+    """The engine's deletion of the machine's schedule can reach the agent before its heartbeat notices
+    the expired lease: it must register again and let the schedule settle instead of unloading."""
+
+    async def scenario(c: Cluster) -> None:
+        unit = body("web")
+        await c.schedule(WEB, unit, TargetState.LAUNCHED)
+        await c.pass_()
+        c.units.calls.clear()
+        old_lease = c.agent.lease
+        c.clock.now += 31
+        c.store.expire_leases()
+        await c.unschedule(WEB)  # the engine noticed the machine is gone; no heartbeat ran yet
+        assert await c.pass_() == ()
+        assert c.agent.lease not in (0, old_lease), "registered again on a new lease"
+        await c.schedule(WEB, unit, TargetState.LAUNCHED)  # the engine places it back
+        c.clock.now += SETTLE
+        assert await c.pass_() == ()
+        assert mutating_calls(c.units) == []
+
+    run(scenario)
+
+
 def test_sigterm_shutdown_unloads_everything_and_removes_the_machine() -> None:
     async def scenario(c: Cluster) -> None:
         await c.schedule(WEB, body("web"), TargetState.LAUNCHED)
