@@ -1,6 +1,6 @@
 """``python -m bench [NAME ...] [--quick] [--write]``: run the benchmarks and report against the targets.
 
-Without names every benchmark runs (about 15 minutes on 2 cores); ``--quick`` scales every size down for a
+Without names every benchmark runs (about 17 minutes on 2 cores); ``--quick`` scales every size down for a
 smoke run (about 2 minutes). The full run writes the table to docs/performance.md (``--write`` forces it,
 ``--no-write`` skips it). Benchmarks print rates and ratios; nothing here is a test.
 """
