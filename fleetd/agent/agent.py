@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 RESYNC_INTERVAL = 10.0  # seconds between batched systemd state resyncs
 RECONCILE_INTERVAL = 30.0  # a pass without any wake-up (free: no etcd reads, no D-Bus calls when idle)
 MAX_BACKOFF = 60.0
+OUTAGE_RETRY = 0.5  # seconds between keep-alive attempts while etcd is unreachable (at most ttl/10)
 RELOAD_OWED = "units were loaded or unloaded by an interrupted batch"
 # After registering on a new lease, wait this long before unloading units that are not in the schedule: the
 # engine unschedules a machine's units when its record vanishes and schedules them back within a pass of the
@@ -298,7 +299,11 @@ class Agent:
             await self._sleep(delay)
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.ttl / 3
+        # A keep-alive every ttl/4 leaves 3/4 of the TTL to ride out an outage. While etcd is unreachable,
+        # retry often (keep-alives are cheap and are not writes): the lease must be refreshed the moment etcd
+        # answers again, or a pause shorter than the TTL would still cost this machine its units.
+        interval = self.ttl / 4
+        retry = min(OUTAGE_RETRY, self.ttl / 10)
         backoff = Backoff(min(1.0, interval), interval)
         outage = False
         while True:
@@ -309,12 +314,12 @@ class Agent:
                 await self._sleep(backoff.next())
                 continue
             except RegistryError as exc:
-                delay = backoff.next()
+                if not outage:
+                    logger.warning(
+                        "etcd unreachable (%s): units keep running; retrying every %.2gs", exc, retry
+                    )
                 outage = True
-                logger.warning(
-                    "etcd unreachable (%s): units keep running; retrying in %.1fs", exc, delay
-                )
-                await self._sleep(delay)
+                await self._sleep(retry)
                 continue
             if outage:
                 logger.info("etcd reachable again: reconciling")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -424,6 +425,32 @@ def test_an_unschedule_seen_before_the_heartbeat_notices_the_lost_lease_stops_no
         c.clock.now += SETTLE
         assert await c.pass_() == ()
         assert mutating_calls(c.units) == []
+
+    run(scenario)
+
+
+def test_heartbeats_every_quarter_ttl_and_retry_quickly_through_an_outage() -> None:
+    """A pause shorter than the TTL must not cost the lease: no exponential backoff while etcd is away."""
+
+    async def scenario(c: Cluster) -> None:
+        delays: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            delays.append(seconds)
+            if len(delays) == 1:
+                c.kv.up.clear()  # etcd goes away after the first heartbeat
+            if len(delays) == 8:
+                c.kv.up.set()  # and comes back after seven failed attempts
+            if len(delays) == 9:
+                raise asyncio.CancelledError
+            await asyncio.sleep(0)
+
+        c.agent._sleep = sleep
+        lease = c.agent.lease
+        with contextlib.suppress(asyncio.CancelledError):
+            await c.agent._heartbeat_loop()
+        assert delays == [30.0 / 4] + [0.5] * 7 + [30.0 / 4]
+        assert c.agent.lease == lease, "the lease survived"
 
     run(scenario)
 
