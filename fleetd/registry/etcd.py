@@ -346,6 +346,10 @@ class EtcdKV:
             self._reset_keepalive(exc)
             raise _map_error(exc, self._endpoints[self._current]) from exc
         finally:
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: a reset may have failed it after we stopped waiting
+            else:
+                future.cancel()
             waiters = self._keepalive_waiters.get(lease_id, [])
             if future in waiters:
                 waiters.remove(future)
