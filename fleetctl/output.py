@@ -56,30 +56,28 @@ def parse_fields(spec: str, valid: Sequence[str]) -> tuple[str, ...]:
 
 def render_table(table: Table, *, legend: bool = True) -> str:
     """The tabwriter text of ``table`` (one line per row, each ending in a newline)."""
-    lines: list[Sequence[str]] = []
+    fields = table.fields
+    columns: list[list[str]] = [[row[name] for row in table.rows] for name in fields]
     if legend:
-        lines.append([name.upper() for name in table.fields])
-    lines.extend([row[name] for name in table.fields] for row in table.rows)
-    if not lines:
+        for name, column in zip(fields, columns, strict=True):
+            column.insert(0, name.upper())
+    height = len(columns[0]) if columns else len(table.rows) + legend
+    if not height:
         return ""
-    columns = len(table.fields)
-    widths = [0] * columns
-    for cells in lines:
-        for index, cell in enumerate(cells[:-1]):
-            widths[index] = max(widths[index], _column_width(cell))
-    out: list[str] = []
-    for cells in lines:
-        parts: list[str] = []
-        for index, cell in enumerate(cells):
-            parts.append(cell)
-            if index < columns - 1:
-                parts.append("\t" * -(-(widths[index] - len(cell)) // TAB_WIDTH))
-        out.append("".join(parts) + "\n")
-    return "".join(out)
+    if not columns:
+        return "\n" * height
+    padded = [_padded(column) for column in columns[:-1]]
+    padded.append([cell + "\n" for cell in columns[-1]])
+    return "".join(map("".join, zip(*padded, strict=True)))
 
 
-def _column_width(cell: str) -> int:
-    return -(-(len(cell) + 1) // TAB_WIDTH) * TAB_WIDTH
+def _padded(column: list[str]) -> list[str]:
+    """Each cell followed by the TABs that reach the column's width (its longest cell plus one, rounded up
+    to a multiple of TAB_WIDTH); the TAB runs are precomputed per cell length."""
+    longest = max(map(len, column))
+    width = -(-(longest + 1) // TAB_WIDTH) * TAB_WIDTH
+    tabs = ["\t" * -(-(width - length) // TAB_WIDTH) for length in range(longest + 1)]
+    return [cell + tabs[len(cell)] for cell in column]
 
 
 def render_json(table: Table) -> str:

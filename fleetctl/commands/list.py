@@ -110,14 +110,18 @@ def list_machines(ctx: click.Context, full: bool, no_legend: bool, fields: str, 
     _emit(Table(columns, tuple(_machine_cells(m, full) for m in machines)), output, no_legend)
 
 
-def _unit_state_cells(row: UnitStateRow, full: bool) -> dict[str, str]:
+def _unit_state_cells(row: UnitStateRow, full: bool, legends: dict[str, str]) -> dict[str, str]:
+    """One row's cells; ``legends`` caches each machine's legend (a machine runs many units)."""
     state = row.state
-    if not state.machine_id:
-        machine = "-"
-    elif row.machine is not None:
-        machine = machine_legend(state.machine_id, row.machine.public_ip, full=full)
-    else:
-        machine = machine_legend(state.machine_id, "", full=full)
+    machine_id = state.machine_id
+    machine = legends.get(machine_id)
+    if machine is None:
+        if not machine_id:
+            machine = "-"
+        else:
+            ip = row.machine.public_ip if row.machine is not None else ""
+            machine = machine_legend(machine_id, ip, full=full)
+        legends[machine_id] = machine
     return {
         "unit": state.name,
         "machine": machine,
@@ -145,7 +149,8 @@ def list_units(ctx: click.Context, full: bool, no_legend: bool, fields: str, out
 
     rows = run(ctx, action)
     full = full or output == "json"
-    _emit(Table(columns, tuple(_unit_state_cells(row, full) for row in rows)), output, no_legend)
+    legends: dict[str, str] = {}
+    _emit(Table(columns, tuple([_unit_state_cells(row, full, legends) for row in rows])), output, no_legend)
 
 
 def _target_cell(row: UnitFileRow, full: bool) -> str:

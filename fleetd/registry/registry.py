@@ -304,10 +304,17 @@ class Registry:
 
     def _decode_states(self, kvs: Iterable[KeyValue]) -> dict[str, UnitState]:
         out: dict[str, UnitState] = {}
+        prefix = self.keys.states
+        start = len(prefix)
+        decode = ks.decode_unit_state
         for kv in kvs:
+            key = kv.key
             try:
-                name, machine_id = self.keys.parse_unit_state(kv.key)
-                out[kv.key] = ks.decode_unit_state(kv.key, kv.value, name, machine_id)
+                # Keyspace.parse_unit_state inlined for the common well-formed key; it still judges the rest.
+                name, sep, machine_id = key[start:].partition("/")
+                if not (key.startswith(prefix) and sep and name and machine_id) or "/" in machine_id:
+                    name, machine_id = self.keys.parse_unit_state(key)
+                out[key] = decode(key, kv.value, UnitName(name), MachineID(machine_id))
             except BadRecord as exc:
                 logger.warning("skipping %s", exc)
         return out

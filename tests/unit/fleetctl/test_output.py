@@ -47,3 +47,15 @@ def test_machine_legend() -> None:
 def test_json_holds_the_requested_fields() -> None:
     table = Table(("unit",), ({"unit": "a.service", "hash": "x"},))
     assert json.loads(render_json(table)) == [{"unit": "a.service"}]
+
+
+def test_every_column_but_the_last_is_padded_to_its_own_width() -> None:
+    rows = (
+        {"a": "x" * 15, "b": "", "c": "last one is never padded"},
+        {"a": "", "b": "y" * 9, "c": ""},
+    )
+    # a: 15+1 -> 16; b: 9+1 -> 16 (the header "B" alone would need 8); c: no padding at all.
+    assert render_table(Table(("a", "b", "c"), rows)) == (
+        "A\t\tB\t\tC\n" + "x" * 15 + "\t\t\tlast one is never padded\n" + "\t\t" + "y" * 9 + "\t\n"
+    )
+    assert render_table(Table(("c",), rows), legend=False) == "last one is never padded\n\n"

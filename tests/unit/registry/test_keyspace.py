@@ -121,3 +121,36 @@ def test_bad_schedule_entries(text: str) -> None:
 def test_bad_machine_records(text: str) -> None:
     with pytest.raises(BadRecord):
         ks.decode_machine("k", text)
+
+
+def test_a_unit_state_without_a_state_field_is_loaded() -> None:
+    text = f'{{"load":"loaded","active":"active","sub":"running","hash":"{H}"}}'
+    state = ks.decode_unit_state("k", text, UnitName("a.service"), MachineID("m"))
+    assert state.state is TargetState.LOADED
+    assert (state.load_state, state.active_state, state.sub_state) == ("loaded", "active", "running")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "malformed JSON"),
+        ("[1]", "expected a JSON object, got list"),
+        ('"loaded"', "expected a JSON object, got str"),
+        ('{"active":"a","sub":"s","hash":"h"}', "field 'load' must be a string"),
+        ('{"load":1,"active":"a","sub":"s","hash":"h"}', "field 'load' must be a string"),
+        ('{"load":"l","active":null,"sub":"s","hash":"h"}', "field 'active' must be a string"),
+        ('{"load":"l","active":"a","sub":["s"],"hash":"h"}', "field 'sub' must be a string"),
+        ('{"load":"l","active":"a","sub":"s","hash":{}}', "field 'hash' must be a string"),
+        ('{"load":"l","active":"a","sub":"s","hash":"h","state":["x"]}', "field 'state' must be a string"),
+        ('{"load":"l","active":"a","sub":"s","hash":"h","state":"inactive"}', "'inactive' not allowed here"),
+        (
+            '{"load":"l","active":"a","sub":"s","hash":"h","state":"running"}',
+            "invalid target state 'running'",
+        ),
+        ('{"load":1,"active":"a","sub":"s","hash":"h","state":"running"}', "field 'load' must be a string"),
+    ],
+)
+def test_bad_unit_states_name_the_key_and_the_first_problem(text: str, problem: str) -> None:
+    with pytest.raises(BadRecord, match=problem) as info:
+        ks.decode_unit_state("/p/states/a.service/m", text, UnitName("a.service"), MachineID("m"))
+    assert info.value.key == "/p/states/a.service/m"

@@ -221,3 +221,31 @@ def test_unit_states_publish_list_sorted_and_watch() -> None:
         assert [[s.active_state for s in states] for states in seen] == [["active"], ["inactive"], []]
 
     run(t)
+
+
+def test_list_unit_states_skips_and_logs_each_bad_record_once(caplog: pytest.LogCaptureFixture) -> None:
+    good = f'{{"load":"loaded","active":"active","sub":"running","hash":"{HA}","state":"launched"}}'
+
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        await kv.put("/t/states/a.service/m1", good)
+        await kv.put("/t/states/a.service/m2", good.replace('"launched"', '"inactive"'))
+        await kv.put("/t/states/b.service", good)  # no machine part
+        await kv.put("/t/states/b.service/m1/x", good)  # one part too many
+        await kv.put("/t/states/c.service/m1", "{not json")
+        await kv.put("/t/states/d.service/m1", good)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="fleetd.registry.registry"):
+            listed = await reg.list_unit_states()
+        assert [(s.name, s.machine_id, s.state) for s in listed] == [
+            ("a.service", "m1", TargetState.LAUNCHED),
+            ("d.service", "m1", TargetState.LAUNCHED),
+        ]
+        assert [r.getMessage() for r in caplog.records] == [
+            "skipping bad record at /t/states/a.service/m2: state 'inactive' not allowed here",
+            "skipping bad record at /t/states/b.service: expected /t/states/<a>/<b>",
+            "skipping bad record at /t/states/b.service/m1/x: expected /t/states/<a>/<b>",
+            "skipping bad record at /t/states/c.service/m1: malformed JSON"
+            " (Expecting property name enclosed in double quotes)",
+        ]
+
+    run(t)
