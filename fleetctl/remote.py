@@ -13,11 +13,15 @@ import shlex
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from fleetctl import tunnel
+from fleetctl.host_keys import Ask, Warn, ask_on_terminal, warn_on_stderr
+from fleetctl.ssh_config import SSHSettings, split_host_port
 from fleetd.errors import FleetError, TunnelError
 from fleetd.model import MachineState, TargetState
+
+if TYPE_CHECKING:
+    from fleetctl.tunnel import SSHConnection
 
 __all__ = [
     "Lookup",
@@ -214,15 +218,15 @@ class SSHRunner:
 
     def __init__(
         self,
-        settings: tunnel.SSHSettings,
+        settings: SSHSettings,
         tunnel_host: str = "",
         *,
         local_id: str | None = None,
         stdout: BinaryIO | None = None,
         stderr: BinaryIO | None = None,
         stdin: BinaryIO | None = None,
-        ask: tunnel.Ask = tunnel.ask_on_terminal,
-        warn: tunnel.Warn = tunnel.warn_on_stderr,
+        ask: Ask = ask_on_terminal,
+        warn: Warn = warn_on_stderr,
     ) -> None:
         self._settings = settings
         self._tunnel_host = tunnel_host
@@ -232,16 +236,18 @@ class SSHRunner:
         self._stdin = stdin  # forwarded to `fleetctl ssh` commands only
         self._ask = ask
         self._warn = warn
-        self._bastion: tunnel.SSHConnection | None = None
-        self._connections: dict[tuple[str, int], tunnel.SSHConnection] = {}
+        self._bastion: SSHConnection | None = None
+        self._connections: dict[tuple[str, int], SSHConnection] = {}
 
-    def _connection(self, address: str, port: int) -> tunnel.SSHConnection:
+    def _connection(self, address: str, port: int) -> SSHConnection:
+        from fleetctl import tunnel  # noqa: PLC0415 (paramiko only for commands that really use SSH)
+
         key = (address, port)
         if key in self._connections:
             return self._connections[key]
         if self._tunnel_host:
             if self._bastion is None:
-                host, tunnel_port = tunnel.split_host_port(self._tunnel_host)
+                host, tunnel_port = split_host_port(self._tunnel_host)
                 self._bastion = tunnel.connect(
                     host, tunnel_port, self._settings, ask=self._ask, warn=self._warn
                 )

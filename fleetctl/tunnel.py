@@ -19,7 +19,6 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from fleetctl import known_hosts as kh
 from fleetctl.forwarder import UnixForwarder
 from fleetctl.host_keys import Ask, HostKeyGate, Warn, ask_on_terminal, warn_on_stderr
 from fleetctl.session import pump_command, pump_interactive
+from fleetctl.ssh_config import DEFAULT_KNOWN_HOSTS_FILE, DEFAULT_SSH_PORT, SSHSettings, split_host_port
 from fleetd.errors import TunnelError
 
 __all__ = [
@@ -52,41 +52,8 @@ logger = logging.getLogger(__name__)
 # --debug the CLI's root handler still receives them).
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-DEFAULT_SSH_PORT = 22
-DEFAULT_KNOWN_HOSTS_FILE = "~/.fleetctl/known_hosts"
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 TIMEOUT_MESSAGE = "timed out while initiating SSH connection"
-
-
-@dataclass(frozen=True, slots=True)
-class SSHSettings:
-    """How to reach and trust SSH hosts (from --ssh-username, --ssh-timeout, --identity-file, ...)."""
-
-    user: str
-    timeout: float = 10.0
-    known_hosts_file: str = DEFAULT_KNOWN_HOSTS_FILE
-    strict: bool = True
-    identity_file: str | None = None
-    use_agent: bool = True
-    use_default_keys: bool = True
-    forward_agent: bool = False
-    keepalive: int = 15  # seconds between keep-alive packets on an idle connection
-
-
-def split_host_port(text: str, default_port: int = DEFAULT_SSH_PORT) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise TunnelError(f"invalid port in {text!r}")
-    return host, int(port_text)
 
 
 class _QuickAckSocket(socket.socket):

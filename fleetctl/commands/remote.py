@@ -20,7 +20,7 @@ from fleetctl import remote
 from fleetctl.client import FleetClient
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
 from fleetctl.remote import RemoteRefused, Runner, UnitLocation
-from fleetctl.tunnel import DEFAULT_SSH_PORT, SSHSettings
+from fleetctl.ssh_config import DEFAULT_SSH_PORT, SSHSettings
 from fleetd.model import MachineState, TargetState, UnitName
 from fleetd.unitfile.names import mangle
 
