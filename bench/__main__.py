@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import failover, fanout, fleetctl_bench, footprint, no_false_failover, steady
+from bench import failover, fanout, fleetctl_bench, footprint, no_false_failover, start_latency, steady
 from bench.report import Figure, render, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +152,7 @@ BENCHES: dict[str, Callable[[bool], list[Figure]]] = {
     "registry": registry,
     "tunnel": tunnel,
     "steady": steady.run,
+    "start_latency": start_latency.run,
     "fleetctl": fleetctl_bench.run,
     "failover": failover.run,
     "no_false_failover": no_false_failover.run,
