@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from fleetd.agent.plan import CurrentUnit
 from fleetd.model import MachineID, UnitName, UnitState
 from fleetd.registry.registry import Registry
-from fleetd.systemd.protocol import UnitManager
+from fleetd.systemd.protocol import SystemdState, UnitManager
 
 __all__ = ["StatePublisher"]
 
@@ -56,42 +56,51 @@ class StatePublisher:
         if not self._dirty:
             return 0
         names = sorted(self._dirty)
-        running = [name for name in names if name in applied]
-        states = await self._units.states(running) if running else {}
-        writes = 0
-        for name in names:
-            unit = applied.get(name)
-            systemd = states.get(name)
-            if unit is None or systemd is None:
-                if name in self.published:
-                    await self._registry.remove_state(name, self._machine_id)
-                    del self.published[name]
-                    writes += 1
-                    logger.debug("unit state removed unit=%s", name)
-                self._dirty.discard(name)
-                continue
-            state = UnitState(
-                name=name,
-                machine_id=self._machine_id,
-                load_state=systemd.load_state,
-                active_state=systemd.active_state,
-                sub_state=systemd.sub_state,
-                hash=unit.hash,
-                state=unit.state,
-            )
-            if self.published.get(name) != state:
-                await self._registry.publish_state(state, self.lease)
-                self.published[name] = state
-                writes += 1
-                logger.debug(
-                    "unit state published unit=%s state=%s/%s/%s",
-                    name,
-                    state.load_state,
-                    state.active_state,
-                    state.sub_state,
-                )
-            self._dirty.discard(name)
-        return writes
+        # Taken out of the dirty set before reading systemd: a change signalled while this flush runs marks
+        # the name again and is published by the next flush, not lost.
+        self._dirty.difference_update(names)
+        done: set[UnitName] = set()
+        try:
+            running = [name for name in names if name in applied]
+            states = await self._units.states(running) if running else {}
+            writes = 0
+            for name in names:
+                writes += await self._flush_one(name, applied.get(name), states.get(name))
+                done.add(name)
+            return writes
+        except BaseException:
+            self._dirty.update(n for n in names if n not in done)
+            raise
+
+    async def _flush_one(self, name: UnitName, unit: CurrentUnit | None, systemd: SystemdState | None) -> int:
+        if unit is None or systemd is None:
+            if name not in self.published:
+                return 0
+            await self._registry.remove_state(name, self._machine_id)
+            del self.published[name]
+            logger.debug("unit state removed unit=%s", name)
+            return 1
+        state = UnitState(
+            name=name,
+            machine_id=self._machine_id,
+            load_state=systemd.load_state,
+            active_state=systemd.active_state,
+            sub_state=systemd.sub_state,
+            hash=unit.hash,
+            state=unit.state,
+        )
+        if self.published.get(name) == state:
+            return 0
+        await self._registry.publish_state(state, self.lease)
+        self.published[name] = state
+        logger.debug(
+            "unit state published unit=%s state=%s/%s/%s",
+            name,
+            state.load_state,
+            state.active_state,
+            state.sub_state,
+        )
+        return 1
 
     async def remove_all(self) -> None:
         """Remove every state this machine published (shutdown)."""
