@@ -106,6 +106,7 @@ class SimCluster:
         self._engine_interval = engine_interval
         self._timeout = request_timeout
         self.kvs: list[EtcdKV] = []
+        self._engine_kvs: list[EtcdKV] = []
         self.machines: list[SimMachine] = []
         self.engines: list[Engine] = []
         self._engine_tasks: list[asyncio.Task[None]] = []
@@ -123,7 +124,11 @@ class SimCluster:
         self.kvs = [EtcdKV([self.endpoint], request_timeout=self._timeout) for _ in range(self._clients)]
         await self.registry.ensure_schema()
         for index in range(self._engine_count):
-            kv = self.kvs[index % len(self.kvs)]
+            # Each engine has a client of its own, as in fleetd (where it shares one with a single agent):
+            # its backlogged prefix watches on a stream shared with hundreds of simulated agents delayed
+            # those agents' watch creation by seconds.
+            kv = EtcdKV([self.endpoint], request_timeout=self._timeout)
+            self._engine_kvs.append(kv)
             engine = Engine(
                 kv, f"engine-{index}", prefix=self.prefix, interval=self._engine_interval, ttl=self.ttl
             )
@@ -211,7 +216,7 @@ class SimCluster:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for kv in self.kvs:
+        for kv in [*self.kvs, *self._engine_kvs]:
             with contextlib.suppress(Exception):
                 await kv.close()
         self.machines.clear()
