@@ -113,6 +113,9 @@ class SimCluster:
         self.active: dict[UnitName, dict[MachineID, float]] = {}
         self.starts = 0  # (unit, machine) pairs that became active, in total
         self.changed = asyncio.Event()
+        # Called with (unit, machine, monotonic time) on a unit's first start on a machine (worker processes
+        # forward these to their coordinator).
+        self.listener: Callable[[UnitName, MachineID, float], None] | None = None
         if quiet:  # thousands of agents log every task at INFO; keep errors only
             logging.getLogger("fleetd").setLevel(logging.ERROR)
 
@@ -155,16 +158,27 @@ class SimCluster:
     def _activated(self, machine: MachineID, name: UnitName) -> None:
         seen = self.active.setdefault(name, {})
         if machine not in seen:
-            seen[machine] = time.monotonic()
+            seen[machine] = at = time.monotonic()
             self.starts += 1
+            if self.listener is not None:
+                self.listener(name, machine, at)
         self.changed.set()
 
     async def add_machines(
-        self, count: int, *, label: str = "m", metadata: Mapping[str, str] | None = None
+        self,
+        count: int,
+        *,
+        label: str = "m",
+        metadata: Mapping[str, str] | None = None,
+        first: int | None = None,
     ) -> list[SimMachine]:
-        """Start ``count`` agents (in waves) and return once each is registered with its mirror listed."""
+        """Start ``count`` agents (in waves) and return once each is registered with its mirror listed.
+
+        Machine ``i`` (from ``first``, by default the number of machines so far) has an id derived from the
+        prefix, ``label`` and ``i``, so worker processes given disjoint ranges simulate distinct machines.
+        """
         added: list[SimMachine] = []
-        start = len(self.machines)
+        start = len(self.machines) if first is None else first
         for wave in range(start, start + count, WAVE):
             batch: list[SimMachine] = []
             for index in range(wave, min(wave + WAVE, start + count)):
@@ -185,6 +199,10 @@ class SimCluster:
         gc.collect()
         gc.freeze()
         return added
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used by the simulator so far (this process)."""
+        return time.process_time()
 
     async def _until_up(self, batch: Iterable[SimMachine], limit: float = 120.0) -> None:
         pending = list(batch)

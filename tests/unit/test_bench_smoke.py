@@ -1,16 +1,25 @@
-"""Smoke test of the benchmark entry point without etcd: the planner benchmark at --quick sizes, the report.
+"""Smoke test of the benchmark entry point: the planner benchmark at --quick sizes, the report, and the
+simulator's worker processes (on a real etcd, 10 machines; skipped without the etcd binary).
 
 Nothing here asserts a wall-clock time; it checks that the figures come out and the report is written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from bench import __main__ as entry
+from bench.cluster_sim import unit, wait_until
 from bench.report import BEGIN, END, Figure, render, write_report
+from bench.sim_worker import ProcCluster
+from devcluster.etcd import EtcdServer
+from fleetd.model import MachineID
 
 
 def test_quick_planner_figures_have_targets() -> None:
@@ -36,3 +45,31 @@ def test_unknown_benchmark_is_refused() -> None:
     with pytest.raises(SystemExit) as stopped:
         entry.main(["no-such-bench"])
     assert stopped.value.code == 2
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="needs the etcd binary")
+def test_worker_processes_report_activations_and_exit_with_the_coordinator() -> None:
+    async def scenario() -> tuple[dict[MachineID, float], float, float, list[int]]:
+        with EtcdServer() as etcd:
+            async with ProcCluster(etcd.endpoint, workers=2, ttl=10.0, clients=1) as cluster:
+                await cluster.add_machines(10)
+                pids = cluster.pids
+                record = unit("smoke.service", is_global=True)
+                submitted = time.monotonic()
+                await cluster.registry.put_units([record])
+                await wait_until(
+                    lambda: len(cluster.active.get(record[0].name, {})) >= 10, cluster.changed, 30
+                )
+                seen = dict(cluster.active.get(record[0].name, {}))
+                # The coordinator's end of a pipe closing (as when it dies) ends that worker.
+                cluster._conns[0].close()
+                cluster._procs[0].join(10)
+                assert cluster._procs[0].exitcode is not None
+                return seen, submitted, time.monotonic(), pids
+
+    seen, submitted, finished, pids = asyncio.run(scenario())
+    assert len(seen) == 10 and all(submitted <= at <= finished for at in seen.values())
+    assert len(pids) == 2
+    for pid in pids:  # close() stopped every worker
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

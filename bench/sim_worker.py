@@ -1,0 +1,226 @@
+"""Simulated machines spread over worker processes, for benchmarks one Python process cannot drive.
+
+Each worker is a spawned process with its own asyncio loop, its own EtcdKV clients and a ``SimCluster``
+without engines running a disjoint range of machines. It reports every first start of a unit on one of its
+machines (unit, machine, ``time.monotonic()``: CLOCK_MONOTONIC, shared by every process on Linux) to the
+coordinator through a pipe, in batches every 20 ms. The coordinator (``ProcCluster``) runs the engine on
+clients of its own and offers what the fan-out benchmark reads: ``registry``, ``kvs``, ``active``,
+``changed``.
+
+    async with ProcCluster(etcd.endpoint, workers=2, ttl=30.0, clients=8) as cluster:
+        await cluster.add_machines(5000)
+
+Workers exit when asked, when the coordinator's end of the pipe closes (the coordinator exited or died), and
+``close()`` kills any still running after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from bench.cluster_sim import PREFIX, SimCluster
+from fleetd.model import MachineID, UnitName
+from fleetd.registry.etcd import EtcdKV
+from fleetd.registry.registry import Registry
+
+__all__ = ["ProcCluster", "cpu_seconds"]
+
+FLUSH = 0.02  # seconds between batches of activations sent to the coordinator
+Started = tuple[str, str, float]  # (unit, machine, monotonic time)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    endpoint: str
+    prefix: str
+    ttl: float
+    clients: int
+    first: int  # machines first .. first + count - 1
+    count: int
+
+
+def _worker(conn: Connection, spec: WorkerSpec) -> None:
+    """Process entry point: simulate the spec's machines until told to stop or the coordinator is gone."""
+    try:
+        asyncio.run(_serve(conn, spec))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc()))
+        raise
+    finally:
+        conn.close()
+
+
+async def _serve(conn: Connection, spec: WorkerSpec) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    started: list[Started] = []
+
+    def readable() -> None:  # "stop", or EOF: the coordinator is gone
+        with contextlib.suppress(EOFError, OSError):
+            conn.recv()
+        loop.remove_reader(conn.fileno())
+        stop.set()
+
+    loop.add_reader(conn.fileno(), readable)
+    sim = SimCluster(spec.endpoint, ttl=spec.ttl, clients=spec.clients, engines=0, prefix=spec.prefix)
+    async with sim as cluster:
+        cluster.listener = lambda name, machine, at: started.append((name, machine, at))
+        await cluster.add_machines(spec.count, first=spec.first)
+        conn.send(("up", spec.count))
+        while not stop.is_set():
+            if started:
+                batch, started[:] = list(started), []
+                conn.send(("started", batch))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH)
+
+
+class ProcCluster:
+    """Engines here, simulated machines in ``workers`` spawned processes (``clients`` EtcdKV clients each)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        workers: int = 2,
+        ttl: float = 10.0,
+        clients: int = 8,
+        prefix: str = PREFIX,
+        request_timeout: float = 30.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.prefix = prefix
+        self.ttl = ttl
+        self._workers = workers
+        self._clients = clients
+        self._local = SimCluster(
+            endpoint, ttl=ttl, clients=1, engines=1, prefix=prefix, request_timeout=request_timeout
+        )
+        self._procs: list[BaseProcess] = []
+        self._conns: list[Connection] = []
+        self._up = 0
+        self._failure: str | None = None
+        self.active: dict[UnitName, dict[MachineID, float]] = {}
+        self.changed = asyncio.Event()
+
+    @property
+    def kvs(self) -> list[EtcdKV]:
+        return self._local.kvs
+
+    @property
+    def registry(self) -> Registry:
+        return self._local.registry
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the coordinator and every worker so far."""
+        return time.process_time() + sum(cpu_seconds(pid) for pid in self.pids)
+
+    async def __aenter__(self) -> ProcCluster:
+        await self._local.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _receive(self, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            message: tuple[str, Any] = conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            self._failure = self._failure or "a simulator worker exited"
+            self.changed.set()
+            return
+        kind, body = message
+        if kind == "up":
+            self._up += 1
+        elif kind == "started":
+            for name, machine, at in body:
+                self.active.setdefault(UnitName(name), {}).setdefault(MachineID(machine), at)
+        else:
+            self._failure = f"simulator worker failed:\n{body}"
+        self.changed.set()
+
+    async def add_machines(self, count: int, limit: float = 300.0) -> None:
+        """Start the workers with ``count`` machines between them; return once every machine is up."""
+        if self._procs:
+            raise RuntimeError("ProcCluster.add_machines can be called once")
+        context = multiprocessing.get_context("spawn")
+        loop = asyncio.get_running_loop()
+        share, extra = divmod(count, self._workers)
+        first = 0
+        for index in range(self._workers):
+            size = share + (index < extra)
+            mine, theirs = context.Pipe()
+            proc = context.Process(
+                target=_worker,
+                args=(theirs, WorkerSpec(self.endpoint, self.prefix, self.ttl, self._clients, first, size)),
+                name=f"sim-worker-{index}",
+                daemon=True,
+            )
+            proc.start()
+            theirs.close()
+            self._procs.append(proc)
+            self._conns.append(mine)
+            loop.add_reader(mine.fileno(), partial(self._receive, mine))
+            first += size
+        deadline = time.monotonic() + limit
+        while self._up < len(self._procs):
+            if self._failure:
+                raise RuntimeError(self._failure)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(self._procs) - self._up} simulator workers not up in {limit:.0f}s")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), 1.0)
+
+    def check(self) -> None:
+        """Raise when a worker failed or exited."""
+        if self._failure:
+            raise RuntimeError(self._failure)
+
+    async def close(self, grace: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        for conn in self._conns:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(conn.fileno())
+            with contextlib.suppress(OSError, ValueError):
+                conn.send("stop")
+        deadline = time.monotonic() + grace
+        for proc in self._procs:
+            await asyncio.to_thread(proc.join, max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5)
+        for conn in self._conns:
+            conn.close()
+        self._procs.clear()
+        self._conns.clear()
+        await self._local.close()
