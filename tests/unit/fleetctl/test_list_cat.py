@@ -9,6 +9,7 @@ import pytest
 
 from fleetd.model import TargetState, UnitName, UnitState
 from fleetd.registry.kv import KV
+from fleetd.unitfile import UnitFile
 from tests.unit.fleetctl.conftest import HELLO, MACHINE_A, MACHINE_B, FakeCluster
 
 
@@ -106,10 +107,12 @@ def test_verify_is_wired(cluster: FakeCluster, tmp_path: Path) -> None:
     path.write_text(HELLO)
     result = cluster.invoke(["verify", str(path)])
     assert result.exit_code == 0, result.stderr
-    assert "2fff22f" in result.stdout or result.stdout  # the short hash line comes from fleetctl.verify
+    assert result.stdout == f"{path}: ok {UnitFile.from_text(HELLO).short_hash}\n"
     bad = tmp_path / "bad.service"
     bad.write_text("[Unit\n")
-    assert cluster.invoke(["verify", str(bad)]).exit_code == 1
+    failed = cluster.invoke(["verify", str(bad)])
+    assert failed.exit_code == 1
+    assert f"{bad}:1:" in failed.stdout + failed.stderr
     assert cluster.invoke(["verify"]).exit_code == 2
 
 
