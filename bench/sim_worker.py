@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import time
@@ -74,6 +75,8 @@ def _worker(conn: Connection, spec: WorkerSpec) -> None:
 
 
 async def _serve(conn: Connection, spec: WorkerSpec) -> None:
+    # The agents' errors (the only records the simulator lets through) carry the time and the worker.
+    logging.basicConfig(format=f"%(asctime)s worker {spec.first}+{spec.count}: %(message)s")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     started: list[Started] = []
