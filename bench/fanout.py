@@ -138,7 +138,9 @@ async def measure(
         ),
         Figure(
             "fanout",
-            f"simulator CPU per run ({WORKERS} worker processes drive the machines, the engine runs apart)",
+            f"simulator CPU per run ({WORKERS} worker processes drive the machines, the engine runs apart)"
+            if WORKERS
+            else "simulator CPU per run (one Python process drives every machine)",
             "",
             f"median {statistics.median(cpu):.1f} s CPU per {statistics.median(times):.1f} s wall",
             None,
@@ -176,7 +178,12 @@ async def measure(
 
 async def _run(machines: int, runs: int, clients: int, budget: float) -> list[Figure]:
     with EtcdServer(extra_args=("--quota-backend-bytes", str(8 << 30))) as etcd:
-        async with ProcCluster(etcd.endpoint, workers=WORKERS, ttl=AGENT_TTL, clients=clients) as cluster:
+        cluster: SimCluster | ProcCluster
+        if WORKERS:
+            cluster = ProcCluster(etcd.endpoint, workers=WORKERS, ttl=AGENT_TTL, clients=clients)
+        else:  # BENCH_FANOUT_WORKERS=0: every machine in this process, as the other benchmarks run them
+            cluster = SimCluster(etcd.endpoint, ttl=AGENT_TTL, clients=clients)
+        async with cluster:
             started = time.monotonic()
             await cluster.add_machines(machines)
             print(
@@ -189,4 +196,5 @@ async def _run(machines: int, runs: int, clients: int, budget: float) -> list[Fi
 
 def run(quick: bool) -> list[Figure]:
     machines, runs, budget = (500, 3, 60.0) if quick else (5000, 20, 180.0)
-    return asyncio.run(_run(machines, runs, 2 if quick else max(1, 16 // WORKERS), budget))
+    clients = (4 if quick else 16) // max(1, WORKERS)
+    return asyncio.run(_run(machines, runs, max(1, clients), budget))
