@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -38,6 +39,10 @@ from fleetd.registry.registry import Registry
 __all__ = ["ProcCluster", "cpu_seconds"]
 
 FLUSH = 0.02  # seconds between batches of activations sent to the coordinator
+# Objects that survive a run land in the oldest GC generation and make full collections (each 0.2-0.3 s with
+# 2,500 agents, finding no garbage) run dozens of times per run; freezing the survivors now and then keeps
+# full collections small. A simulator-only measure: cyclic garbage frozen meanwhile is never collected.
+FREEZE_EVERY = 5.0
 Started = tuple[str, str, float]  # (unit, machine, monotonic time)
 
 
@@ -93,7 +98,11 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
         cluster.listener = lambda name, machine, at: started.append((name, machine, at))
         await cluster.add_machines(spec.count, first=spec.first)
         conn.send(("up", spec.count))
+        frozen = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - frozen > FREEZE_EVERY:
+                gc.freeze()
+                frozen = time.monotonic()
             if started:
                 batch, started[:] = list(started), []
                 conn.send(("started", batch))
