@@ -215,10 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 NOTES = (
     "Every simulated machine is the production agent (`fleetd.agent.agent.Agent`) with a fake systemd, on"
     " real etcd clients (each its own lease, keep-alives and watches; the machines share 8-16 gRPC"
-    " channels), all in one Python process; etcd is Debian's, on loopback, in a tmp dir. The development"
+    " channels), in one Python process (the fan-out: 2 worker processes and a coordinator running the"
+    " engine); etcd is Debian's, on loopback, in a tmp dir. The development"
     " machine has 2 cores shared with other work while these ran, so the simulator and etcd compete for"
     " CPU: figures with a simulator CPU note are bounded by the simulator, not by etcd. Real-systemd start"
-    " latencies come from the nspawn cluster (tests/integration), not from here.",
+    " latencies come from the nspawn cluster (`start_latency`).",
 )
 
 
