@@ -116,8 +116,11 @@ class SimCluster:
         # Called with (unit, machine, monotonic time) on a unit's first start on a machine (worker processes
         # forward these to their coordinator).
         self.listener: Callable[[UnitName, MachineID, float], None] | None = None
-        if quiet:  # thousands of agents log every task at INFO; keep errors only
-            logging.getLogger("fleetd").setLevel(logging.ERROR)
+        self._saved_level: int | None = None
+        if quiet:  # thousands of agents log every task at INFO; keep errors only (until close)
+            fleetd_logger = logging.getLogger("fleetd")
+            self._saved_level = fleetd_logger.level
+            fleetd_logger.setLevel(logging.ERROR)
 
     @property
     def registry(self) -> Registry:
@@ -238,3 +241,6 @@ class SimCluster:
             with contextlib.suppress(Exception):
                 await kv.close()
         self.machines.clear()
+        if self._saved_level is not None:
+            logging.getLogger("fleetd").setLevel(self._saved_level)
+            self._saved_level = None

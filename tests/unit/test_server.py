@@ -186,7 +186,7 @@ def test_server_runs_units_reloads_on_sighup_and_purges_on_sigterm(
         assert (await harness.store.range(KEYS.states)).kvs == ()
         assert await harness.store.get(KEYS.leader) is None, "the engine resigned"
 
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="fleetd"):
         asyncio.run(scenario())
     assert "Reloading configuration from /etc/fleet/fleet.conf" in caplog.text
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
