@@ -300,6 +300,22 @@ def _create(name: str, count: int, state_dir: Path, log: Printer, join_timeout: 
         raise
 
 
+def start_fleetd(machine: Machine, timeout: float = 30.0) -> None:
+    """``systemctl start fleetd`` in ``machine``. A first start that fails is left to the unit's
+    ``Restart=always`` (as on a real node) for up to ``timeout`` seconds; then fleetd's last lines are
+    raised."""
+    started = machine.run(["systemctl", "start", "fleetd.service"], timeout=60)
+    deadline = time.monotonic() + timeout
+    while started.returncode != 0:
+        if machine.run(["systemctl", "is-active", "--quiet", "fleetd.service"]).returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            journal = machine.run(["journalctl", "-u", "fleetd", "-n", "20", "-o", "cat", "--no-pager"])
+            tail = " | ".join(line for line in journal.stdout.splitlines() if line.strip())
+            raise ClusterError(f"machine {machine.name}: fleetd.service did not start: {tail}")
+        time.sleep(0.25)
+
+
 def _start_fleetd(booted: Sequence[Machine], endpoint: str, log: Printer) -> tuple[MachineRecord, ...]:
     records = []
     for machine, role in zip(booted, machine_roles(len(booted)), strict=True):
@@ -307,11 +323,7 @@ def _start_fleetd(booted: Sequence[Machine], endpoint: str, log: Printer) -> tup
         for path, text in machine_files(endpoint, metadata, machine.address).items():
             machine.put_file(path, text)
         machine.run(["systemctl", "daemon-reload"], check=True)
-        started = machine.run(["systemctl", "start", "fleetd.service"], timeout=60)
-        if started.returncode != 0:
-            journal = machine.run(["journalctl", "-u", "fleetd", "-n", "5", "-o", "cat", "--no-pager"])
-            tail = " | ".join(line for line in journal.stdout.splitlines() if line.strip())
-            raise ClusterError(f"machine {machine.name}: fleetd.service did not start: {tail}")
+        start_fleetd(machine)
         assert machine.pid is not None and machine.leader is not None
         log(f"   {machine.name}: {machine.address} id {machine.machine_id[:8]}... {metadata}")
         records.append(

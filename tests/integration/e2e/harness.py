@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from devcluster.cluster import FLEET_VENV, FLEETCTL, machine_files, machine_roles
+from devcluster.cluster import FLEET_VENV, FLEETCTL, machine_files, machine_roles, start_fleetd
 from devcluster.etcd import EtcdServer
 from devcluster.nspawn import CHECKOUT, Bind, Machine, boot_machines, client_key, write_known_hosts
 
@@ -135,7 +135,7 @@ class FleetCluster:
         raise KeyError(machine_id)
 
     def start_fleetd(self, machine: Machine) -> None:
-        machine.run(["systemctl", "start", "fleetd.service"], check=True, timeout=60)
+        start_fleetd(machine)
 
     def stop_fleetd(self, machine: Machine) -> None:
         machine.run(["systemctl", "stop", "fleetd.service"], check=True, timeout=120)
