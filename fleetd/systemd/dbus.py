@@ -7,7 +7,6 @@ still recorded.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,6 +19,7 @@ from dbus_fast.errors import DBusFastError
 
 from fleetd.errors import SystemdError
 from fleetd.model import UnitName
+from fleetd.systemd.changes import ChangeFeed
 from fleetd.systemd.protocol import SystemdState
 from fleetd.systemd.unitdir import (
     DEFAULT_UNITS_DIRECTORY,
@@ -74,7 +74,7 @@ class DbusUnitManager:
         self._bus = bus
         self._directory = directory
         self._job_results: dict[UnitName, str] = {}
-        self._listeners: set[asyncio.Queue[UnitName]] = set()
+        self._feed = ChangeFeed()
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -149,14 +149,8 @@ class DbusUnitManager:
             for row in body[0]
         }
 
-    async def changes(self) -> AsyncIterator[UnitName]:
-        queue: asyncio.Queue[UnitName] = asyncio.Queue()
-        self._listeners.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._listeners.discard(queue)
+    def changes(self) -> AsyncIterator[UnitName]:
+        return self._feed.subscribe()
 
     async def close(self) -> None:
         self._bus.remove_message_handler(self._on_message)
@@ -187,8 +181,7 @@ class DbusUnitManager:
                 self._notify(UnitName(unit))
 
     def _notify(self, name: UnitName) -> None:
-        for queue in self._listeners:
-            queue.put_nowait(name)
+        self._feed.notify(name)
 
     async def _call(
         self,

@@ -8,12 +8,12 @@ and takes injected failures: ``fail_next("start", name)`` makes the next StartUn
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from fleetd.errors import SystemdError, UnitNameError
 from fleetd.model import UnitName
+from fleetd.systemd.changes import ChangeFeed
 from fleetd.systemd.protocol import SystemdState
 from fleetd.systemd.unitdir import check_unit_name, has_install_section, text_hash
 
@@ -42,7 +42,7 @@ class FakeUnitManager:
         self._job_results: dict[UnitName, str] = {}
         self._failures: list[tuple[str, UnitName | None, str]] = []
         self._failing_starts: set[UnitName] = set()
-        self._listeners: set[asyncio.Queue[UnitName]] = set()
+        self._feed = ChangeFeed()
         self.calls: list[tuple[str, ...]] = []
         self.reloads = 0
         self.pending_reload = False
@@ -115,14 +115,8 @@ class FakeUnitManager:
         self._record("states", *names)
         return {name: self._state(name) for name in names}
 
-    async def changes(self) -> AsyncIterator[UnitName]:
-        queue: asyncio.Queue[UnitName] = asyncio.Queue()
-        self._listeners.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._listeners.discard(queue)
+    def changes(self) -> AsyncIterator[UnitName]:
+        return self._feed.subscribe()
 
     async def close(self) -> None:
         self.calls.append(("close",))
@@ -185,5 +179,4 @@ class FakeUnitManager:
     def _notify(self, name: UnitName) -> None:
         if name not in self._files:
             return
-        for queue in self._listeners:
-            queue.put_nowait(name)
+        self._feed.notify(name)
