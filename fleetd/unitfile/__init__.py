@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleetd.unitfile.body import MAX_BODY_BYTES, body_requirements, checked_unit_file
 from fleetd.unitfile.names import (
     UnitNameInfo,
     is_recognized_type,
@@ -25,10 +26,13 @@ from fleetd.unitfile.unit import EMPTY_HASH, UnitFile, parse_hash, parse_multiva
 __all__ = [
     "EMPTY_HASH",
     "LINE_MAX",
+    "MAX_BODY_BYTES",
     "VALID_KEYS",
     "UnitFile",
     "UnitNameInfo",
     "UnitOption",
+    "body_requirements",
+    "checked_unit_file",
     "expand_specifiers",
     "expanded_requirements",
     "is_recognized_type",
