@@ -110,10 +110,20 @@ class EtcdServer:
                 raise RuntimeError(f"etcd not healthy within {self.start_timeout}s; log: {self._log}")
             time.sleep(0.05)
 
-    def pause(self) -> None:
-        """Freeze etcd (SIGSTOP): connections stay open but nothing answers."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """Freeze etcd (SIGSTOP): connections stay open but nothing answers.
+
+        kill() only queues the signal: a thread running on another core goes on until it next enters the
+        kernel, and may still answer a request sent right after. So this returns once every thread of etcd
+        is seen stopped (state ``T`` in ``/proc/PID/task/*/stat``)."""
         assert self._proc is not None, "etcd is not running"
-        os.kill(self._proc.pid, signal.SIGSTOP)
+        pid = self._proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not _all_threads_stopped(pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd (PID {pid}) did not stop within {timeout}s of SIGSTOP")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         assert self._proc is not None, "etcd is not running"
@@ -150,3 +160,13 @@ class EtcdServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.cleanup()
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is in the stopped state (``T``)."""
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        stats = [(tasks / tid / "stat").read_text() for tid in os.listdir(tasks)]
+    except (FileNotFoundError, ProcessLookupError):  # a thread ended while we looked: look again
+        return False
+    return bool(stats) and all(stat.rsplit(")", 1)[1].split()[0] == "T" for stat in stats)
