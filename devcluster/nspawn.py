@@ -29,6 +29,7 @@ from devcluster.addresses import CLAIMS_DIRECTORY, claim_address, hand_over, rel
 
 __all__ = [
     "CHECKOUT",
+    "OPERATOR",
     "Bind",
     "Machine",
     "MachineError",
@@ -43,6 +44,8 @@ _HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 _AUTHORIZED_DIR = "/etc/fleet-ssh"
 _PROPAGATE = Path("/run/systemd/nspawn/propagate")
 _BOOTED = ("running", "degraded")
+OPERATOR = "fleet-op"  # a non-root account on every machine, allowed `sudo journalctl` only
+OPERATOR_UID = 4242
 _POWEROFF = signal.SIGRTMIN + 4  # systemd as PID 1: SIGRTMIN+4 = poweroff
 
 
@@ -116,6 +119,37 @@ def _same_process(pid: int, start: int | None) -> bool:
     return False
 
 
+def _operator_account(directory: Path) -> list[Bind]:
+    """The host's accounts plus ``OPERATOR``, a plain user whose only privilege is running journalctl
+    through sudo (a sudoers entry, and the host's PAM stack for sudo), as an operator's account would be."""
+    directory.mkdir(mode=0o755)
+    lines = Path("/etc/passwd").read_text().splitlines()
+    taken = {int(fields[2]) for fields in (line.split(":") for line in lines) if len(fields) >= 7}
+    uid = next(n for n in range(OPERATOR_UID, OPERATOR_UID + 1000) if n not in taken)
+    entries = {
+        "passwd": f"{OPERATOR}:x:{uid}:{uid}:fleet operator:/:/bin/sh\n",
+        "group": f"{OPERATOR}:x:{uid}:\n",
+        "shadow": f"{OPERATOR}:*:19000:0:99999:7:::\n",
+    }
+    binds = []
+    for name, entry in entries.items():
+        host = Path("/etc", name).read_text()
+        copy = directory / name
+        copy.write_text(host + ("" if host.endswith("\n") or not host else "\n") + entry)
+        copy.chmod(0o640 if name == "shadow" else 0o644)
+        binds.append(Bind(copy, f"/etc/{name}"))
+    sudoers = directory / "sudoers"
+    sudoers.write_text(
+        "Defaults env_reset\n"
+        "root ALL=(ALL:ALL) ALL\n"
+        f"{OPERATOR} ALL=(root) NOPASSWD: /usr/bin/journalctl\n"
+    )
+    sudoers.chmod(0o440)
+    binds.append(Bind(sudoers, "/etc/sudoers"))
+    binds += [Bind(Path(p), p) for p in ("/etc/pam.d", "/etc/security") if Path(p).is_dir()]
+    return binds
+
+
 class Machine:
     """One systemd-nspawn machine. ``prepare`` happens in the constructor; then ``boot``/``poweroff`` any
     number of times (same machine ID each time), and ``destroy`` removes all it created."""
@@ -156,10 +190,13 @@ class Machine:
             raise MachineError(f"machine {self.name}: {self.workdir} exists (stop_leftovers cleans up)")
         ssh = self.workdir / "ssh"
         authorized = ssh / "authorized"
-        authorized.mkdir(parents=True, mode=0o700)
+        # sshd reads authorized_keys as the user logging in (root or the operator): readable by all
+        authorized.mkdir(parents=True, mode=0o755)
+        authorized.chmod(0o755)  # mkdir's mode is masked by the umask
         (self.workdir / "machine-id").write_text(f"{self.machine_id}\n")
         _keygen(ssh / "host_key", f"root@{self.name}")
         shutil.copyfile(authorized_key.with_suffix(".pub"), authorized / "authorized_keys")
+        (authorized / "authorized_keys").chmod(0o644)
         (ssh / "sshd_config").write_text(
             f"ListenAddress {self.address}\n"
             f"HostKey {_HOST_KEY}\n"
@@ -176,9 +213,7 @@ class Machine:
         self.known_hosts.write_text(f"{self.address} {public[0]} {public[1]}\n")
         self._binds += [
             Bind(self.workdir / "machine-id", "/etc/machine-id"),
-            Bind(Path("/etc/passwd"), "/etc/passwd"),
-            Bind(Path("/etc/group"), "/etc/group"),
-            Bind(Path("/etc/shadow"), "/etc/shadow"),
+            *_operator_account(self.workdir / "accounts"),
             Bind(ssh / "sshd_config", "/etc/ssh/sshd_config"),
             Bind(ssh / "host_key", _HOST_KEY),
             Bind(ssh / "host_key.pub", f"{_HOST_KEY}.pub"),
