@@ -99,7 +99,7 @@ async def bench(machines: int, units: int, idle: float) -> None:
                 await asyncio.sleep(0.01)
         await asyncio.sleep(1.0)  # anything else would have arrived by now
         agents = len([p for p in woken if p != reg.keys.globals])
-        engine_watches = len(engine.mirror.prefixes)
+        engine_watches = len(engine.mirror.prefixes) if engine.mirror is not None else 0
         print(
             f"fan-out: scheduling one non-global unit woke {agents} agent watcher(s) of {len(prefixes)}"
             f" (+ the engine: 1 watcher over {engine_watches} prefixes) -> {agents + 1} watchers"

@@ -1,9 +1,14 @@
 """The engine shell: elect a leader, and on the leader turn the mirrored keyspace into a schedule.
 
-Level-triggered: a change in any mirrored prefix (units/, targets/, machines/, schedule/, bodies/), a
-leadership change or the periodic tick (``interval``) wakes the loop; each pass builds a snapshot from the
-mirror, plans it with the pure planner and applies the plan in Txns guarded by the leadership compare. A
-failed compare is never patched: the next pass re-plans from fresh data.
+Only the leader holds a copy of the registry. A standby candidate watches the leader key and nothing else
+(DESIGN.md §3: no herd): the mirror of units/, targets/, machines/, schedule/ and bodies/ is listed when
+leadership is won and dropped, with every cache built from it, when leadership is lost.
+
+Level-triggered while leading: a change in any mirrored prefix, a leadership change or the periodic tick
+(``interval``) wakes the loop; a pass builds a snapshot from the mirror, plans it with the pure planner and
+applies the plan in Txns guarded by the leadership compare. A pass over the same mirror generation as the
+last completed pass is skipped (the plan is a pure function of it). A failed compare is never patched: the
+next pass re-plans from fresh data.
 """
 
 from __future__ import annotations
@@ -66,9 +71,13 @@ class Engine:
         self.ttl = ttl
         self._clock = clock
         self.election = Election(kv, keys.leader, machine_id, ttl)
-        self.mirror = Mirror(kv, [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies])
+        self._kv = kv
+        self._parse_body = parse_body
+        self.mirror: Mirror | None = None  # the registry copy: only while leading
         self._builder = SnapshotBuilder(keys, parse_body)
+        self._planned: int | None = None  # the mirror generation the last completed pass planned
         self.passes = 0  # reconcile passes run as leader (for tests and benchmarks)
+        self.skipped = 0  # wake-ups as leader with nothing new to plan
 
     @property
     def is_leader(self) -> bool:
@@ -78,23 +87,42 @@ class Engine:
         """Campaign and reconcile until cancelled; on the way out, release leadership."""
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.mirror.run())
                 group.create_task(self.election.run())
                 group.create_task(self._loop())
         finally:
             await asyncio.shield(self.election.resign())
 
     async def _loop(self) -> None:
-        await self.mirror.ready.wait()
         while True:
-            if self.election.is_leader:
-                await self._guarded_pass()
-            await self._wait()
+            while not self.election.is_leader:
+                self.election.changed.clear()
+                await self.election.changed.wait()
+            await self._lead()
 
-    async def _wait(self) -> None:
-        """Until the mirror changes, leadership changes or the tick elapses."""
+    async def _lead(self) -> None:
+        """One term: list the registry into a fresh mirror, reconcile until leadership is lost, drop it."""
+        keys = self.registry.keys
+        mirror = Mirror(self._kv, [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies])
+        self.mirror, self._planned = mirror, None
+        self._builder = SnapshotBuilder(keys, self._parse_body)
+        follow = asyncio.create_task(mirror.run())
+        try:
+            await self._wait(mirror.ready)
+            while self.election.is_leader:
+                if mirror.ready.is_set():
+                    await self._guarded_pass(mirror)
+                await self._wait(mirror.changed)
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+            self.mirror, self._planned = None, None
+            self._builder = SnapshotBuilder(keys, self._parse_body)
+
+    async def _wait(self, event: asyncio.Event) -> None:
+        """Until ``event`` is set, leadership changes or the tick elapses."""
         waiters = [
-            asyncio.ensure_future(self.mirror.changed.wait()),
+            asyncio.ensure_future(event.wait()),
             asyncio.ensure_future(self.election.changed.wait()),
         ]
         try:
@@ -102,10 +130,14 @@ class Engine:
         finally:
             for waiter in waiters:
                 waiter.cancel()
-        self.mirror.changed.clear()
+        if self.mirror is not None:
+            self.mirror.changed.clear()
         self.election.changed.clear()
 
-    async def _guarded_pass(self) -> None:
+    async def _guarded_pass(self, mirror: Mirror) -> None:
+        if self._planned == mirror.generation:
+            self.skipped += 1
+            return
         started = self._clock()
         try:
             await self.reconcile()
@@ -118,8 +150,8 @@ class Engine:
             logger.warning("Engine completed reconciliation in %.3fs", elapsed)
 
     def build(self) -> Built:
-        """A snapshot of the mirror as it is now (bad data reported once, at WARNING)."""
-        m, keys = self.mirror, self.registry.keys
+        """A snapshot of the mirror as it is now (bad data reported once, at WARNING). Leader only."""
+        m, keys = self._leading_mirror(), self.registry.keys
         built = self._builder.build(
             m.revision,
             machines=m.items(keys.machines),
@@ -136,14 +168,16 @@ class Engine:
     async def reconcile(self) -> None:
         """One pass: snapshot, plan, apply, then collect unreferenced bodies. Leader only."""
         leadership = self.election.leadership
-        if leadership is None:
+        if leadership is None or self.mirror is None or not self.mirror.ready.is_set():
             return
         self.passes += 1
+        generation = self.mirror.generation
         built = self.build()
         garbage = self._unreferenced_bodies(built)  # now: the mirror moves on while we await below
         plan = plan_cluster(built.snapshot)
         if plan.actions:
-            await self._apply(plan, leadership)
+            if not await self._apply(plan, leadership):
+                return  # not applied: the next wake-up plans again
         else:
             logger.debug("engine pass at revision %d: nothing to do", plan.revision)
         if garbage:
@@ -151,16 +185,23 @@ class Engine:
             deleted = await self.registry.collect_bodies(garbage, leadership)
             if deleted:
                 logger.info('action=collect bodies=%d reason="no unit references them"', deleted)
+        self._planned = generation  # completed: until the mirror changes, a pass would plan the same
 
-    async def _apply(self, plan: EnginePlan, leadership: Compare) -> None:
+    def _leading_mirror(self) -> Mirror:
+        if self.mirror is None:
+            raise RuntimeError("the engine holds no registry copy: it is not leading")
+        return self.mirror
+
+    async def _apply(self, plan: EnginePlan, leadership: Compare) -> bool:
         try:
             revision = await self.registry.apply_plan(plan, leadership)
         except CASConflict as exc:
             logger.warning("engine plan of %d actions not applied: %s", len(plan.actions), exc)
-            return
+            return False
         for action in plan.actions:
             logger.info("%s", _describe(action))
         await self._caught_up(revision, self.registry.keys.schedules)
+        return True
 
     def _unreferenced_bodies(self, built: Built) -> dict[str, int]:
         """Bodies (hash -> mod revision) that nothing in ``built`` references, as the mirror is now.
@@ -168,7 +209,7 @@ class Engine:
         A body newer than what the units/ or schedule/ watch has delivered may belong to a unit that is not
         mirrored yet (they are written in one Txn but arrive on different watches): it is kept.
         """
-        keys, m = self.registry.keys, self.mirror
+        keys, m = self.registry.keys, self._leading_mirror()
         horizon = min(m.revision_of(keys.units), m.revision_of(keys.schedules))
         return {
             kv.key[len(keys.bodies) :]: kv.mod_revision
@@ -180,7 +221,7 @@ class Engine:
         """Let the mirror see our own writes before the next pass plans (else it would redo them)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.ttl):
-                await self.mirror.wait_for(revision, prefix)
+                await self._leading_mirror().wait_for(revision, prefix)
 
 
 def _describe(action: Action) -> str:

@@ -97,6 +97,11 @@ class MemoryKV:
     # -- reads -----------------------------------------------------------------------------------------------
 
     @property
+    def watchers(self) -> int:
+        """Watches open now (a test helper; etcd's etcd_debugging_mvcc_watcher_total)."""
+        return len(self._waiters)
+
+    @property
     def revision(self) -> int:
         """The current store revision (a test helper; not part of the KV protocol)."""
         return self._revision
