@@ -50,9 +50,9 @@ class CountingKV:
         self.requests += 1
         return await self.inner.get(key)
 
-    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> RangeResult:
+    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = "") -> RangeResult:
         self.requests += 1
-        return await self.inner.range(prefix, revision=revision, limit=limit)
+        return await self.inner.range(prefix, revision=revision, limit=limit, start=start)
 
     async def put(self, key: str, value: str, *, lease: int = 0) -> int:
         self.requests += 1

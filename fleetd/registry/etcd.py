@@ -272,8 +272,12 @@ class EtcdKV:
         reply = await self._unary("KV", "Range", pb.RangeRequest(key=_b(key)))
         return _kv(reply.kvs[0]) if reply.kvs else None
 
-    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> RangeResult:
+    async def range(
+        self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = ""
+    ) -> RangeResult:
         key, end = _span(prefix, True)
+        if start > prefix:
+            key = _b(start)
         request = pb.RangeRequest(key=key, range_end=end, revision=revision, limit=limit)
         reply = await self._unary("KV", "Range", request)
         return RangeResult(tuple(_kv(kv) for kv in reply.kvs), reply.header.revision)

@@ -36,7 +36,10 @@ __all__ = [
     "WatchCompacted",
     "WatchEvent",
     "prefix_end",
+    "range_paged",
 ]
+
+RANGE_PAGE = 500  # keys per range request when a whole prefix is read
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +157,11 @@ def prefix_end(prefix: str) -> str:
 class KV(Protocol):
     async def get(self, key: str) -> KeyValue | None: ...
 
-    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> RangeResult:
-        """Every key starting with ``prefix``, sorted by key, at ``revision`` (0 = latest)."""
+    async def range(
+        self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = ""
+    ) -> RangeResult:
+        """Every key starting with ``prefix``, sorted by key, at ``revision`` (0 = latest); at most ``limit``
+        of them (0 = all), from ``start`` on (inclusive; "" = from the first)."""
         ...
 
     async def put(self, key: str, value: str, *, lease: int = 0) -> int:
@@ -199,3 +205,17 @@ class KV(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def range_paged(kv: KV, prefix: str, *, revision: int = 0, page: int = RANGE_PAGE) -> RangeResult:
+    """Every key under ``prefix`` at one revision, read ``page`` keys per request (no single reply grows
+    with the registry); ``revision`` 0 pins the revision of the first page."""
+    kvs: list[KeyValue] = []
+    start = ""
+    while True:
+        result = await kv.range(prefix, revision=revision, limit=page, start=start)
+        revision = revision or result.revision
+        kvs.extend(result.kvs)
+        if len(result.kvs) < page:
+            return RangeResult(tuple(kvs), revision)
+        start = result.kvs[-1].key + "\0"

@@ -110,9 +110,13 @@ class MemoryKV:
         self._enter()
         return self._live.get(key)
 
-    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> RangeResult:
+    async def range(
+        self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = ""
+    ) -> RangeResult:
         self._enter()
         kvs = self._range(prefix, True, revision)
+        if start:
+            kvs = kvs[bisect.bisect_left(kvs, start, key=lambda kv: kv.key) :]
         return RangeResult(kvs[:limit] if limit > 0 else kvs, self._revision)
 
     def _range(self, key: str, is_prefix: bool, revision: int = 0) -> tuple[KeyValue, ...]:

@@ -1,9 +1,9 @@
 """A watch-fed in-memory copy of some key prefixes: list once, then apply watch events.
 
-The prefixes are listed at one revision R, then each is watched from R + 1 (one watch per prefix, so a
-consumer is woken only by the prefixes it asked for). A compacted watch revision means relist; any other
-registry failure is logged and retried with a relist after a short delay. Readers see plain mappings and an
-``asyncio.Event`` that is set after every change (the consumer clears it).
+The prefixes are listed at one revision R (in pages), then each is watched from R + 1 (one watch per
+prefix, so a consumer is woken only by the prefixes it asked for). A compacted watch revision means
+relist; any other registry failure is logged and retried with a relist after a short delay. Readers see
+plain mappings and an ``asyncio.Event`` that is set after every change (the consumer clears it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from fleetd.errors import RegistryError
-from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent
+from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent, range_paged
 
 __all__ = ["Mirror"]
 
@@ -90,7 +90,7 @@ class Mirror:
         data: dict[str, dict[str, KeyValue]] = {}
         revision = 0
         for prefix in self.prefixes:
-            result = await self._kv.range(prefix, revision=revision)
+            result = await range_paged(self._kv, prefix, revision=revision)
             revision = revision or result.revision
             data[prefix] = {kv.key: kv for kv in result.kvs}
         self._data = data

@@ -27,6 +27,7 @@ from fleetd.registry.kv import (
     Put,
     WatchCompacted,
     WatchEvent,
+    range_paged,
 )
 
 Scenario = Callable[[KV], Awaitable[None]]
@@ -132,6 +133,22 @@ class KVContract:
         limited = await kv.range(h.prefix + "r/", limit=2)
         assert [x.value for x in limited.kvs] == ["r/a", "r/b/x"]
         assert (await kv.range(h.prefix + "nothing/")).kvs == ()
+
+    @scenario
+    async def test_range_from_a_start_key_and_paged_reads_see_one_revision(self, kv: KV, h: Harness) -> None:
+        names = [f"p/{n:02d}" for n in range(7)]
+        for name in names:
+            await kv.put(h.prefix + name, name)
+        tail = await kv.range(h.prefix + "p/", start=h.prefix + "p/03", limit=2)
+        assert [x.value for x in tail.kvs] == ["p/03", "p/04"]
+        assert (await kv.range(h.prefix + "p/", start=h.prefix + "p/99")).kvs == ()
+        assert [x.value for x in (await kv.range(h.prefix + "p/", start=h.prefix)).kvs] == names
+        first = await kv.range(h.prefix + "p/", limit=1)
+        await kv.put(h.prefix + "p/00a", "late")  # written between pages: not in a paged read at one revision
+        paged = await range_paged(kv, h.prefix + "p/", revision=first.revision, page=3)
+        assert [x.value for x in paged.kvs] == names
+        assert paged.revision == first.revision
+        assert len((await range_paged(kv, h.prefix + "p/", page=2)).kvs) == len(names) + 1
 
     @scenario
     async def test_range_at_an_old_revision_sees_the_past(self, kv: KV, h: Harness) -> None:

@@ -53,9 +53,9 @@ class FlakyKV:
         self._check()
         return await self.inner.get(key)
 
-    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0) -> RangeResult:
+    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = "") -> RangeResult:
         self._check()
-        return await self.inner.range(prefix, revision=revision, limit=limit)
+        return await self.inner.range(prefix, revision=revision, limit=limit, start=start)
 
     async def put(self, key: str, value: str, *, lease: int = 0) -> int:
         self._check()

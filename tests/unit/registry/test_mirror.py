@@ -18,9 +18,9 @@ class TracingKV(MemoryKV):
         self.ranges = 0
         self.compacted_watches = 0
 
-    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0):  # type: ignore[no-untyped-def]
+    async def range(self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = ""):  # type: ignore[no-untyped-def]
         self.ranges += 1
-        return await super().range(prefix, revision=revision, limit=limit)
+        return await super().range(prefix, revision=revision, limit=limit, start=start)
 
     def watch(
         self, prefix: str, start_revision: int, *, prev_kv: bool = False
