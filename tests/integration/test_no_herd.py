@@ -1,0 +1,83 @@
+"""No herd, measured by etcd itself: the watch events one unit start costs, and the watches each fleetd
+holds, do not grow with the number of machines.
+
+Each simulated machine is what fleetd runs by default: the production agent *and* an engine candidate
+(bench.cluster_sim with one engine per machine). etcd's own counters are read from its ``/metrics``:
+``etcd_debugging_mvcc_events_total`` (watch events sent) and ``etcd_debugging_mvcc_watcher_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from bench.cluster_sim import SimCluster, unit, wait_until
+from devcluster.etcd import EtcdServer
+from fleetd.model import UnitName
+
+STARTS = 5  # unit starts measured at each size
+SIZES = (4, 24)  # machines (each an agent and an engine candidate)
+WATCHES_PER_STANDBY = 3  # agent: its schedule/ and globals/; engine: the leader key
+
+
+@pytest.fixture
+def own_etcd() -> Iterator[EtcdServer]:
+    with EtcdServer() as etcd:  # its own counters: no other test's traffic
+        yield etcd
+
+
+def metric(etcd: EtcdServer, name: str) -> float:
+    with urllib.request.urlopen(f"{etcd.endpoint}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found, f"etcd does not export {name}"
+    return float(found.group(1))
+
+
+async def measure(etcd: EtcdServer, machines: int) -> tuple[float, float]:
+    """(watch events per unit start, watchers per machine) for a cluster of ``machines`` fleetds."""
+    prefix = f"/herd-{machines}/"
+    async with SimCluster(etcd.endpoint, ttl=10.0, clients=4, engines=machines, prefix=prefix,
+                          engine_interval=0.2) as cluster:
+        await cluster.add_machines(machines)
+        leader = cluster.leader()
+        assert leader is not None
+
+        async def settled() -> None:
+            """The leader has seen everything: three ticks in a row found nothing new to plan."""
+            assert leader is not None
+            skipped = leader.skipped
+            async with asyncio.timeout(30):
+                while leader.skipped < skipped + 3:  # noqa: ASYNC110 - a counter, no event to wait on
+                    await asyncio.sleep(0.05)
+
+        await settled()
+        watchers = metric(etcd, "etcd_debugging_mvcc_watcher_total")
+        before = metric(etcd, "etcd_debugging_mvcc_events_total")
+        for index in range(STARTS):
+            name = UnitName(f"herd-{index}.service")
+            await cluster.registry.put_units([unit(name)])
+            assert await wait_until(lambda n=name: n in cluster.active, cluster.changed, 30), name
+        await settled()
+        events = metric(etcd, "etcd_debugging_mvcc_events_total") - before
+    return events / STARTS, watchers / machines
+
+
+def test_watch_events_per_start_and_watchers_per_machine_do_not_grow_with_the_cluster(
+    own_etcd: EtcdServer, aio: asyncio.Runner
+) -> None:
+    (small_events, small_watchers), (large_events, large_watchers) = (
+        aio.run(measure(own_etcd, size)) for size in SIZES
+    )
+    report = (
+        f"{SIZES[0]} machines: {small_events:.1f} events/start, {small_watchers:.2f} watchers/machine; "
+        f"{SIZES[1]} machines: {large_events:.1f} events/start, {large_watchers:.2f} watchers/machine"
+    )
+    assert large_events <= small_events + 1, report  # +1: a stray lease-expiry or election event
+    assert large_events <= 8, report
+    # every machine holds its standby watches; the leader's mirror adds a constant number in all
+    assert large_watchers <= WATCHES_PER_STANDBY + 6 / SIZES[1], report
