@@ -12,6 +12,7 @@ import asyncio
 import re
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -61,7 +62,7 @@ async def measure(etcd: EtcdServer, machines: int) -> tuple[float, float]:
         for index in range(STARTS):
             name = UnitName(f"herd-{index}.service")
             await cluster.registry.put_units([unit(name)])
-            assert await wait_until(lambda n=name: n in cluster.active, cluster.changed, 30), name
+            assert await wait_until(partial(cluster.active.__contains__, name), cluster.changed, 30), name
         await settled()
         events = metric(etcd, "etcd_debugging_mvcc_events_total") - before
     return events / STARTS, watchers / machines
