@@ -136,7 +136,8 @@ class SimCluster:
             kv = EtcdKV([self.endpoint], request_timeout=self._timeout)
             self._engine_kvs.append(kv)
             engine = Engine(
-                kv, f"engine-{index}", prefix=self.prefix, interval=self._engine_interval, ttl=self.ttl
+                kv, f"engine-{index}", prefix=self.prefix, interval=self._engine_interval, ttl=self.ttl,
+                grace=self.ttl,
             )
             self.engines.append(engine)
             self._engine_tasks.append(asyncio.create_task(engine.run()))

@@ -97,6 +97,7 @@ def child(window: float) -> int:
             prefix=cfg.etcd_key_prefix,
             interval=interval,
             ttl=server.ENGINE_TTL_FACTOR * interval,
+            grace=cfg.agent_ttl,
         )
         components = server.Components(kv, manager, agent, engine)
         tasks.append(asyncio.get_running_loop().create_task(measure(components, manager)))

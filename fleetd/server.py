@@ -93,7 +93,8 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
     if not config.disable_engine:
         interval = config.engine_reconcile_interval
         engine = Engine(
-            kv, machine_id, prefix=config.etcd_key_prefix, interval=interval, ttl=ENGINE_TTL_FACTOR * interval
+            kv, machine_id, prefix=config.etcd_key_prefix, interval=interval,
+            ttl=ENGINE_TTL_FACTOR * interval, grace=config.agent_ttl,
         )
     return Components(kv, units, agent, engine)
 

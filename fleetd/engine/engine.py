@@ -9,12 +9,21 @@ Level-triggered while leading: a change in any mirrored prefix, a leadership cha
 applies the plan in Txns guarded by the leadership compare. A pass over the same mirror generation as the
 last completed pass is skipped (the plan is a pure function of it). A failed compare is never patched: the
 next pass re-plans from fresh data.
+
+An etcd outage is not a machine failure (DESIGN.md §4). When every lease lapses together (etcd paused,
+restarted or unreachable for longer than ``agent_ttl``), machine records vanish although the machines run
+on. So for ``grace`` seconds (default: one agent TTL) after winning leadership, and after seeing at least
+``MASS_LOSS_FRACTION`` of the machines (and at least two) vanish between two passes, machines that are
+absent but still have units scheduled are *held*: their units stay scheduled to them and are not moved.
+A machine that re-registers within the grace keeps its units untouched; one still absent afterwards is
+declared lost and its units are placed elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +33,7 @@ from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
 from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
 from fleetd.errors import CASConflict, RegistryError
-from fleetd.model import SHORT_ID_LENGTH, Requirements, UnitName
+from fleetd.model import SHORT_ID_LENGTH, MachineID, Requirements, UnitName
 from fleetd.registry.keyspace import DEFAULT_PREFIX
 from fleetd.registry.kv import KV, Compare
 from fleetd.registry.mirror import Mirror
@@ -38,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
 DEFAULT_TTL = 10.0
+MASS_LOSS_FRACTION = 0.5  # of the machines seen at the last pass, vanishing before the next one
 
 
 def parse_unit_body(text: str) -> Callable[[UnitName], Requirements]:
@@ -63,6 +73,8 @@ class Engine:
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.monotonic,
         parse_body: BodyParser = parse_unit_body,
+        grace: float = DEFAULT_TTL,
+        mass_loss: float = MASS_LOSS_FRACTION,
     ) -> None:
         self.registry = Registry(kv, prefix)
         keys = self.registry.keys
@@ -75,7 +87,11 @@ class Engine:
         self._parse_body = parse_body
         self.mirror: Mirror | None = None  # the registry copy: only while leading
         self._builder = SnapshotBuilder(keys, parse_body)
-        self._planned: int | None = None  # the mirror generation the last completed pass planned
+        self.grace = grace
+        self.mass_loss = mass_loss
+        self._hold_until = 0.0  # monotonic time until which absent machines are held
+        self._live: frozenset[MachineID] = frozenset()  # live machines at the last pass
+        self._planned: tuple[int, bool] | None = None  # (mirror generation, holding) of the last pass
         self.passes = 0  # reconcile passes run as leader (for tests and benchmarks)
         self.skipped = 0  # wake-ups as leader with nothing new to plan
 
@@ -105,6 +121,7 @@ class Engine:
         mirror = Mirror(self._kv, [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies])
         self.mirror, self._planned = mirror, None
         self._builder = SnapshotBuilder(keys, self._parse_body)
+        self._hold_until, self._live = self._clock() + self.grace, frozenset()
         follow = asyncio.create_task(mirror.run())
         try:
             await self._wait(mirror.ready)
@@ -126,7 +143,9 @@ class Engine:
             asyncio.ensure_future(self.election.changed.wait()),
         ]
         try:
-            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            left = self._hold_until - self._clock()  # wake when a grace ends: held machines are lost then
+            timeout = min(self.interval, left) if left > 0 else self.interval
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -135,7 +154,7 @@ class Engine:
         self.election.changed.clear()
 
     async def _guarded_pass(self, mirror: Mirror) -> None:
-        if self._planned == mirror.generation:
+        if self._planned == (mirror.generation, self._clock() < self._hold_until):
             self.skipped += 1
             return
         started = self._clock()
@@ -173,6 +192,11 @@ class Engine:
         self.passes += 1
         generation = self.mirror.generation
         built = self.build()
+        held = self._held_machines(built)
+        if held:
+            built = dataclasses.replace(
+                built, snapshot=dataclasses.replace(built.snapshot, held_machines=held)
+            )
         garbage = self._unreferenced_bodies(built)  # now: the mirror moves on while we await below
         plan = plan_cluster(built.snapshot)
         if plan.actions:
@@ -185,7 +209,23 @@ class Engine:
             deleted = await self.registry.collect_bodies(garbage, leadership)
             if deleted:
                 logger.info('action=collect bodies=%d reason="no unit references them"', deleted)
-        self._planned = generation  # completed: until the mirror changes, a pass would plan the same
+        # completed: until the mirror changes or the grace ends, a pass would plan the same
+        self._planned = (generation, self._clock() < self._hold_until)
+
+    def _held_machines(self, built: Built) -> frozenset[MachineID]:
+        """Absent machines with scheduled units, while a grace runs (see the module docstring)."""
+        now, live = self._clock(), frozenset(built.snapshot.machines)
+        gone = self._live - live
+        if self._live and len(gone) >= max(2, self.mass_loss * len(self._live)):
+            logger.warning(
+                "%d of %d machines vanished at once: holding their units for %.1fs (etcd trouble, not %s)",
+                len(gone), len(self._live), self.grace, "machine failures",
+            )
+            self._hold_until = max(self._hold_until, now + self.grace)
+        self._live = live
+        if now >= self._hold_until:
+            return frozenset()
+        return frozenset(e.machine_id for e in built.snapshot.schedule.values()) - live
 
     def _leading_mirror(self) -> Mirror:
         if self.mirror is None:

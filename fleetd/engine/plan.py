@@ -155,6 +155,7 @@ class _Fold:
         self.pools: dict[MetadataKey, tuple[frozenset[MachineID], LoadIndex | None]] = {}
         self.pools_of: dict[MachineID, list[LoadIndex]] = {}
         self.moves: dict[UnitName, int] = {}
+        self.held: set[UnitName] = set()  # units of absent machines in their grace: left as they are
 
     # -- the pass -----------------------------------------------------------------------------------------
 
@@ -170,6 +171,11 @@ class _Fold:
             entry = self.snapshot.schedule[name]
             unit = self.units.get(name)
             reason = self._drop_reason(unit, entry.machine_id)
+            if entry.machine_id in self.snapshot.held_machines and reason == MACHINE_WENT_AWAY.format(
+                machine=entry.machine_id
+            ):
+                self.held.add(name)
+                continue
             if reason is not None or unit is None:
                 self.events.append(Unschedule(name, entry.machine_id, reason or UNSCHEDULE_DESTROYED))
                 continue
@@ -209,7 +215,7 @@ class _Fold:
             name
             for name, unit in self.units.items()
             if not unit.is_global and unit.target_state is not TargetState.INACTIVE
-            and name not in self.placed
+            and name not in self.placed and name not in self.held
         )
         pending = set(queue)
         waiting: dict[UnitName, list[UnitName]] = {}

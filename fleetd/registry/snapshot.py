@@ -34,3 +34,6 @@ class ClusterSnapshot:
     units: Mapping[UnitName, Unit]
     schedule: Mapping[UnitName, ScheduledUnit]
     extra_schedule: tuple[tuple[UnitName, MachineID], ...] = ()
+    # Absent machines still in their grace (an etcd outage is not a machine failure): their units stay
+    # scheduled to them, untouched, and nothing new goes there.
+    held_machines: frozenset[MachineID] = frozenset()

@@ -44,7 +44,7 @@ class Engines:
         self.running: dict[str, tuple[Engine, asyncio.Task[None]]] = {}
 
     def start(self, machine_id: str, interval: float = 1.0) -> Engine:
-        engine = Engine(self.kv, machine_id, prefix=self.prefix, interval=interval, ttl=TTL)
+        engine = Engine(self.kv, machine_id, prefix=self.prefix, interval=interval, ttl=TTL, grace=TTL)
         self.running[machine_id] = (engine, asyncio.create_task(engine.run()))
         return engine
 

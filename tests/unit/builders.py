@@ -95,7 +95,9 @@ def apply(before: ClusterSnapshot, plan: EnginePlan) -> ClusterSnapshot:
             extra.append((name, machine_id))
         else:
             table[name] = entry
-    return ClusterSnapshot(before.revision + 1, before.machines, before.units, table, tuple(extra))
+    return ClusterSnapshot(
+        before.revision + 1, before.machines, before.units, table, tuple(extra), before.held_machines
+    )
 
 
 def placement(snap: ClusterSnapshot) -> dict[str, str]:

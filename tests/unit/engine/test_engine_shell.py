@@ -54,7 +54,7 @@ class Cluster:
         self.machine_leases: dict[str, int] = {}
 
     def start_engine(self, machine_id: str, interval: float = 30.0) -> Engine:
-        engine = Engine(self.kv, machine_id, prefix=P, interval=interval, ttl=TTL)
+        engine = Engine(self.kv, machine_id, prefix=P, interval=interval, ttl=TTL, grace=TTL)
         self.engines[machine_id] = (engine, asyncio.create_task(engine.run()))
         return engine
 
@@ -217,6 +217,51 @@ def test_units_of_a_machine_whose_lease_is_revoked_are_replaced_honouring_constr
             return (await placement(c.reg)).get("web.service") == [other]
 
         await eventually(moved, seconds=3.0)
+
+    run(t)
+
+
+def test_machines_vanishing_together_are_held_for_the_grace_and_keep_their_units_if_they_return(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "fleetd.engine")
+
+    async def t(c: Cluster) -> None:
+        for machine_id in ("m1", "m2", "m3", "m4"):
+            await c.add_machine(machine_id)
+        for index in range(8):
+            await submit(c.reg, f"u{index}.service")
+        engine = Engine(c.kv, "m1", prefix=P, interval=0.05, ttl=TTL, grace=1.5)
+        c.engines["m1"] = (engine, asyncio.create_task(engine.run()))
+        await c.one_leader()
+
+        async def all_placed() -> bool:
+            return len(await placement(c.reg)) == 8
+
+        await eventually(all_placed, seconds=5.0)
+        before = await placement(c.reg)
+        await asyncio.sleep(2.0)  # past the grace that followed winning leadership
+        for machine_id in ("m2", "m3", "m4"):  # as when etcd lapses every lease at once
+            await c.kv.revoke(c.machine_leases[machine_id])
+
+        async def noticed() -> bool:
+            return "3 of 4 machines vanished at once" in caplog.text
+
+        await eventually(noticed, seconds=3.0)
+        assert await placement(c.reg) == before  # held: nothing moved to m1
+        await c.add_machine("m2")  # m2 re-registers within the grace; m3 and m4 stay away
+
+        def on(machine_id: str, table: dict[str, list[str]]) -> set[str]:
+            return {name for name, machines in table.items() if machines == [machine_id]}
+
+        async def settled() -> bool:
+            now = await placement(c.reg)
+            return not on("m3", now) and not on("m4", now)
+
+        await eventually(settled, seconds=5.0)  # after the grace, m3's and m4's units are placed again
+        after = await placement(c.reg)
+        assert on("m2", before) <= on("m2", after)  # m2's units never left it
+        assert len(after) == 8
 
     run(t)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fleetd.engine.plan import (
@@ -306,6 +308,21 @@ case(
     snapshot([M2], [hello], {"hello.service": "m1"}),
     drop("hello.service", "m1", gone("m1")),
     place(hello, "m2"),
+)
+case(
+    "machine absent but held (grace after an etcd outage): its unit stays, nothing new goes there",
+    dataclasses.replace(
+        snapshot([M2], [hello, unit("new.service")], {"hello.service": "m1"}),
+        held_machines=frozenset({MachineID("m1")}),
+    ),
+    place(unit("new.service"), "m2"),
+)
+case(
+    "a held machine's destroyed unit is still unscheduled",
+    dataclasses.replace(
+        snapshot([M2], [], {"hello.service": "m1"}), held_machines=frozenset({MachineID("m1")})
+    ),
+    drop("hello.service", "m1", UNSCHEDULE_DESTROYED),
 )
 case(
     "destroyed unit is unscheduled",
