@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fleetd.errors import UnitFileError
 from fleetd.glob import match as glob_match
+from fleetd.glob import pattern_problem
 from fleetd.model import Requirements
 from fleetd.unitfile.names import UnitNameInfo
 from fleetd.unitfile.parser import GO_SPACE, parse
@@ -117,14 +118,20 @@ def validate_requirements(unit: UnitFile) -> None:
 def requirement_problems(unit: UnitFile) -> tuple[UnitFileError, ...]:
     """Every reason the [X-Fleet] options cannot be satisfied, in the original's check order.
 
-    Each error carries the line of the option that completes the bad combination, when known.
+    Malformed or over-limit Conflicts and Replaces globs come first (a check the original lacks: a glob is
+    matched against every unit name on every engine pass). Each error carries the line of the option that
+    completes the bad combination, when known.
     """
     try:
         parse(unit.canonical)
     except UnitFileError as err:
         return (UnitFileError(err.msg),)
     found = _Extracted(list(_values(unit)))
-    problems: list[UnitFileError] = []
+    problems = [
+        UnitFileError(f'{pattern.key} pattern "{_shortened(pattern.value)}" {problem}', pattern.line or None)
+        for pattern in _unique(found.conflicts + found.replaces)
+        if (problem := pattern_problem(pattern.value)) is not None
+    ]
     for kind, patterns in (("conflict", found.conflicts), ("replace", found.replaces)):
         for peer in _unique(found.peers):
             for pattern in _unique(patterns):
@@ -211,6 +218,10 @@ def _fields(value: str) -> list[str]:
     if current:
         out.append("".join(current))
     return out
+
+
+def _shortened(value: str, limit: int = 64) -> str:
+    return value if len(value) <= limit else value[:limit - 3] + "..."
 
 
 def _unique(values: list[_Value]) -> list[_Value]:

@@ -247,6 +247,16 @@ INVALID = [
     pytest.param("Conflicts=x*\nMachineID=m\nMachineOf=x.service\nReplaces=x*\n",
                  'unresolvable requirements: peer "x.service" matches conflict "x*"', 4,
                  id="peer checks come before the combination checks"),
+    pytest.param("MachineMetadata=a=b\nConflicts=ok.service web[.service\n",
+                 'Conflicts pattern "web[.service" is malformed', 3, id="malformed Conflicts glob"),
+    pytest.param("X-Conflicts=a\\\n", 'X-Conflicts pattern "a\\" is malformed', 2,
+                 id="Conflicts glob with a trailing backslash"),
+    pytest.param("Replaces=[]\n", 'Replaces pattern "[]" is malformed', 2, id="malformed Replaces glob"),
+    pytest.param("Conflicts=" + "*a" * 17 + "\n", f'Conflicts pattern "{"*a" * 17}" has more than 16 "*"', 2,
+                 id="Conflicts glob with too many stars"),
+    pytest.param("Global=true\nReplaces=" + "x" * 300 + "\n",
+                 f'Replaces pattern "{"x" * 61}..." is longer than 256 characters', 3,
+                 id="Replaces glob that is too long, before the combination checks"),
 ]
 
 
@@ -267,6 +277,21 @@ def test_all_problems_are_listed_in_the_original_order() -> None:
         "MachineID cannot be used with Replaces",
         "Conflicts cannot be used with Replaces",
     ]
+
+
+def test_glob_problems_name_each_pattern_once_with_its_line() -> None:
+    unit = fleet("Conflicts=a[ ok*\nMachineOf=okay.service\nConflicts=a[ b\\\n")
+    assert [(p.msg, p.line) for p in requirement_problems(unit)] == [
+        ('Conflicts pattern "a[" is malformed', 2),
+        ('Conflicts pattern "b\\" is malformed', 4),
+        ('unresolvable requirements: peer "okay.service" matches conflict "ok*"', 3),
+    ]
+
+
+def test_a_backtracking_trap_within_the_limits_is_checked_at_once() -> None:
+    # A regex would try every way to share the a's among the 15 stars (the old matcher did).
+    unit = fleet("Conflicts=" + "*a" * 15 + "*b\nMachineOf=" + "a" * 240 + ".service\n")
+    assert requirement_problems(unit) == ()
 
 
 def test_validation_does_not_expand_specifiers() -> None:
