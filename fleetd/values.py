@@ -118,10 +118,15 @@ def require_text(text: str) -> str:
 
 
 def parse_endpoint(text: str) -> str:
-    """An etcd endpoint ``http(s)://host[:port][/]`` (scheme optional: http); ValueError when malformed."""
+    """An etcd endpoint ``http(s)://host[:port][/]`` (scheme optional: http) or ``unix:/path``; ValueError
+    when malformed."""
     stripped = require_text(text.strip())
     if not stripped or _UNPRINTABLE.search(stripped):
         raise ValueError("expected URLs such as http://127.0.0.1:2379 (no spaces or control characters)")
+    if stripped.startswith("unix:"):
+        if len(stripped) == len("unix:"):
+            raise ValueError("expected a socket path after unix:")
+        return stripped
     try:
         parts = urlsplit(stripped if "://" in stripped else f"http://{stripped}")
         port = parts.port

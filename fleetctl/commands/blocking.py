@@ -18,6 +18,7 @@ __all__ = ["block_options", "report_triggered", "timeout_for", "wait_for"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROGRESS_MIN_UNITS = 2  # a progress line for one unit would only flicker
+MAX_BLOCK_ATTEMPTS = 43_200  # 24 hours of 2-second attempts; more is a typo, not a plan
 
 
 def block_options(f: F) -> F:
@@ -26,7 +27,7 @@ def block_options(f: F) -> F:
     )(f)
     return click.option(
         "--block-attempts",
-        type=int,
+        type=click.IntRange(max=MAX_BLOCK_ATTEMPTS),
         default=0,
         show_default=True,
         help="Wait budget in attempts of 2 seconds; 0 or less waits forever.",
