@@ -2,9 +2,11 @@
 
 ``HostKeyGate`` reads the known_hosts file once per connection (fleetctl.known_hosts parses and matches),
 restricts the host-key algorithms offered to the key types on file for the host, and decides on the key the
-host presents: a known key passes; a changed key prints the REMOTE HOST IDENTIFICATION HAS CHANGED block and
-fails; an unknown host is asked about on the terminal (yes appends it: directory 0700, file 0644) and fails
-clearly when there is no terminal. ``strict=False`` turns all of it off. No paramiko here.
+host presents: a key marked ``@revoked`` for the host prints the REVOKED HOST KEY block and fails (whatever
+other lines say); a known key passes; a changed key prints the REMOTE HOST IDENTIFICATION HAS CHANGED block
+and fails; an unknown host is asked about on the terminal and only the answer ``yes`` (as OpenSSH: ``y`` is
+not yes) appends it (directory 0700, file 0644); it fails clearly on any other answer or without a terminal.
+``strict=False`` turns all of it off. No paramiko here.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ class HostKeyGate:
         if not self._strict:
             return
         verdict = kh.check_host_key(self._known, self.name, key_type, blob)
+        if verdict is kh.HostKeyCheck.REVOKED:
+            self._warn(kh.revoked_host_warning(self.name, key_type, blob, self.path))
+            raise TunnelError(
+                f"host key verification failed: the key of {self.name} is marked @revoked in {self.path};"
+                " refusing to connect (ask the host's administrator for its new key)"
+            )
         if verdict is kh.HostKeyCheck.MATCH:
             return
         if verdict is kh.HostKeyCheck.MISMATCH:
@@ -90,9 +98,11 @@ class HostKeyGate:
                 f"host key verification failed: {self.name} is not in {self.path} and there is no terminal"
                 " to confirm it (add its key to that file, or use --strict-host-key-checking=false)"
             )
-        if answer.strip().lower() not in ("yes", "y"):
+        reply = answer.strip().lower()
+        if reply != "yes":
             self._warn("Host key verification failed.")
-            raise TunnelError(f"host key verification failed: unauthorized host {self.name}")
+            detail = "" if reply == "no" else f" (answer {answer.strip()!r}: type yes to trust the host)"
+            raise TunnelError(f"host key verification failed: unauthorized host {self.name}{detail}")
         self._append(key_type, blob)
         self._warn(kh.permanently_added_message(self.name, key_type))
 
