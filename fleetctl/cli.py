@@ -23,6 +23,7 @@ from fleetctl.context import (
     GlobalOptions,
     app_of,
 )
+from fleetctl.output import say
 from fleetctl.params import (
     REQUEST_TIMEOUT_BOUNDS,
     SSH_TIMEOUT_BOUNDS,
@@ -89,9 +90,9 @@ class FleetGroup(click.Group):
             if app.options.debug:
                 click.echo(traceback.format_exc().rstrip("\n"), err=True)
             if isinstance(exc, CommandFailed):
-                click.echo(str(exc), err=True)
+                say(str(exc), err=True)
                 ctx.exit(exc.exit_code)
-            click.echo(f"Error: {exc}", err=True)
+            say(f"Error: {exc}", err=True)
             ctx.exit(1)
 
 

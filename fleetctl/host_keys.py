@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from fleetctl import known_hosts as kh
+from fleetctl.output import visible
 from fleetd.errors import TunnelError
 
 __all__ = ["Ask", "HostKeyGate", "Warn", "ask_on_terminal", "host_key_family", "warn_on_stderr"]
@@ -31,13 +32,13 @@ def ask_on_terminal(question: str) -> str | None:
     """Ask on stderr and read the answer from stdin when stdin is a TTY; None without a TTY."""
     if not sys.stdin.isatty():
         return None
-    sys.stderr.write(question)
+    sys.stderr.write(visible(question, multiline=True))  # the host name comes from the registry
     sys.stderr.flush()
     return sys.stdin.readline().strip()
 
 
 def warn_on_stderr(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(visible(text, multiline=True) + "\n")
     sys.stderr.flush()
 
 

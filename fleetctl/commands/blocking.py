@@ -10,7 +10,7 @@ import click
 
 from fleetctl.client import FleetClient, Goal, WaitTimeout
 from fleetctl.context import App, CommandFailed
-from fleetctl.output import machine_legend
+from fleetctl.output import machine_legend, say
 from fleetd.model import MachineID, MachineState, UnitState
 
 __all__ = ["block_options", "report_triggered", "timeout_for", "wait_for"]
@@ -42,7 +42,7 @@ def timeout_for(app: App, attempts: int) -> float | None:
 def report_triggered(names: Sequence[str], verb: str, *, is_global: bool = False) -> None:
     kind = "global unit" if is_global else "unit"
     for name in names:
-        click.echo(f"Triggered {kind} {name} {verb}")
+        say(f"Triggered {kind} {name} {verb}")
 
 
 class _Progress:
@@ -86,7 +86,7 @@ async def wait_for(
         if not quiet:
             for name in sorted(set(met) - printed):
                 printed.add(name)
-                click.echo(_report_line(by_name[name], met[name], machines))
+                say(_report_line(by_name[name], met[name], machines))
         progress.draw(done, total)
 
     try:

@@ -19,6 +19,7 @@ import click
 from fleetctl import remote
 from fleetctl.client import FleetClient
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
+from fleetctl.output import say
 from fleetctl.remote import RemoteRefused, Runner, UnitLocation
 from fleetctl.ssh_config import DEFAULT_SSH_PORT, SSHSettings
 from fleetd.model import MachineState, TargetState, UnitName
@@ -110,7 +111,7 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
     locations = run(ctx, action)
     try:
         with _runner(ctx, forward_agent=False) as runner:
-            code = remote.status(names, _lookup(locations), runner, ssh_port, click.echo)
+            code = remote.status(names, _lookup(locations), runner, ssh_port, say)
     except RemoteRefused as exc:
         raise CommandFailed(str(exc)) from exc
     _exit(ctx, code)
