@@ -8,9 +8,9 @@ do not stop startup (deprecated or unknown keys) come back as ``Config.notices``
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fleetd.errors import ConfigError
 from fleetd.values import (
@@ -345,13 +345,28 @@ def _not_utf8(path: str, exc: UnicodeDecodeError) -> str:
     )
 
 
+def _exposed_password(path: str, mode: int, values: Mapping[str, str]) -> tuple[str, ...]:
+    """A notice when the file holds etcd_password yet group or others may read it."""
+    if not values.get("etcd_password") or not mode & 0o077:
+        return ()
+    return (
+        f"config file {path} holds etcd_password but is readable by group/other (mode {mode & 0o777:04o});"
+        f" run: chmod 600 {path}",
+    )
+
+
 def load_config(invocation: Invocation, environ: Mapping[str, str]) -> Config:
-    """Read the config file (the default one only if present) and build the Config."""
+    """Read the config file (the default one only if present) and build the Config.
+
+    A file holding ``etcd_password`` that group or others can read adds a notice (logged as a warning).
+    """
     path = invocation.config_path or DEFAULT_CONFIG_PATH
     file_values: dict[str, str] = {}
     file_notices: tuple[str, ...] = ()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            text = handle.read().decode("utf-8")
     except FileNotFoundError:
         if invocation.config_path is not None:
             raise ConfigError(f"config file {path} does not exist") from None
@@ -363,4 +378,5 @@ def load_config(invocation: Invocation, environ: Mapping[str, str]) -> Config:
         raise ConfigError(_not_utf8(path, exc)) from None
     else:
         file_values, file_notices = parse_file_text(text, path)
+        file_notices += _exposed_password(path, mode, file_values)
     return build_config(file_values, parse_env(environ), invocation.options, file_notices=file_notices)

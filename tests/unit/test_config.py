@@ -331,3 +331,34 @@ def test_non_utf8_config_file_is_a_config_error_naming_file_and_line(tmp_path: P
     path.write_bytes(b'agent_ttl="10s"\nmetadata="caf\xe9=1"\n')
     with pytest.raises(ConfigError, match=rf"^config file {path} line 2: byte 0xe9 is not valid UTF-8"):
         load_config(Invocation(config_path=str(path)), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "warned"),
+    [
+        ('etcd_password="s3cret"\n', 0o644, True),
+        ('etcd_password="s3cret"\n', 0o640, True),
+        ('etcd_password="s3cret"\n', 0o600, False),
+        ('etcd_password=""\n', 0o644, False),
+        ('agent_ttl="10s"\n', 0o644, False),
+    ],
+    ids=[
+        "password world-readable",
+        "password group-readable",
+        "password 0600",
+        "empty password",
+        "no password",
+    ],
+)
+def test_a_readable_config_file_holding_a_password_is_noticed_once(
+    tmp_path: Path, text: str, mode: int, warned: bool
+) -> None:
+    path = tmp_path / "fleet.conf"
+    path.write_text(text)
+    path.chmod(mode)
+    config = load_config(Invocation(config_path=str(path)), {})
+    expected = (
+        f"config file {path} holds etcd_password but is readable by group/other (mode {mode:04o});"
+        f" run: chmod 600 {path}"
+    )
+    assert [n for n in config.notices if "etcd_password" in n] == ([expected] if warned else [])
