@@ -7,11 +7,9 @@ durations, endpoints and key prefixes. Values from ``FLEETCTL_*`` pass through t
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from fleetd.values import Bounds, parse_endpoint, parse_key_prefix, parse_seconds, require_text
+from fleetd.values import Bounds, parse_endpoint, parse_key_prefix, parse_seconds, readable_file
 
 __all__ = [
     "REQUEST_TIMEOUT_BOUNDS",
@@ -78,17 +76,9 @@ class ReadableFile(click.ParamType[str]):
     name = "file"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        path = os.path.expanduser(str(value))
-        if not path:
+        if not value:
             return ""
         try:
-            require_text(path)
-            with open(path, "rb"):
-                pass
+            return readable_file(str(value))
         except ValueError as exc:
-            self.fail(f"{path!r}: {exc}", param, ctx)
-        except IsADirectoryError:
-            self.fail(f"{path!r} is a directory, not a file", param, ctx)
-        except OSError as exc:
-            self.fail(f"cannot read {path!r}: {exc.strerror or exc}", param, ctx)
-        return path
+            self.fail(str(exc), param, ctx)

@@ -19,6 +19,7 @@ from fleetd.values import (
     parse_endpoint,
     parse_key_prefix,
     parse_seconds,
+    readable_file,
     require_text,
 )
 
@@ -358,7 +359,8 @@ def _exposed_password(path: str, mode: int, values: Mapping[str, str]) -> tuple[
 def load_config(invocation: Invocation, environ: Mapping[str, str]) -> Config:
     """Read the config file (the default one only if present) and build the Config.
 
-    A file holding ``etcd_password`` that group or others can read adds a notice (logged as a warning).
+    A file holding ``etcd_password`` that group or others can read adds a notice (logged as a warning). The
+    TLS files must be readable now (the etcd client would only find out at its first request).
     """
     path = invocation.config_path or DEFAULT_CONFIG_PATH
     file_values: dict[str, str] = {}
@@ -379,4 +381,11 @@ def load_config(invocation: Invocation, environ: Mapping[str, str]) -> Config:
     else:
         file_values, file_notices = parse_file_text(text, path)
         file_notices += _exposed_password(path, mode, file_values)
-    return build_config(file_values, parse_env(environ), invocation.options, file_notices=file_notices)
+    config = build_config(file_values, parse_env(environ), invocation.options, file_notices=file_notices)
+    for key in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):
+        if value := getattr(config, key):
+            try:
+                readable_file(value)
+            except ValueError as exc:
+                raise ConfigError(f"invalid value for {key}: {exc}") from None
+    return config

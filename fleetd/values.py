@@ -1,8 +1,9 @@
-"""Text -> value parsers shared by fleetd's config and fleetctl's flags (pure: no I/O).
+"""Text -> value parsers shared by fleetd's config and fleetctl's flags (pure, except ``readable_file``).
 
 One parser per kind of value, each raising ``ValueError`` with the expected form (the caller adds which key
 or flag it was): durations (Go ``30s``/``1m30s`` or float seconds) checked against ``Bounds``, etcd endpoint
-URLs, etcd key prefixes, and text that must be valid UTF-8. Bounds exist so an absurd value (``nan``,
+URLs, etcd key prefixes, text that must be valid UTF-8, and files (TLS keys and certificates) that must be
+readable now rather than fail deep inside the first etcd request. Bounds exist so an absurd value (``nan``,
 ``inf``, ``-1``, ``1ns``, 10^22 hours) is refused at startup instead of spinning a loop or overflowing a
 timer later.
 """
@@ -10,6 +11,7 @@ timer later.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,6 +23,7 @@ __all__ = [
     "parse_endpoint",
     "parse_key_prefix",
     "parse_seconds",
+    "readable_file",
     "require_text",
 ]
 
@@ -115,6 +118,19 @@ def require_text(text: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("not valid UTF-8") from None
     return text
+
+
+def readable_file(path: str) -> str:
+    """``path`` (``~`` expanded) when it is a file this process can open for reading; else ValueError."""
+    expanded = os.path.expanduser(require_text(path))
+    try:
+        with open(expanded, "rb"):
+            pass
+    except IsADirectoryError:
+        raise ValueError(f"{path!r} is a directory, not a file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    return expanded
 
 
 def parse_endpoint(text: str) -> str:

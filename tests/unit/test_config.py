@@ -362,3 +362,17 @@ def test_a_readable_config_file_holding_a_password_is_noticed_once(
         f" run: chmod 600 {path}"
     )
     assert [n for n in config.notices if "etcd_password" in n] == ([expected] if warned else [])
+
+
+@pytest.mark.parametrize("key", ["etcd_cafile", "etcd_certfile", "etcd_keyfile"])
+def test_unreadable_tls_files_stop_startup_naming_the_key(tmp_path: Path, key: str) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(
+        ConfigError, match=rf"^invalid value for {key}: cannot read '{missing}': No such file"
+    ):
+        load_config(Invocation(config_path=None, options={key: str(missing)}), {})
+    with pytest.raises(ConfigError, match=rf"^invalid value for {key}: '{tmp_path}' is a directory"):
+        load_config(Invocation(options={key: str(tmp_path)}), {})
+    present = tmp_path / "present.pem"
+    present.write_text("pem")
+    assert getattr(load_config(Invocation(options={key: str(present)}), {}), key) == str(present)
