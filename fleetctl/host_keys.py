@@ -34,7 +34,10 @@ def ask_on_terminal(question: str) -> str | None:
         return None
     sys.stderr.write(visible(question, multiline=True))  # the host name comes from the registry
     sys.stderr.flush()
-    return sys.stdin.readline().strip()
+    try:
+        return sys.stdin.readline().strip()
+    except UnicodeDecodeError:  # an answer that is not text is not yes
+        return "\ufffd"
 
 
 def warn_on_stderr(text: str) -> None:

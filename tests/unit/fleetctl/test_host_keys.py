@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl import known_hosts as kh
-from fleetctl.host_keys import HostKeyGate
+from fleetctl.host_keys import HostKeyGate, ask_on_terminal
 from fleetd.errors import TunnelError
 
 
@@ -107,3 +107,21 @@ def test_anything_but_yes_refuses_the_host(tmp_path: Path, answer: str, message:
         _gate(path, terminal).check("ssh-ed25519", OTHER)
     assert terminal.warnings == ["Host key verification failed."]
     assert not path.exists()
+
+
+class _UndecodableTerminal:
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+def test_an_undecodable_answer_on_the_terminal_is_not_yes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", _UndecodableTerminal())
+    gate = HostKeyGate("10.0.0.1", str(tmp_path / "known_hosts"), True, ask_on_terminal, lambda _text: None)
+    with pytest.raises(TunnelError, match="type yes to trust the host"):
+        gate.check("ssh-ed25519", KEY)
+    assert "Are you sure you want to continue connecting (yes/no)? " in capsys.readouterr().err
