@@ -25,10 +25,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from devcluster.cloudconfig import render, written_files
+from devcluster.cloudconfig import WrittenFile, render, written_files
 from devcluster.etcd import EtcdServer
 from devcluster.nspawn import CHECKOUT, Bind, Machine, boot_machines, client_key, stop_leftovers
 from devcluster.nspawn import write_known_hosts as _write_known_hosts
@@ -123,17 +123,18 @@ def machine_roles(count: int) -> list[str]:
     return ["db" if count > 1 and index == count else "web" for index in range(1, count + 1)]
 
 
-def machine_files(endpoint: str, metadata: str, public_ip: str) -> dict[str, str]:
-    """fleet.conf and fleetd.service for one machine: worker.yaml's write_files with the cluster's values."""
+def machine_files(endpoint: str, metadata: str, public_ip: str) -> dict[str, WrittenFile]:
+    """fleet.conf and fleetd.service for one machine: worker.yaml's write_files (content and permissions)
+    with the cluster's values."""
     rendered = render(
         "worker.yaml",
         {"ETCD_SERVERS": endpoint, "METADATA": metadata, "FLEET_PACKAGE": f"{FLEET_VENV} (bound)"},
     )
     files = written_files(rendered)
-    conf = files[_FLEET_CONF].content
+    conf = files[_FLEET_CONF]
     # worker.yaml leaves public_ip to detection (every machine here shares the host's route): set it.
-    conf = conf.rstrip("\n") + f'\npublic_ip="{public_ip}"\n'
-    return {_FLEET_CONF: conf, _FLEETD_UNIT: files[_FLEETD_UNIT].content}
+    text = conf.content.rstrip("\n") + f'\npublic_ip="{public_ip}"\n'
+    return {_FLEET_CONF: replace(conf, content=text), _FLEETD_UNIT: files[_FLEETD_UNIT]}
 
 
 # -- processes ---------------------------------------------------------------------------------------------
@@ -320,8 +321,8 @@ def _start_fleetd(booted: Sequence[Machine], endpoint: str, log: Printer) -> tup
     records = []
     for machine, role in zip(booted, machine_roles(len(booted)), strict=True):
         metadata = f"role={role},hostname={machine.name}"
-        for path, text in machine_files(endpoint, metadata, machine.address).items():
-            machine.put_file(path, text)
+        for path, file in machine_files(endpoint, metadata, machine.address).items():
+            machine.put_file(path, file.content, file.permissions)
         machine.run(["systemctl", "daemon-reload"], check=True)
         start_fleetd(machine)
         assert machine.pid is not None and machine.leader is not None

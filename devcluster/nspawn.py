@@ -226,14 +226,12 @@ class Machine:
             raise ValueError(f"not an absolute path: {path}")
         staged = self.workdir / "files" / path.lstrip("/")
         staged.parent.mkdir(parents=True, exist_ok=True)
-        staged.write_text(text)  # in place: a bound file keeps its inode
-        staged.chmod(mode)
+        _write_with_mode(staged, text, mode)  # in place: a bound file keeps its inode
         bind = Bind(staged, path, writable=True)
         if self.running and bind not in self._binds:
             inside = Path(f"/proc/{self.leader}/root") / path.lstrip("/")
             inside.parent.mkdir(parents=True, exist_ok=True)
-            inside.write_text(text)
-            inside.chmod(mode)
+            _write_with_mode(inside, text, mode)
         if bind not in self._binds:
             self._binds.append(bind)
 
@@ -458,6 +456,15 @@ def boot_machines(
             machine.destroy()
         raise
     return machines
+
+
+def _write_with_mode(path: Path, text: str, mode: int) -> None:
+    """Write ``text`` to ``path`` (truncated in place) with ``mode`` set before any byte is written, so a
+    0600 file (fleet.conf may hold etcd_password) is never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, mode)
+        handle.write(text)
 
 
 def write_known_hosts(machines: Sequence[Machine], path: Path) -> Path:

@@ -23,6 +23,15 @@ from fleetctl.context import (
     GlobalOptions,
     app_of,
 )
+from fleetctl.output import say
+from fleetctl.params import (
+    REQUEST_TIMEOUT_BOUNDS,
+    SSH_TIMEOUT_BOUNDS,
+    Endpoints,
+    KeyPrefix,
+    ReadableFile,
+    Seconds,
+)
 from fleetd.errors import FleetError
 from fleetd.model import VERSION
 
@@ -35,6 +44,7 @@ ROOT_HELP = "fleetctl is a command-line interface to fleet, the cluster-wide Cor
 # Boolean global flags that Go-style users write as --flag=true / --flag=false.
 _BOOL_FLAGS = ("debug", "strict-host-key-checking", "experimental-api")
 _FALSE = frozenset({"0", "f", "false", "no", "off", "n"})
+FILE = ReadableFile()
 
 
 def _go_bools(args: Sequence[str]) -> list[str]:
@@ -80,9 +90,9 @@ class FleetGroup(click.Group):
             if app.options.debug:
                 click.echo(traceback.format_exc().rstrip("\n"), err=True)
             if isinstance(exc, CommandFailed):
-                click.echo(str(exc), err=True)
+                say(str(exc), err=True)
                 ctx.exit(exc.exit_code)
-            click.echo(f"Error: {exc}", err=True)
+            say(f"Error: {exc}", err=True)
             ctx.exit(1)
 
 
@@ -98,6 +108,7 @@ def _global_options(f: F) -> F:
         click.option(
             "--endpoint",
             envvar="FLEETCTL_ENDPOINT",
+            type=Endpoints(),
             default=DEFAULT_ENDPOINT,
             show_default=True,
             help="etcd endpoint(s), comma-separated.",
@@ -105,25 +116,34 @@ def _global_options(f: F) -> F:
         click.option(
             "--etcd-key-prefix",
             envvar="FLEETCTL_ETCD_KEY_PREFIX",
+            type=KeyPrefix(),
             default=DEFAULT_KEY_PREFIX,
             show_default=True,
             help="Keyspace of fleet data in etcd (development use only!).",
         ),
-        click.option("--key-file", envvar="FLEETCTL_KEY_FILE", default="", help="TLS client key file."),
         click.option(
-            "--cert-file", envvar="FLEETCTL_CERT_FILE", default="", help="TLS client certificate file."
+            "--key-file", envvar="FLEETCTL_KEY_FILE", type=FILE, default="", help="TLS client key file."
         ),
-        click.option("--ca-file", envvar="FLEETCTL_CA_FILE", default="", help="TLS CA file (PEM bundle)."),
-        click.option("--etcd-keyfile", envvar="FLEETCTL_ETCD_KEYFILE", default="", hidden=True),
-        click.option("--etcd-certfile", envvar="FLEETCTL_ETCD_CERTFILE", default="", hidden=True),
-        click.option("--etcd-cafile", envvar="FLEETCTL_ETCD_CAFILE", default="", hidden=True),
+        click.option(
+            "--cert-file",
+            envvar="FLEETCTL_CERT_FILE",
+            type=FILE,
+            default="",
+            help="TLS client certificate file.",
+        ),
+        click.option(
+            "--ca-file", envvar="FLEETCTL_CA_FILE", type=FILE, default="", help="TLS CA file (PEM bundle)."
+        ),
+        click.option("--etcd-keyfile", envvar="FLEETCTL_ETCD_KEYFILE", type=FILE, default="", hidden=True),
+        click.option("--etcd-certfile", envvar="FLEETCTL_ETCD_CERTFILE", type=FILE, default="", hidden=True),
+        click.option("--etcd-cafile", envvar="FLEETCTL_ETCD_CAFILE", type=FILE, default="", hidden=True),
         click.option(
             "--request-timeout",
             envvar="FLEETCTL_REQUEST_TIMEOUT",
-            type=float,
+            type=Seconds(REQUEST_TIMEOUT_BOUNDS),
             default=3.0,
             show_default=True,
-            help="Seconds allowed for each etcd request.",
+            help="Seconds allowed for each etcd request (100ms to 5m).",
         ),
         click.option(
             "--debug/--no-debug",
@@ -154,10 +174,10 @@ def _global_options(f: F) -> F:
         click.option(
             "--ssh-timeout",
             envvar="FLEETCTL_SSH_TIMEOUT",
-            type=float,
+            type=Seconds(SSH_TIMEOUT_BOUNDS),
             default=10.0,
             show_default=True,
-            help="Seconds allowed for each SSH connection to start.",
+            help="Seconds allowed for each SSH connection to start (100ms to 5m).",
         ),
         click.option(
             "--identity-file",
@@ -205,7 +225,7 @@ def _global_options(f: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, /, **flags: Any) -> None:
     app = ctx.ensure_object(App)
-    endpoints = tuple(part.strip() for part in str(flags["endpoint"]).split(",") if part.strip())
+    endpoints: tuple[str, ...] = flags["endpoint"]
     if flags["driver"] not in ("etcd", "API"):
         raise CommandFailed(f'Unable to initialize client: unrecognized driver "{flags["driver"]}"')
     defaults = GlobalOptions()

@@ -2,9 +2,11 @@
 
 ``HostKeyGate`` reads the known_hosts file once per connection (fleetctl.known_hosts parses and matches),
 restricts the host-key algorithms offered to the key types on file for the host, and decides on the key the
-host presents: a known key passes; a changed key prints the REMOTE HOST IDENTIFICATION HAS CHANGED block and
-fails; an unknown host is asked about on the terminal (yes appends it: directory 0700, file 0644) and fails
-clearly when there is no terminal. ``strict=False`` turns all of it off. No paramiko here.
+host presents: a key marked ``@revoked`` for the host prints the REVOKED HOST KEY block and fails (whatever
+other lines say); a known key passes; a changed key prints the REMOTE HOST IDENTIFICATION HAS CHANGED block
+and fails; an unknown host is asked about on the terminal and only the answer ``yes`` (as OpenSSH: ``y`` is
+not yes) appends it (directory 0700, file 0644); it fails clearly on any other answer or without a terminal.
+``strict=False`` turns all of it off. No paramiko here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from fleetctl import known_hosts as kh
+from fleetctl.output import visible
 from fleetd.errors import TunnelError
 
 __all__ = ["Ask", "HostKeyGate", "Warn", "ask_on_terminal", "host_key_family", "warn_on_stderr"]
@@ -29,13 +32,16 @@ def ask_on_terminal(question: str) -> str | None:
     """Ask on stderr and read the answer from stdin when stdin is a TTY; None without a TTY."""
     if not sys.stdin.isatty():
         return None
-    sys.stderr.write(question)
+    sys.stderr.write(visible(question, multiline=True))  # the host name comes from the registry
     sys.stderr.flush()
-    return sys.stdin.readline().strip()
+    try:
+        return sys.stdin.readline().strip()
+    except UnicodeDecodeError:  # an answer that is not text is not yes
+        return "\ufffd"
 
 
 def warn_on_stderr(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(visible(text, multiline=True) + "\n")
     sys.stderr.flush()
 
 
@@ -79,6 +85,12 @@ class HostKeyGate:
         if not self._strict:
             return
         verdict = kh.check_host_key(self._known, self.name, key_type, blob)
+        if verdict is kh.HostKeyCheck.REVOKED:
+            self._warn(kh.revoked_host_warning(self.name, key_type, blob, self.path))
+            raise TunnelError(
+                f"host key verification failed: the key of {self.name} is marked @revoked in {self.path};"
+                " refusing to connect (ask the host's administrator for its new key)"
+            )
         if verdict is kh.HostKeyCheck.MATCH:
             return
         if verdict is kh.HostKeyCheck.MISMATCH:
@@ -90,9 +102,11 @@ class HostKeyGate:
                 f"host key verification failed: {self.name} is not in {self.path} and there is no terminal"
                 " to confirm it (add its key to that file, or use --strict-host-key-checking=false)"
             )
-        if answer.strip().lower() not in ("yes", "y"):
+        reply = answer.strip().lower()
+        if reply != "yes":
             self._warn("Host key verification failed.")
-            raise TunnelError(f"host key verification failed: unauthorized host {self.name}")
+            detail = "" if reply == "no" else f" (answer {answer.strip()!r}: type yes to trust the host)"
+            raise TunnelError(f"host key verification failed: unauthorized host {self.name}{detail}")
         self._append(key_type, blob)
         self._warn(kh.permanently_added_message(self.name, key_type))
 

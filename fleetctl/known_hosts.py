@@ -3,14 +3,16 @@
 Format: one ``patterns key-type base64-key [comment]`` per line; ``#`` comments and blank lines are skipped.
 ``patterns`` is a comma list of host patterns with ``*`` and ``?`` wildcards and ``!`` negation, or one hashed
 host ``|1|base64-salt|base64-HMAC-SHA1``. A host on a port other than 22 is written ``[host]:port``.
-``@cert-authority`` and ``@revoked`` lines are not supported: they are skipped with a warning, as are lines
-that cannot be parsed. The tunnel does the file I/O; this module only turns text into decisions and messages.
+``@revoked patterns key-type key`` lines are enforced as OpenSSH does: a host presenting a revoked key is
+refused even when another line would accept it. ``@cert-authority`` lines are not supported: they are skipped
+with a warning, as is every line that cannot be parsed (bad base64, non-ASCII bytes, ...): one bad line never
+makes the whole file unusable. The tunnel does the file I/O; this module only turns text into decisions and
+messages.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import hashlib
 import hmac
@@ -31,6 +33,7 @@ __all__ = [
     "md5_fingerprint",
     "parse_known_hosts",
     "permanently_added_message",
+    "revoked_host_warning",
     "sha256_fingerprint",
     "unknown_host_question",
 ]
@@ -45,6 +48,7 @@ class HostKeyCheck(enum.Enum):
     MATCH = "match"  # some line for this host carries exactly this key
     MISMATCH = "mismatch"  # lines exist for this host, none with this key: the key changed
     UNKNOWN = "unknown"  # no line names this host
+    REVOKED = "revoked"  # an @revoked line for this host carries exactly this key: refuse whatever else says
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class KnownHostEntry:
     key_type: str
     key: bytes
     line: int
+    revoked: bool = False  # an ``@revoked`` line: this key must never be accepted for these hosts
 
     def names(self, host: str) -> bool:
         """True when this entry is about ``host`` (a string made by ``host_string``)."""
@@ -125,7 +130,7 @@ def _parse_hashed(field: str) -> tuple[bytes, bytes] | None:
     try:
         salt = base64.b64decode(parts[0], validate=True)
         digest = base64.b64decode(parts[1], validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         return None
     if len(digest) != hashlib.sha1().digest_size:
         return None
@@ -139,26 +144,34 @@ def _parse_line(text: str, number: int, source: str) -> KnownHostEntry | str | N
         return None
     fields = stripped.split()
     where = f"{source}:{number}"
-    if fields[0].startswith("@"):
-        return f"{where}: skipping line with unsupported marker {fields[0]}"
+    revoked = fields[0] == "@revoked"
+    if revoked:
+        fields = fields[1:]
+    elif fields[0].startswith("@"):
+        return f"{where}: skipping line with unsupported marker {_visible(fields[0])}"
     if len(fields) < 3:
         return f"{where}: skipping malformed line (expected: hosts key-type key)"
     hosts, key_type, key_text = fields[0], fields[1], fields[2]
     try:
         key = base64.b64decode(key_text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text (undecodable bytes read as U+FFFD)
         return f"{where}: skipping line with an invalid base64 key"
     if _blob_type(key) != key_type:
-        return f"{where}: skipping line whose key does not match its type {key_type}"
+        return f"{where}: skipping line whose key does not match its type {_visible(key_type)}"
     if hosts.startswith("|"):
         hashed = _parse_hashed(hosts) if hosts.startswith(_HASH_MAGIC) else None
         if hashed is None:
             return f"{where}: skipping line with an unsupported hashed host"
-        return KnownHostEntry((), hashed, key_type, key, number)
+        return KnownHostEntry((), hashed, key_type, key, number, revoked)
     patterns = tuple(p for p in hosts.split(",") if p)
     if not patterns:
         return f"{where}: skipping line without host patterns"
-    return KnownHostEntry(patterns, None, key_type, key, number)
+    return KnownHostEntry(patterns, None, key_type, key, number, revoked)
+
+
+def _visible(text: str) -> str:
+    """``text`` for a warning: quoted with escapes when it holds anything but printable ASCII."""
+    return text if text.isascii() and text.isprintable() else ascii(text)
 
 
 def _blob_type(blob: bytes) -> str | None:
@@ -188,8 +201,12 @@ def parse_known_hosts(text: str, source: str = "known_hosts") -> KnownHosts:
 
 
 def check_host_key(known: KnownHosts, host: str, key_type: str, key: bytes) -> HostKeyCheck:
-    """Accept ``key`` if any line for ``host`` carries it; MISMATCH if lines exist but none does."""
+    """REVOKED if an ``@revoked`` line for ``host`` carries ``key``; else accept ``key`` if any line for
+    ``host`` carries it; MISMATCH if lines exist but none does."""
     named = [entry for entry in known.entries if entry.names(host)]
+    if any(entry.revoked and entry.key_type == key_type and entry.key == key for entry in named):
+        return HostKeyCheck.REVOKED
+    named = [entry for entry in named if not entry.revoked]
     if not named:
         return HostKeyCheck.UNKNOWN
     if any(entry.key_type == key_type and entry.key == key for entry in named):
@@ -201,7 +218,7 @@ def known_key_types(known: KnownHosts, host: str) -> tuple[str, ...]:
     """The key types on file for ``host``, in file order without repeats."""
     seen: dict[str, None] = {}
     for entry in known.entries:
-        if entry.names(host):
+        if not entry.revoked and entry.names(host):
             seen.setdefault(entry.key_type, None)
     return tuple(seen)
 
@@ -250,6 +267,21 @@ def unknown_host_question(host: str, key_type: str, key: bytes) -> str:
 
 def permanently_added_message(host: str, key_type: str) -> str:
     return f"Warning: Permanently added '{host}' ({algorithm_name(key_type)}) to the list of known hosts."
+
+
+def revoked_host_warning(host: str, key_type: str, key: bytes, known_hosts_file: str) -> str:
+    """The block printed when a host presents a key marked ``@revoked`` (as OpenSSH words it)."""
+    return "\n".join(
+        (
+            "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@",
+            "@       WARNING: REVOKED HOST KEY DETECTED!               @",
+            "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@",
+            f"The {algorithm_name(key_type)} host key for {host} is marked as revoked in {known_hosts_file}.",
+            "This could mean that a stolen key is being used to impersonate this host.",
+            f"The fingerprint of the revoked key is {sha256_fingerprint(key)}.",
+            "Host key verification failed.",
+        )
+    )
 
 
 def changed_host_warning(host: str, key_type: str, key: bytes, known_hosts_file: str) -> str:

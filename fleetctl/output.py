@@ -1,15 +1,28 @@
-"""Pure rendering of fleetctl's tables and JSON (no I/O).
+"""Rendering of fleetctl's tables and JSON, and the one way registry text reaches the terminal.
 
 Tables follow Go ``text/tabwriter`` (minwidth 0, tabwidth 8, padding 1, TAB padding): a column is as wide as
 its longest cell plus one, rounded up to a multiple of 8; every cell but the last of a line is followed by
 enough TABs to reach that width. The header is the field names upper-cased.
+
+Registry and unit-file text (unit names, Description, machine metadata and IPs, states, the errors that
+echo them, whole unit files for ``cat``) is input from whoever can write to etcd. Printed raw, an escape
+sequence in a Description could rewrite the user's terminal. So every human-facing line goes through
+``visible``: C0 controls, DEL and C1 controls become visible backslash escapes (ESC prints as the four
+characters ``\\x1b``, U+009B as ``\\x9b``), and lone surrogates (undecodable bytes from argv or the
+environment) as ``\\udcff``. Backslashes themselves are left alone, so unit files still read naturally.
+Multi-line text (``cat``, messages) keeps its newlines and TABs; a table cell escapes those too (as
+``\\x0a`` and ``\\x09``) so a row stays one row. ``say`` is ``click.echo`` through ``visible``. JSON output
+needs none of this: ``json.dumps`` escapes every control character itself.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import click
 
 from fleetd.errors import FleetError
 from fleetd.model import SHORT_ID_LENGTH
@@ -23,12 +36,35 @@ __all__ = [
     "parse_fields",
     "render_json",
     "render_table",
+    "say",
     "short_hash",
+    "visible",
 ]
 
 TAB_WIDTH = 8
 SHORT_HASH_LENGTH = 7
 FULL_HASH_LENGTH = 40
+
+
+_CONTROL_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # keeps \t and \n
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, multiline: bool = False) -> str:
+    """``text`` safe to print on a terminal: control characters (and, unless ``multiline``, newlines and
+    TABs) as ``\\xNN`` escapes, lone surrogates as ``\\uNNNN``."""
+    pattern = _CONTROL_IN_TEXT if multiline else _CONTROL_IN_LINE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def say(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print ``text`` (which may hold registry data) through ``visible``, newlines kept."""
+    click.echo(visible(text, multiline=True), err=err, nl=nl)
 
 
 class FieldsError(FleetError):
@@ -57,7 +93,7 @@ def parse_fields(spec: str, valid: Sequence[str]) -> tuple[str, ...]:
 def render_table(table: Table, *, legend: bool = True) -> str:
     """The tabwriter text of ``table`` (one line per row, each ending in a newline)."""
     fields = table.fields
-    columns: list[list[str]] = [[row[name] for row in table.rows] for name in fields]
+    columns: list[list[str]] = [[visible(row[name]) for row in table.rows] for name in fields]
     if legend:
         for name, column in zip(fields, columns, strict=True):
             column.insert(0, name.upper())

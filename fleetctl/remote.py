@@ -80,12 +80,21 @@ def quote_command(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(word) for word in argv)
 
 
+# Registry names are input: a unit named ``-H.service`` must reach systemctl/journalctl as a name, never as an
+# option. So the name follows ``--`` (systemctl) or is glued to its option (``--unit=NAME``), as is --output.
 def status_command(unit: str) -> tuple[str, ...]:
-    return ("systemctl", "status", "-l", unit)
+    return ("systemctl", "status", "-l", "--", unit)
 
 
 def journal_command(unit: str, lines: int, output: str, follow: bool, sudo: bool) -> tuple[str, ...]:
-    argv: tuple[str, ...] = ("journalctl", "--unit", unit, "--no-pager", "-n", str(lines), "--output", output)
+    argv: tuple[str, ...] = (
+        "journalctl",
+        f"--unit={unit}",
+        "--no-pager",
+        "-n",
+        str(lines),
+        f"--output={output}",
+    )
     argv += ("-f",) if follow else ()
     return ("sudo", *argv) if sudo else argv
 

@@ -8,13 +8,20 @@ do not stop startup (deprecated or unknown keys) come back as ``Config.notices``
 from __future__ import annotations
 
 import ipaddress
-import math
-import re
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fleetd.errors import ConfigError
+from fleetd.values import (
+    Bounds,
+    parse_duration,
+    parse_endpoint,
+    parse_key_prefix,
+    parse_seconds,
+    readable_file,
+    require_text,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -105,63 +112,23 @@ def _parse_positive_int(text: str) -> int:
     return value
 
 
-def _parse_seconds(text: str) -> float:
-    """A float64 flag such as ``1.0`` (seconds); a Go duration (``500ms``) is accepted too."""
-    stripped = text.strip()
-    try:
-        value = float(stripped)
-    except ValueError:
-        try:
-            value = parse_duration(stripped)
-        except ValueError:
-            raise ValueError("expected seconds such as 1.5 or a duration such as 500ms") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError("expected a number of seconds > 0")
-    return value
+# Durations and their bounds (seconds). Refused outside them at startup, with the range in the message.
+REQUEST_TIMEOUT_BOUNDS = Bounds(0.1, 300.0)  # etcd_request_timeout: 100ms .. 5m
+RECONCILE_INTERVAL_BOUNDS = Bounds(0.1, 3600.0)  # engine_reconcile_interval: 100ms .. 1h
+AGENT_TTL_BOUNDS = Bounds(1.0, 3600.0)  # agent_ttl: 1s (etcd leases are whole seconds) .. 1h
 
 
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,  # U+00B5 micro sign
-    "μs": 1e-6,  # U+03BC greek mu
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]+)")
+def _parse_request_timeout(text: str) -> float:
+    return parse_seconds(text, REQUEST_TIMEOUT_BOUNDS)
 
 
-def parse_duration(text: str) -> float:
-    """Parse a Go duration (``30s``, ``1m30s``, ``500ms``, ``1.5h``, ``0``) into seconds.
-
-    As Go's time.ParseDuration: a sequence of decimal numbers each with a unit (ns us µs ms s m h), an
-    optional sign; a bare number other than 0 lacks a unit and is refused. Raises ValueError.
-    """
-    stripped = text.strip()
-    body = stripped.lstrip("+-")
-    sign = -1.0 if stripped.startswith("-") else 1.0
-    if len(stripped) - len(body) > 1 or not body:
-        raise ValueError("expected a duration such as 30s, 1m30s or 500ms")
-    if body == "0":
-        return 0.0
-    total = 0.0
-    position = 0
-    while position < len(body):
-        match = _DURATION_PART.match(body, position)
-        if match is None or match.group(2) not in _DURATION_UNITS:
-            raise ValueError("expected a duration such as 30s, 1m30s or 500ms")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    return sign * total
+def _parse_reconcile_interval(text: str) -> float:
+    return parse_seconds(text, RECONCILE_INTERVAL_BOUNDS)
 
 
 def _parse_ttl(text: str) -> float:
-    value = parse_duration(text)
-    if value < 1.0:
-        raise ValueError("expected a duration of at least 1s (etcd leases are whole seconds)")
-    return value
+    """A Go duration as fleet's ``agent_ttl`` (``30s``; a bare number is refused)."""
+    return parse_seconds(text, AGENT_TTL_BOUNDS, bare_number=False)
 
 
 def _parse_servers(text: str) -> tuple[str, ...]:
@@ -170,10 +137,7 @@ def _parse_servers(text: str) -> tuple[str, ...]:
     servers = tuple(item for item in items if item)
     if not servers:
         raise ValueError("expected a comma-separated list of URLs")
-    for server in servers:
-        if not re.fullmatch(r"(https?://)?[^\s/]+(:\d+)?/?", server):
-            raise ValueError("expected URLs such as http://127.0.0.1:2379")
-    return servers
+    return tuple(parse_endpoint(server) for server in servers)
 
 
 def parse_metadata(text: str) -> dict[str, str]:
@@ -201,13 +165,6 @@ def _parse_ip(text: str) -> str:
     return stripped
 
 
-def _parse_prefix(text: str) -> str:
-    stripped = text.strip()
-    if not stripped.startswith("/"):
-        raise ValueError("expected a key prefix starting with /")
-    return stripped if stripped.endswith("/") else stripped + "/"
-
-
 def _parse_directory(text: str) -> str:
     stripped = text.strip()
     if not stripped.startswith("/"):
@@ -227,9 +184,9 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "etcd_keyfile": str.strip,
     "etcd_certfile": str.strip,
     "etcd_cafile": str.strip,
-    "etcd_key_prefix": _parse_prefix,
-    "etcd_request_timeout": _parse_seconds,
-    "engine_reconcile_interval": _parse_seconds,
+    "etcd_key_prefix": parse_key_prefix,
+    "etcd_request_timeout": _parse_request_timeout,
+    "engine_reconcile_interval": _parse_reconcile_interval,
     "public_ip": _parse_ip,
     "metadata": parse_metadata,
     "agent_ttl": _parse_ttl,
@@ -374,20 +331,44 @@ def build_config(
             notices.append(f"unknown config key {key} ({source}) ignored")
             continue
         try:
-            parsed[key] = parser(value)
+            parsed[key] = parser(require_text(value))
         except ValueError as exc:
             where = f"{ENV_PREFIX}{key.upper()}" if source == "environment" else source
             raise ConfigError(f"invalid value {value!r} for {key} (from {where}): {exc}") from None
     return Config(**parsed, notices=tuple(notices))  # type: ignore[arg-type]
 
 
+def _not_utf8(path: str, exc: UnicodeDecodeError) -> str:
+    line = exc.object[: exc.start].count(b"\n") + 1
+    return (
+        f"config file {path} line {line}: byte 0x{exc.object[exc.start]:02x} is not valid UTF-8;"
+        " save the file as UTF-8"
+    )
+
+
+def _exposed_password(path: str, mode: int, values: Mapping[str, str]) -> tuple[str, ...]:
+    """A notice when the file holds etcd_password yet group or others may read it."""
+    if not values.get("etcd_password") or not mode & 0o077:
+        return ()
+    return (
+        f"config file {path} holds etcd_password but is readable by group/other (mode {mode & 0o777:04o});"
+        f" run: chmod 600 {path}",
+    )
+
+
 def load_config(invocation: Invocation, environ: Mapping[str, str]) -> Config:
-    """Read the config file (the default one only if present) and build the Config."""
+    """Read the config file (the default one only if present) and build the Config.
+
+    A file holding ``etcd_password`` that group or others can read adds a notice (logged as a warning). The
+    TLS files must be readable now (the etcd client would only find out at its first request).
+    """
     path = invocation.config_path or DEFAULT_CONFIG_PATH
     file_values: dict[str, str] = {}
     file_notices: tuple[str, ...] = ()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            text = handle.read().decode("utf-8")
     except FileNotFoundError:
         if invocation.config_path is not None:
             raise ConfigError(f"config file {path} does not exist") from None
@@ -395,6 +376,16 @@ def load_config(invocation: Invocation, environ: Mapping[str, str]) -> Config:
         raise ConfigError(f"config file {path} is a directory") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(_not_utf8(path, exc)) from None
     else:
         file_values, file_notices = parse_file_text(text, path)
-    return build_config(file_values, parse_env(environ), invocation.options, file_notices=file_notices)
+        file_notices += _exposed_password(path, mode, file_values)
+    config = build_config(file_values, parse_env(environ), invocation.options, file_notices=file_notices)
+    for key in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):
+        if value := getattr(config, key):
+            try:
+                readable_file(value)
+            except ValueError as exc:
+                raise ConfigError(f"invalid value for {key}: {exc}") from None
+    return config

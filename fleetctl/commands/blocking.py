@@ -10,7 +10,7 @@ import click
 
 from fleetctl.client import FleetClient, Goal, WaitTimeout
 from fleetctl.context import App, CommandFailed
-from fleetctl.output import machine_legend
+from fleetctl.output import machine_legend, say
 from fleetd.model import MachineID, MachineState, UnitState
 
 __all__ = ["block_options", "report_triggered", "timeout_for", "wait_for"]
@@ -18,6 +18,7 @@ __all__ = ["block_options", "report_triggered", "timeout_for", "wait_for"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 PROGRESS_MIN_UNITS = 2  # a progress line for one unit would only flicker
+MAX_BLOCK_ATTEMPTS = 43_200  # 24 hours of 2-second attempts; more is a typo, not a plan
 
 
 def block_options(f: F) -> F:
@@ -26,7 +27,7 @@ def block_options(f: F) -> F:
     )(f)
     return click.option(
         "--block-attempts",
-        type=int,
+        type=click.IntRange(max=MAX_BLOCK_ATTEMPTS),
         default=0,
         show_default=True,
         help="Wait budget in attempts of 2 seconds; 0 or less waits forever.",
@@ -41,7 +42,7 @@ def timeout_for(app: App, attempts: int) -> float | None:
 def report_triggered(names: Sequence[str], verb: str, *, is_global: bool = False) -> None:
     kind = "global unit" if is_global else "unit"
     for name in names:
-        click.echo(f"Triggered {kind} {name} {verb}")
+        say(f"Triggered {kind} {name} {verb}")
 
 
 class _Progress:
@@ -85,7 +86,7 @@ async def wait_for(
         if not quiet:
             for name in sorted(set(met) - printed):
                 printed.add(name)
-                click.echo(_report_line(by_name[name], met[name], machines))
+                say(_report_line(by_name[name], met[name], machines))
         progress.draw(done, total)
 
     try:

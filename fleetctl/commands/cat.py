@@ -6,6 +6,7 @@ import click
 
 from fleetctl.client import FleetClient
 from fleetctl.context import CommandFailed, UsageFailed, run
+from fleetctl.output import say
 from fleetd.model import UnitName
 from fleetd.unitfile.names import mangle
 
@@ -28,7 +29,7 @@ def cat(ctx: click.Context, units: tuple[str, ...]) -> None:
             raise CommandFailed(f"Unit {name} not found")
         return body
 
-    click.echo(run(ctx, action), nl=False)
+    say(run(ctx, action), nl=False)  # control characters made visible: the body is registry data
 
 
 COMMANDS = (cat,)

@@ -19,12 +19,15 @@ import click
 from fleetctl import remote
 from fleetctl.client import FleetClient
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
+from fleetctl.output import say
 from fleetctl.remote import RemoteRefused, Runner, UnitLocation
 from fleetctl.ssh_config import DEFAULT_SSH_PORT, SSHSettings
 from fleetd.model import MachineState, TargetState, UnitName
 from fleetd.unitfile.names import mangle
 
 __all__ = ["COMMANDS", "RunnerFactory", "default_runner", "locate_units", "ssh_settings"]
+
+SSH_PORT = click.IntRange(1, 65535)
 
 # (global options, forward the agent?, forward stdin?) -> a runner to use inside a ``with``
 RunnerFactory = Callable[[GlobalOptions, bool, bool], AbstractContextManager[Runner]]
@@ -92,7 +95,7 @@ def _exit(ctx: click.Context, code: int) -> None:
 
 @click.command("status")
 @click.option(
-    "--ssh-port", type=int, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machines."
+    "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machines."
 )
 @click.argument("units", nargs=-1)
 @click.pass_context
@@ -108,7 +111,7 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
     locations = run(ctx, action)
     try:
         with _runner(ctx, forward_agent=False) as runner:
-            code = remote.status(names, _lookup(locations), runner, ssh_port, click.echo)
+            code = remote.status(names, _lookup(locations), runner, ssh_port, say)
     except RemoteRefused as exc:
         raise CommandFailed(str(exc)) from exc
     _exit(ctx, code)
@@ -116,11 +119,15 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
 
 @click.command("journal")
 @click.option(
-    "--lines", type=int, default=10, show_default=True, help="Number of recent log lines to return."
+    "--lines",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Number of recent log lines to return.",
 )
 @click.option("-f", "--follow", is_flag=True, help="Continuously print new entries as they are appended.")
 @click.option(
-    "--ssh-port", type=int, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
+    "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )
 @click.option("--sudo", is_flag=True, help="Execute journal command with sudo.")
 @click.option(
@@ -173,7 +180,7 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
 @click.option("--unit", default="", help="Open SSH connection to machine running provided unit.")
 @click.option("-A", "--forward-agent", is_flag=True, help="Forward local ssh-agent to target machine.")
 @click.option(
-    "--ssh-port", type=int, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
+    "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context

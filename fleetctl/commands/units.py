@@ -9,6 +9,7 @@ import click
 from fleetctl.client import FleetClient, Goal
 from fleetctl.commands.blocking import block_options, report_triggered, wait_for
 from fleetctl.context import App, CommandFailed, UsageFailed, app_of, run
+from fleetctl.output import say
 from fleetctl.resolve import CreateResult, ResolveError, create_units, find_units
 from fleetd.errors import NotFound, UnitFileError, UnitNameError
 from fleetd.model import TargetState
@@ -21,11 +22,11 @@ INACTIVE, LOADED, LAUNCHED = TargetState.INACTIVE, TargetState.LOADED, TargetSta
 
 
 def _warn(message: str) -> None:
-    click.echo(message, err=True)
+    say(message, err=True)
 
 
 def _say(message: str) -> None:
-    click.echo(message)
+    say(message)
 
 
 def _require(args: Sequence[str]) -> None:
@@ -202,7 +203,7 @@ def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[s
             client, app, stopping, LOADED, "stop", no_block=no_block, attempts=block_attempts, failure=failure
         )
         if not no_block:
-            click.echo(f"Successfully stopped units {names}.", err=True)
+            say(f"Successfully stopped units {names}.", err=True)
 
     run(ctx, action)
 
@@ -240,7 +241,7 @@ def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple
             failure=failure,
         )
         if not no_block:
-            click.echo(f"Successfully unloaded units {names}.", err=True)
+            say(f"Successfully unloaded units {names}.", err=True)
 
     run(ctx, action)
 
@@ -259,7 +260,7 @@ def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
         names = [r.name for r in records]
         await client.destroy(names)
         for name in names:
-            click.echo(f"Destroyed {name}")
+            say(f"Destroyed {name}")
         if not no_block:
             await wait_for(
                 client,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from fleetctl.context import UsageFailed
+from fleetctl.output import say
 
 __all__ = ["COMMANDS"]
 
@@ -21,7 +22,7 @@ def verify(ctx: click.Context, canonical: bool, files: tuple[str, ...]) -> None:
 
     report = verify_paths(list(files), canonical)
     for line in report.lines:
-        click.echo(line.text, err=line.is_error)
+        say(line.text, err=line.is_error)
     ctx.exit(report.exit_code)
 
 

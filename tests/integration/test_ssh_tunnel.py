@@ -117,7 +117,7 @@ def test_known_hosts_accept_then_changed_key_fails_then_cleared_file_accepts(
     assert changed.questions == []
 
     known_hosts.write_text("")
-    cleared = Answers("y")
+    cleared = Answers("yes")
     with _connect(sshd, settings, cleared) as connection:
         assert _run(connection, "true")[0] == 0
     assert known_hosts.read_text() == f"{name} {sshd.host_public_key()}\n"

@@ -64,6 +64,7 @@ def test_every_node_gets_fleet_conf_and_the_fleetd_unit(name: str) -> None:
     files = written_files(render(name, VALUES))
     conf = files["/etc/fleet/fleet.conf"].content
     assert 'metadata="role=web"' in conf
+    assert files["/etc/fleet/fleet.conf"].permissions == 0o600  # it may hold etcd_password
     unit = files["/etc/systemd/system/fleetd.service"]
     assert unit.permissions == 0o644
     assert "Type=notify" in unit.content
@@ -83,3 +84,12 @@ def test_the_fleetd_unit_is_the_one_in_deploy_systemd(name: str) -> None:
     files = written_files(render(name, VALUES))
     written = UnitFile.from_text(files["/etc/systemd/system/fleetd.service"].content)
     assert written.canonical == shipped.canonical
+
+
+def test_devcluster_machines_get_fleet_conf_readable_by_root_only() -> None:
+    from devcluster.cluster import machine_files  # noqa: PLC0415 (only this test needs the dev cluster)
+
+    files = machine_files("http://10.0.0.1:2379", "role=web", "10.0.0.5")
+    assert files["/etc/fleet/fleet.conf"].permissions == 0o600
+    assert 'public_ip="10.0.0.5"' in files["/etc/fleet/fleet.conf"].content
+    assert files["/etc/systemd/system/fleetd.service"].permissions == 0o644

@@ -250,3 +250,129 @@ def test_missing_explicit_config_is_fatal_but_missing_default_is_not(tmp_path: P
         load_config(Invocation(config_path=str(tmp_path / "nope.conf")), {})
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(Invocation(config_path=str(tmp_path)), {})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("agent_ttl", "10000000000000000000000h", "expected a duration between 1s and 1h"),
+        ("agent_ttl", "61m", "expected a duration between 1s and 1h"),
+        ("agent_ttl", "-5s", "expected a duration between 1s and 1h"),
+        ("engine_reconcile_interval", "1ns", "expected a duration between 100ms and 1h"),
+        ("engine_reconcile_interval", "inf", "expected a duration between 100ms and 1h"),
+        ("engine_reconcile_interval", "-inf", "expected a duration between 100ms and 1h"),
+        ("engine_reconcile_interval", "1e400", "expected a duration between 100ms and 1h"),
+        ("etcd_request_timeout", "nan", "expected a duration between 100ms and 5m"),
+        ("etcd_request_timeout", "-0.5", "expected a duration between 100ms and 5m"),
+        ("etcd_request_timeout", "2h", "expected a duration between 100ms and 5m"),
+    ],
+    ids=[
+        "ttl 10^22 hours",
+        "ttl over an hour",
+        "ttl negative",
+        "reconcile 1ns",
+        "reconcile inf",
+        "reconcile -inf",
+        "reconcile overflowing float",
+        "request nan",
+        "request negative",
+        "request two hours",
+    ],
+)
+def test_absurd_durations_are_refused_with_their_bounds(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^invalid value .* for {key} \\(from config file\\): {message}$"):
+        build_config({key: value}, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "seconds"),
+    [
+        ("agent_ttl", "1s", 1.0),
+        ("agent_ttl", "1h", 3600.0),
+        ("engine_reconcile_interval", "100ms", 0.1),
+        ("engine_reconcile_interval", "3600", 3600.0),
+        ("etcd_request_timeout", "5m", 300.0),
+    ],
+)
+def test_duration_bounds_are_inclusive(key: str, value: str, seconds: float) -> None:
+    assert getattr(build_config({key: value}, {}, {}), key) == seconds
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("etcd_key_prefix", "/fleet\udcff/", "not valid UTF-8"),
+        ("etcd_key_prefix", "/fle\x1bet/", "without spaces or control characters"),
+        ("etcd_key_prefix", "/my fleet/", "without spaces or control characters"),
+        ("etcd_password", "s\udce9cret", "not valid UTF-8"),
+        ("etcd_servers", "http://[::1", "malformed URL"),
+        ("etcd_servers", "http://a:99999", "malformed URL"),
+        ("etcd_servers", "ftp://a:2379", "unsupported scheme 'ftp'"),
+        ("etcd_servers", "http://a:2379/v2/keys", "no path"),
+    ],
+    ids=[
+        "prefix undecodable byte",
+        "prefix escape",
+        "prefix space",
+        "password undecodable byte",
+        "server unclosed IPv6 bracket",
+        "server port out of range",
+        "server scheme",
+        "server path",
+    ],
+)
+def test_weird_text_values_are_config_errors(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"for {key} \\(from FLEET_{key.upper()}\\): .*{message}"):
+        build_config({}, {key: value}, {})
+
+
+def test_non_utf8_config_file_is_a_config_error_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.conf"
+    path.write_bytes(b'agent_ttl="10s"\nmetadata="caf\xe9=1"\n')
+    with pytest.raises(ConfigError, match=rf"^config file {path} line 2: byte 0xe9 is not valid UTF-8"):
+        load_config(Invocation(config_path=str(path)), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "warned"),
+    [
+        ('etcd_password="s3cret"\n', 0o644, True),
+        ('etcd_password="s3cret"\n', 0o640, True),
+        ('etcd_password="s3cret"\n', 0o600, False),
+        ('etcd_password=""\n', 0o644, False),
+        ('agent_ttl="10s"\n', 0o644, False),
+    ],
+    ids=[
+        "password world-readable",
+        "password group-readable",
+        "password 0600",
+        "empty password",
+        "no password",
+    ],
+)
+def test_a_readable_config_file_holding_a_password_is_noticed_once(
+    tmp_path: Path, text: str, mode: int, warned: bool
+) -> None:
+    path = tmp_path / "fleet.conf"
+    path.write_text(text)
+    path.chmod(mode)
+    config = load_config(Invocation(config_path=str(path)), {})
+    expected = (
+        f"config file {path} holds etcd_password but is readable by group/other (mode {mode:04o});"
+        f" run: chmod 600 {path}"
+    )
+    assert [n for n in config.notices if "etcd_password" in n] == ([expected] if warned else [])
+
+
+@pytest.mark.parametrize("key", ["etcd_cafile", "etcd_certfile", "etcd_keyfile"])
+def test_unreadable_tls_files_stop_startup_naming_the_key(tmp_path: Path, key: str) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(
+        ConfigError, match=rf"^invalid value for {key}: cannot read '{missing}': No such file"
+    ):
+        load_config(Invocation(config_path=None, options={key: str(missing)}), {})
+    with pytest.raises(ConfigError, match=rf"^invalid value for {key}: '{tmp_path}' is a directory"):
+        load_config(Invocation(options={key: str(tmp_path)}), {})
+    present = tmp_path / "present.pem"
+    present.write_text("pem")
+    assert getattr(load_config(Invocation(options={key: str(present)}), {}), key) == str(present)

@@ -161,11 +161,12 @@ class FleetCluster:
 
     def install_fleetd(self, machine: Machine) -> None:
         """fleet.conf and fleetd.service from worker.yaml (short agent_ttl), then start fleetd."""
-        for path, text in machine_files(
+        for path, file in machine_files(
             self.etcd.endpoint, self.metadata[machine.name], machine.address
         ).items():
             extra = f'agent_ttl="{AGENT_TTL:g}s"\nengine_reconcile_interval=1.0\n'
-            machine.put_file(path, text + extra if path.endswith("fleet.conf") else text)
+            text = file.content + extra if path.endswith("fleet.conf") else file.content
+            machine.put_file(path, text, file.permissions)
         machine.run(["systemctl", "daemon-reload"], check=True)
         self.start_fleetd(machine)
 

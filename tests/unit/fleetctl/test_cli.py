@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -44,14 +45,16 @@ def test_defaults() -> None:
     assert recorder.options.ssh_username  # the local user, not "core"
 
 
-def test_env_sets_global_flags_and_the_command_line_wins() -> None:
+def test_env_sets_global_flags_and_the_command_line_wins(tmp_path: Path) -> None:
     recorder = Recorder()
+    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "old-key.pem").write_text("key")
     env = {
         "FLEETCTL_ENDPOINT": "http://127.0.0.1:1,http://127.0.0.2:2",
         "FLEETCTL_ETCD_KEY_PREFIX": "/other/",
         "FLEETCTL_REQUEST_TIMEOUT": "7.5",
-        "FLEETCTL_CA_FILE": "/ca.pem",
-        "FLEETCTL_ETCD_KEYFILE": "/old-key.pem",
+        "FLEETCTL_CA_FILE": str(tmp_path / "ca.pem"),
+        "FLEETCTL_ETCD_KEYFILE": str(tmp_path / "old-key.pem"),
         "FLEETCTL_SSH_USERNAME": "admin",
         "FLEETCTL_STRICT_HOST_KEY_CHECKING": "false",
     }
@@ -61,8 +64,8 @@ def test_env_sets_global_flags_and_the_command_line_wins() -> None:
     assert options.endpoints == ("http://127.0.0.1:1", "http://127.0.0.2:2")
     assert options.etcd_key_prefix == "/other/"
     assert options.request_timeout == 1.0
-    assert options.ca_file == "/ca.pem"
-    assert options.key_file == "/old-key.pem"
+    assert options.ca_file == str(tmp_path / "ca.pem")
+    assert options.key_file == str(tmp_path / "old-key.pem")
     assert options.ssh_username == "admin"
     assert options.strict_host_key_checking is False
 
@@ -171,3 +174,68 @@ def test_debug_adds_the_traceback() -> None:
 
 def test_usage_failures_exit_2() -> None:
     assert UsageFailed("x").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--ca-file", "/nonexistent/ca.pem"],
+            "Invalid value for '--ca-file': cannot read '/nonexistent/ca.pem'",
+        ),
+        (["--cert-file", "/nonexistent/c.pem"], "Invalid value for '--cert-file': cannot read"),
+        (["--key-file", "/nonexistent/k.pem"], "Invalid value for '--key-file': cannot read"),
+        (["--etcd-cafile", "/"], "'/' is a directory, not a file"),
+        (["--endpoint", "http://[::1"], "Invalid value for '--endpoint': 'http://[::1': malformed URL"),
+        (["--endpoint", "http://a:1,http://b:99999"], "malformed URL"),
+        (["--endpoint", "ftp://a:1"], "unsupported scheme 'ftp'"),
+        (["--ssh-timeout", "nan"], "Invalid value for '--ssh-timeout': 'nan': expected a duration between"),
+        (["--ssh-timeout", "inf"], "expected a duration between 100ms and 5m"),
+        (["--ssh-timeout", "-1"], "expected a duration between 100ms and 5m"),
+        (["--ssh-timeout", "soon"], "expected seconds such as 1.5"),
+        (["--request-timeout", "1e400"], "Invalid value for '--request-timeout'"),
+        (["--request-timeout", "1ns"], "expected a duration between 100ms and 5m"),
+        (["--etcd-key-prefix", "fleet"], "expected a key prefix starting with /"),
+        (["--etcd-key-prefix", "/a\x1bb/"], "without spaces or control characters"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_global_flag_values_are_usage_errors_without_traceback(args: list[str], message: str) -> None:
+    recorder = Recorder()
+    result = invoke([*args, "list-units"], recorder)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert recorder.options is None  # nothing ran
+
+
+def test_bad_values_from_the_environment_are_usage_errors_too() -> None:
+    result = invoke(["list-units"], Recorder(), {"FLEETCTL_SSH_TIMEOUT": "nan"})
+    assert result.exit_code == 2
+    assert "expected a duration between 100ms and 5m" in result.stderr
+
+
+def test_durations_accept_go_forms_and_tls_files_expand_home(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("ca")
+    recorder = Recorder()
+    args = ["--ssh-timeout", "1m", "--request-timeout", "500ms", "--ca-file", "~/ca.pem", "list-units"]
+    assert invoke(args, recorder, {"HOME": str(tmp_path)}).exit_code == 0
+    assert recorder.options is not None
+    assert (recorder.options.ssh_timeout, recorder.options.request_timeout) == (60.0, 0.5)
+    assert recorder.options.ca_file == str(tmp_path / "ca.pem")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["start", "--block-attempts", "99999999999999999999", "x.service"],
+        ["status", "--ssh-port", "70000", "x.service"],
+        ["ssh", "--ssh-port", "0", "m"],
+        ["journal", "--lines", "-5", "x.service"],
+    ],
+    ids=["block attempts", "status port", "ssh port", "journal lines"],
+)
+def test_out_of_range_command_flags_are_usage_errors(args: list[str]) -> None:
+    result = invoke(args, Recorder())
+    assert result.exit_code == 2
+    assert "Invalid value for" in result.stderr

@@ -190,6 +190,48 @@ def test_match_host(patterns: tuple[str, ...], host: str, expected: bool) -> Non
             HostKeyCheck.MATCH,
         ),
         (
+            (f"10.0.0.1 ssh-ed25519 {_b64(ED_A)}", f"@revoked 10.0.0.1 ssh-ed25519 {_b64(ED_A)}"),
+            "10.0.0.1",
+            "ssh-ed25519",
+            ED_A,
+            HostKeyCheck.REVOKED,
+        ),
+        (
+            (f"@revoked * ssh-ed25519 {_b64(ED_A)}",),
+            "10.0.0.9",
+            "ssh-ed25519",
+            ED_A,
+            HostKeyCheck.REVOKED,
+        ),
+        (
+            (f"@revoked {_hashed('10.0.0.1')} ssh-ed25519 {_b64(ED_A)}",),
+            "10.0.0.1",
+            "ssh-ed25519",
+            ED_A,
+            HostKeyCheck.REVOKED,
+        ),
+        (
+            (f"@revoked 10.0.0.1 ssh-ed25519 {_b64(ED_A)}",),
+            "10.0.0.2",
+            "ssh-ed25519",
+            ED_A,
+            HostKeyCheck.UNKNOWN,
+        ),
+        (
+            (f"@revoked 10.0.0.1 ssh-ed25519 {_b64(ED_B)}",),
+            "10.0.0.1",
+            "ssh-ed25519",
+            ED_A,
+            HostKeyCheck.UNKNOWN,
+        ),
+        (
+            (f"10.0.0.1 ssh-ed25519 caf\u00e9{_b64(ED_B)}", f"10.0.0.1 ssh-ed25519 {_b64(ED_A)}"),
+            "10.0.0.1",
+            "ssh-ed25519",
+            ED_A,
+            HostKeyCheck.MATCH,
+        ),
+        (
             ("# 10.0.0.1 ssh-ed25519 AAAA", "", f"10.0.0.1 ssh-ed25519 {_b64(ED_A)} a comment"),
             "10.0.0.1",
             "ssh-ed25519",
@@ -214,7 +256,13 @@ def test_match_host(patterns: tuple[str, ...], host: str, expected: bool) -> Non
         "hashed other host unknown",
         "hashed host with port",
         "cert-authority line skipped",
-        "revoked line skipped, plain line used",
+        "revoked other key, plain line used",
+        "revoked key refused although a plain line accepts it",
+        "revoked for every host",
+        "revoked hashed host",
+        "revoked for another host only",
+        "revoked other key, host otherwise unknown",
+        "non-ASCII key skipped, next line used",
         "comments, blanks, trailing comment",
         "empty file",
     ],
@@ -232,10 +280,11 @@ def test_check_host_key(
             f"@cert-authority *.example.com ssh-ed25519 {_b64(ED_A)}",
             "kh:1: skipping line with unsupported marker @cert-authority",
         ),
-        (
-            f"@revoked 10.0.0.1 ssh-ed25519 {_b64(ED_A)}",
-            "kh:1: skipping line with unsupported marker @revoked",
-        ),
+        ("@revoked 10.0.0.1 ssh-ed25519", "kh:1: skipping malformed line (expected: hosts key-type key)"),
+        ("@bogus\x1b[2J h ssh-ed25519 AAAA", "kh:1: skipping line with unsupported marker '@bogus\\x1b[2J'"),
+        ("10.0.0.1 ssh-ed25519 AAAA\u00e9AAA", "kh:1: skipping line with an invalid base64 key"),
+        ("10.0.0.1 ssh-ed25519 AAAA\ufffdAAA", "kh:1: skipping line with an invalid base64 key"),
+        (f"|1|\u00e9|def ssh-ed25519 {_b64(ED_A)}", "kh:1: skipping line with an unsupported hashed host"),
         ("10.0.0.1 ssh-ed25519", "kh:1: skipping malformed line (expected: hosts key-type key)"),
         ("10.0.0.1 ssh-ed25519 not*base64", "kh:1: skipping line with an invalid base64 key"),
         (f"10.0.0.1 ssh-rsa {_b64(ED_A)}", "kh:1: skipping line whose key does not match its type ssh-rsa"),
@@ -245,7 +294,11 @@ def test_check_host_key(
     ],
     ids=[
         "cert-authority marker",
-        "revoked marker",
+        "revoked without a key",
+        "unknown marker with an escape",
+        "non-ASCII key",
+        "undecodable byte in key",
+        "non-ASCII hash salt",
         "too few fields",
         "bad base64",
         "type differs from blob",
@@ -303,3 +356,15 @@ def test_fingerprints_and_messages() -> None:
     assert "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @" in warning.splitlines()
     assert kh.md5_fingerprint(ED_B) in warning
     assert "Add correct host key in /tmp/kh to get rid of this message." in warning
+
+
+def test_revoked_keys_are_not_offered_as_known_types() -> None:
+    known = _file(f"@revoked 10.0.0.1 ssh-rsa {_b64(RSA_A)}", f"10.0.0.1 ssh-ed25519 {_b64(ED_A)}")
+    assert kh.known_key_types(known, "10.0.0.1") == ("ssh-ed25519",)
+
+
+def test_revoked_warning_names_host_file_and_fingerprint() -> None:
+    text = kh.revoked_host_warning("10.0.0.1", "ssh-ed25519", ED_A, "/kh")
+    assert "WARNING: REVOKED HOST KEY DETECTED!" in text
+    assert "The ssh-ed25519 host key for 10.0.0.1 is marked as revoked in /kh." in text
+    assert kh.sha256_fingerprint(ED_A) in text

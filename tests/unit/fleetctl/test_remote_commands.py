@@ -109,11 +109,14 @@ def test_status_runs_systemctl_on_the_units_machine_and_returns_its_code(
     runner.codes = [0, 3]
     result = invoke(fake, commands.status, ["hello", "--ssh-port", "2222", "hello.service"])
     assert result.exit_code == 3
-    assert result.stdout == "ran systemctl status -l hello.service\n\nran systemctl status -l hello.service\n"
+    assert (
+        result.stdout
+        == "ran systemctl status -l -- hello.service\n\nran systemctl status -l -- hello.service\n"
+    )
     assert runner.calls[0] == (
         "run",
         MACHINE_A.id,
-        ("systemctl", "status", "-l", "hello.service"),
+        ("systemctl", "status", "-l", "--", "hello.service"),
         2222,
         False,
     )
@@ -147,25 +150,23 @@ def test_journal_refusals(
 @pytest.mark.parametrize(
     ("args", "argv"),
     [
-        (["hello"], ("journalctl", "--unit", "hello.service", "--no-pager", "-n", "10", "--output", "short")),
+        (["hello"], ("journalctl", "--unit=hello.service", "--no-pager", "-n", "10", "--output=short")),
         (
             ["--lines", "5", "-f", "--sudo", "--output", "json", "hello"],
             (
                 "sudo",
                 "journalctl",
-                "--unit",
-                "hello.service",
+                "--unit=hello.service",
                 "--no-pager",
                 "-n",
                 "5",
-                "--output",
-                "json",
+                "--output=json",
                 "-f",
             ),
         ),
         (
             ["--follow", "hello"],
-            ("journalctl", "--unit", "hello.service", "--no-pager", "-n", "10", "--output", "short", "-f"),
+            ("journalctl", "--unit=hello.service", "--no-pager", "-n", "10", "--output=short", "-f"),
         ),
     ],
     ids=["defaults", "all flags", "long follow"],
@@ -255,3 +256,33 @@ def test_ssh_targets_and_commands(
 
 def test_quote_command_keeps_every_word_one_word() -> None:
     assert remote.quote_command(["echo", "a b", "$(x)", "it's", ""]) == "echo 'a b' '$(x)' 'it'\"'\"'s' ''"
+
+
+def _dash_unit(fake: FakeCluster) -> None:
+    """A unit whose name looks like an option (written straight to the registry, as any client could)."""
+    fake.submit("-H.service", HELLO, TargetState.LAUNCHED)
+    fake.publish(
+        UnitState(
+            UnitName("-H.service"), MACHINE_A.id, "loaded", "active", "running", "h", TargetState.LAUNCHED
+        )
+    )
+
+
+def test_status_puts_the_unit_name_after_double_dash(fake: FakeCluster, runner: RecordingRunner) -> None:
+    _dash_unit(fake)
+    assert invoke(fake, commands.status, ["--", "-H.service"]).exit_code == 0
+    argv = runner.calls[0][2]
+    assert argv == ("systemctl", "status", "-l", "--", "-H.service")
+    assert remote.quote_command(argv) == "systemctl status -l -- -H.service"
+
+
+def test_journal_glues_the_unit_name_and_output_mode_to_their_options(
+    fake: FakeCluster, runner: RecordingRunner
+) -> None:
+    _dash_unit(fake)
+    assert invoke(fake, commands.journal, ["--output", "-x; reboot", "--", "-H.service"]).exit_code == 0
+    argv = runner.calls[0][2]
+    assert argv == ("journalctl", "--unit=-H.service", "--no-pager", "-n", "10", "--output=-x; reboot")
+    assert remote.quote_command(argv) == (
+        "journalctl --unit=-H.service --no-pager -n 10 '--output=-x; reboot'"
+    )
