@@ -26,8 +26,8 @@ from fleetd.unitfile.requirements import requirements_for, validate_requirements
 from fleetd.unitfile.unit import UnitFile, canonical_order
 
 __all__ = [
-    "MAX_BODY_BYTES", "RequirementsFor", "body_requirements", "checked_unit_bytes", "checked_unit_file",
-    "decode_unit_text",
+    "MAX_BODY_BYTES", "RequirementsFor", "body_requirements", "check_body_size", "checked_unit_bytes",
+    "checked_unit_file", "decode_unit_text",
 ]
 
 # etcd refuses requests over 1.5 MiB; a body must fit in one with its keys and the other ops of its Txn.
@@ -39,7 +39,7 @@ RequirementsFor = Callable[[UnitName], Requirements]
 def decode_unit_text(data: bytes) -> str:
     """The text of a unit body given as bytes (e.g. a local file): at most ``MAX_BODY_BYTES`` of strict
     UTF-8; UnitFileError otherwise."""
-    _check_size(len(data))
+    check_body_size(len(data))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -57,7 +57,7 @@ def checked_unit_file(text: str) -> UnitFile:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise _not_utf8(text.count("\n", 0, exc.start) + 1) from None
-    _check_size(len(data))
+    check_body_size(len(data))
     nul = text.find("\0")
     if nul >= 0:
         line = text.count("\n", 0, nul) + 1
@@ -73,7 +73,8 @@ def checked_unit_file(text: str) -> UnitFile:
     return unit_file
 
 
-def _check_size(size: int) -> None:
+def check_body_size(size: int) -> None:
+    """UnitFileError when a body of ``size`` bytes is too large (lets a reader refuse before reading)."""
     if size > MAX_BODY_BYTES:
         raise UnitFileError(
             f"unit file is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MiB): make it smaller"
