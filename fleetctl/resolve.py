@@ -15,11 +15,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from fleetctl.client import FleetClient
+from fleetctl.unit_files import LocalUnitFileError, read_unit_file
 from fleetd import glob
 from fleetd.errors import FleetError, UnitFileError, UnitNameError
 from fleetd.model import TargetState, UnitName
 from fleetd.registry.keyspace import UnitRecord
 from fleetd.unitfile import requirements
+from fleetd.unitfile.body import body_requirements, checked_unit_file
 from fleetd.unitfile.names import UnitNameInfo, base_name, mangle, validate_unit_name
 from fleetd.unitfile.unit import UnitFile
 
@@ -40,7 +42,15 @@ class CreateResult:
 
 
 def is_global(unit_file: UnitFile, name: str) -> bool:
-    return requirements.requirements_for(unit_file, name).is_global
+    """Whether ``unit_file`` submitted as ``name`` is global, read from its canonical text as the engine and
+    the agents read it (UnitFileError for a unit file that is not usable)."""
+    return body_requirements(unit_file.canonical)(UnitName(name)).is_global
+
+
+def _new_record(name: str, unit_file: UnitFile) -> tuple[UnitRecord, str]:
+    """The inactive record and body that create (or replace) ``name``."""
+    record = UnitRecord(UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE)
+    return record, unit_file.canonical
 
 
 def _dirname(arg: str) -> str:
@@ -112,27 +122,28 @@ async def find_units(client: FleetClient, args: Sequence[str]) -> list[UnitRecor
 
 
 def _read_unit_file(path: str) -> UnitFile:
+    """The usable unit file at ``path`` (``fleetctl verify`` judges files the same way); ResolveError naming
+    the file, and the line when known, otherwise."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ResolveError(f"failed getting Unit({path}) from file: {exc.strerror}: {path}") from exc
-    try:
-        return UnitFile.from_text(text)
-    except UnitFileError as exc:
-        where = f"{path}:{exc.line}" if exc.line is not None else path
-        raise ResolveError(f"failed getting Unit({path}) from file: {where}: {exc.msg}") from exc
+        return read_unit_file(path)
+    except LocalUnitFileError as exc:
+        raise ResolveError(f"failed getting Unit({path}) from file: {exc}") from exc
 
 
-def _check(name: str, unit_file: UnitFile, warn: Say, origin: str) -> None:
-    """Validate ``[X-Fleet]`` option combinations (errors name ``origin:line``); warn about unknown keys."""
-    for key in requirements.unknown_keys(unit_file):
-        warn(f'Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"')
+def _registry_template(template: str, body: str) -> UnitFile:
+    """A template's body from the registry, judged as the agents judge it."""
     try:
-        requirements.validate_requirements(unit_file)
+        return checked_unit_file(body)
     except UnitFileError as exc:
-        where = f"{origin}:{exc.line}: " if exc.line is not None else ""
-        raise ResolveError(f"{where}{exc.msg}") from exc
+        raise ResolveError(
+            f"template Unit({template}) in the Registry cannot be used: {exc}; replace it"
+            f" (fleetctl submit --replace {template}) or destroy it"
+        ) from exc
+
+
+def _warn_unknown_keys(name: str, unit_file: UnitFile, warn: Say) -> None:
+    for line in requirements.unknown_key_warnings(unit_file, name):
+        warn(line)
 
 
 @dataclass(slots=True)
@@ -164,12 +175,11 @@ class _Creator:
             if name in existing:
                 self._compare_existing(arg, name, existing[UnitName(name)], writes)
                 continue
-            unit_file, origin = self._source(arg, name, template_records, template_bodies)
-            _check(name, unit_file, self.warn, origin)
-            record = UnitRecord(
-                UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE
-            )
-            writes[name] = (record, unit_file.canonical)
+            unit_file = self._source(arg, name, template_records, template_bodies)
+            _warn_unknown_keys(name, unit_file, self.warn)
+            writes[name] = _new_record(name, unit_file)
+        # Only now, with every argument resolved, does anything reach the registry (the schema key included).
+        await self.client.ensure_schema()
         await self.client.put_units(list(writes.values()))
         records = dict(existing)
         records.update({UnitName(name): record for name, (record, _) in writes.items()})
@@ -211,11 +221,8 @@ class _Creator:
                 " use the appropriate command"
             )
             return
-        _check(name, unit_file, self.warn, path)
-        replaced = UnitRecord(
-            UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE
-        )
-        writes[name] = (replaced, unit_file.canonical)
+        _warn_unknown_keys(name, unit_file, self.warn)
+        writes[name] = _new_record(name, unit_file)
 
     def _source(
         self,
@@ -223,11 +230,11 @@ class _Creator:
         name: str,
         template_records: Mapping[UnitName, UnitRecord],
         template_bodies: Mapping[str, str],
-    ) -> tuple[UnitFile, str]:
-        """The unit file to create ``name`` from, and where it came from."""
+    ) -> UnitFile:
+        """The unit file to create ``name`` from."""
         path = _join(_dirname(arg), name)
         if os.path.isfile(path):
-            return _read_unit_file(path), path
+            return _read_unit_file(path)
         info = UnitNameInfo.parse(name)
         if info is None:
             raise ResolveError(f"error extracting information from unit name {name}")
@@ -236,15 +243,15 @@ class _Creator:
         record = template_records.get(UnitName(info.template))
         template_path = _join(_dirname(arg), info.template)
         if record is not None and record.hash in template_bodies:
-            unit_file = UnitFile.from_text(template_bodies[record.hash])
+            unit_file = _registry_template(info.template, template_bodies[record.hash])
             if os.path.isfile(template_path) and _read_unit_file(template_path).hash != record.hash:
                 self.warn(
                     f"WARNING: Unit {info.template} in registry differs from local template unit file"
                     f" {template_path}. Add --replace to override."
                 )
-            return unit_file, info.template
+            return unit_file
         if os.path.isfile(template_path):
-            return _read_unit_file(template_path), template_path
+            return _read_unit_file(template_path)
         raise ResolveError(
             f"failed getting Unit({name}) from template: unable to find template Unit({info.template})"
             " in Registry or on filesystem"
@@ -263,6 +270,7 @@ async def create_units(
 ) -> CreateResult:
     """Expand globs, then create the units that are missing (or replaced) in one batch of writes.
 
-    Every argument is resolved before anything is written, so an error leaves the registry unchanged."""
+    Every argument is resolved (and every local file it reads checked) before anything is written, so an
+    error leaves the registry unchanged."""
     expanded = await expand_args(client, args, local=True, templates=templates)
     return await _Creator(client, replace, allowed, warn, say).run(expanded)

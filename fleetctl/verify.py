@@ -1,28 +1,28 @@
 """Offline unit-file checks for ``fleetctl verify [--canonical] FILE...`` (DESIGN.md §7 item 9).
 
-For each file: the unit name (the file's base name) is validated, the text is lexed, and the [X-Fleet]
-option combinations are checked. A valid file prints ``FILE: ok <short hash>`` (and, with
-``--canonical``, its canonical text); each problem prints ``FILE:LINE: <error>`` (``FILE: <error>`` when
-no line applies) on stderr. Unknown [X-Fleet] keys only warn. Files that cannot be read as UTF-8 text
-get a one-line ``FILE: <what is wrong>``. The exit code is 0 only when every file is valid.
+For each file: the unit name (the file's base name) is validated, and the file is read and judged by
+``fleetctl.unit_files.read_unit_file``, the one reader ``submit``, ``load`` and ``start`` use: a file is
+accepted here exactly when they accept it (the name check only adds what they check on the argument).
+A valid file prints ``FILE: ok <short hash>`` (and, with ``--canonical``, its canonical text); each
+problem prints ``FILE:LINE: <error>`` (``FILE: <error>`` when no line applies) on stderr: the reader's
+reason, or every [X-Fleet] problem when that is what it rejected. Unknown [X-Fleet] keys only warn. The
+exit code is 0 only when every file is valid.
 """
 
 from __future__ import annotations
 
 import enum
-import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from fleetd.errors import UnitFileError, UnitNameError
+from fleetctl.unit_files import LocalUnitFileError, read_unit_file
+from fleetd.errors import FleetError, UnitFileError, UnitNameError
 from fleetd.unitfile import UnitFile, requirement_problems, unknown_keys, validate_unit_name
+from fleetd.unitfile.body import decode_unit_text
 from fleetd.unitfile.names import base_name
 from fleetd.unitfile.unit import FLEET_SECTION
 
-__all__ = ["MAX_FILE_SIZE", "OutputLine", "Stream", "VerifyReport", "verify_paths"]
-
-MAX_FILE_SIZE = 1024 * 1024  # far above any real unit file, and above what the registry stores per value
+__all__ = ["OutputLine", "Stream", "VerifyReport", "verify_paths"]
 
 
 class Stream(enum.Enum):
@@ -75,28 +75,19 @@ def _verify_one(path: str, canonical: bool) -> tuple[list[OutputLine], bool]:
         where = path if line is None else f"{path}:{line}"
         return OutputLine(Stream.STDERR, f"{where}: {text}")
 
-    text, problem = _read_text(path)
-    if text is None:
-        return [err(problem)], False
-    out: list[OutputLine] = []
+    errors: list[OutputLine] = []
     try:
         validate_unit_name(base_name(path))
     except UnitNameError as exc:
-        out.append(err(str(exc)))
+        errors.append(err(str(exc)))
     try:
-        unit = UnitFile.from_text(text)
-    except UnitFileError as exc:
-        out.append(err(exc.msg, exc.line))
-        return out, False
-    out.extend(err(p.msg, p.line) for p in requirement_problems(unit))
-    ok = not out
-    first_line: dict[str, int] = {}
-    for option in unit.options:
-        if option.section == FLEET_SECTION:
-            first_line.setdefault(option.name, option.line)
-    for key in unknown_keys(unit):
-        out.append(err(f'warning: unrecognized requirement in [X-Fleet] section: "{key}"', first_line[key]))
-    if not ok:
+        unit = read_unit_file(path)  # accept or reject: the policy submit applies
+    except LocalUnitFileError as exc:
+        parsed = _parsed(exc.data)
+        errors.extend(err(problem.msg, problem.line) for problem in _every_problem(exc, parsed))
+        return errors + _unknown_key_warnings(parsed, err), False
+    out = errors + _unknown_key_warnings(unit, err)
+    if errors:
         return out, False
     out.append(OutputLine(Stream.STDOUT, f"{path}: ok {unit.short_hash}"))
     if canonical and unit.canonical:
@@ -104,30 +95,32 @@ def _verify_one(path: str, canonical: bool) -> tuple[list[OutputLine], bool]:
     return out, True
 
 
-def _read_text(path: str) -> tuple[str | None, str]:
-    """The file's text, or (None, a short description of why it cannot be used)."""
+def _parsed(data: bytes | None) -> UnitFile | None:
+    """The options of a rejected file when it parses (to report all its problems), else None."""
+    if data is None:
+        return None
     try:
-        info = Path(path).stat()
-        if stat.S_ISDIR(info.st_mode):
-            return None, "is a directory"
-        if not stat.S_ISREG(info.st_mode):
-            return None, "not a regular file"
-        if info.st_size > MAX_FILE_SIZE:
-            return None, f"too large for a unit file ({info.st_size} bytes, limit {MAX_FILE_SIZE})"
-        with Path(path).open("rb") as handle:
-            data = handle.read(MAX_FILE_SIZE + 1)
-    except FileNotFoundError:
-        return None, "no such file"
-    except IsADirectoryError:
-        return None, "is a directory"
-    except PermissionError:
-        return None, "permission denied"
-    except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
-    if b"\x00" in data:
-        return None, "binary file (contains NUL bytes), not a unit file"
-    try:
-        return data.decode("utf-8"), ""
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        return None, f"not UTF-8 text (invalid byte 0x{data[exc.start]:02x} on line {line})"
+        return UnitFile.from_text(decode_unit_text(data))
+    except (FleetError, ValueError, RecursionError, MemoryError):  # as checked_unit_file: never a crash
+        return None
+
+
+def _every_problem(exc: LocalUnitFileError, parsed: UnitFile | None) -> tuple[UnitFileError, ...]:
+    """The policy's reason for rejecting the file; when that is an [X-Fleet] problem, every such problem."""
+    reason = UnitFileError(exc.msg, exc.line)
+    if parsed is not None:
+        problems = requirement_problems(parsed)
+        if problems and (problems[0].msg, problems[0].line) == (reason.msg, reason.line):
+            return problems
+    return (reason,)
+
+
+def _unknown_key_warnings(unit: UnitFile | None, err: Callable[[str, int], OutputLine]) -> list[OutputLine]:
+    if unit is None:
+        return []
+    first_line: dict[str, int] = {}
+    for option in unit.options:
+        if option.section == FLEET_SECTION:
+            first_line.setdefault(option.name, option.line)
+    return [err(f'warning: unrecognized requirement in [X-Fleet] section: "{key}"', first_line[key])
+            for key in unknown_keys(unit)]

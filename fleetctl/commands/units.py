@@ -48,8 +48,10 @@ async def _create(
     templates: bool,
     attempts: int,
 ) -> CreateResult:
-    """Create what is missing (or replaced), then wait until each new one is inactive (ignores --no-block)."""
-    await client.ensure_schema()
+    """Create what is missing (or replaced), then wait until each new one is inactive (ignores --no-block).
+
+    Local files are read and judged by ``fleetctl.unit_files`` (as ``verify`` judges them); an argument that
+    cannot become a unit fails the command before anything is written."""
     try:
         result = await create_units(
             client, args, replace=replace, allowed=allowed, warn=_warn, say=_say, templates=templates

@@ -1,8 +1,11 @@
 """Unit text -> a usable unit: the one policy for every unit body fleet accepts or reads back (pure).
 
-A body is *usable* when it is at most ``MAX_BODY_BYTES`` of valid UTF-8, parses, and its ``[X-Fleet]``
-options pass validation: exactly what ``fleetctl verify`` and ``submit`` accept. Bodies read back from the
-registry go through the same check, because anyone with etcd access can write any bytes there:
+A body is *usable* when it is at most ``MAX_BODY_BYTES`` of valid UTF-8 without NUL characters,
+parses, has a canonical form that parses back to the same options (see ``parser``; otherwise its hash
+would change once stored), and its ``[X-Fleet]`` options pass validation: exactly what ``fleetctl
+verify``, ``submit``, ``load`` and ``start`` accept (local files come in as bytes: ``checked_unit_bytes``).
+Bodies read back from the registry go through the same check, because anyone with etcd access can write
+any bytes there:
 
 - the engine neither places nor moves a unit whose body is not usable (it cannot honour constraints it
   cannot read); its existing schedule entries are left alone;
@@ -18,10 +21,14 @@ from collections.abc import Callable
 
 from fleetd.errors import FleetError, UnitFileError
 from fleetd.model import Requirements, UnitName
+from fleetd.unitfile.parser import parse
 from fleetd.unitfile.requirements import requirements_for, validate_requirements
-from fleetd.unitfile.unit import UnitFile
+from fleetd.unitfile.unit import UnitFile, canonical_order
 
-__all__ = ["MAX_BODY_BYTES", "RequirementsFor", "body_requirements", "checked_unit_file"]
+__all__ = [
+    "MAX_BODY_BYTES", "RequirementsFor", "body_requirements", "check_body_size", "checked_unit_bytes",
+    "checked_unit_file", "decode_unit_text",
+]
 
 # etcd refuses requests over 1.5 MiB; a body must fit in one with its keys and the other ops of its Txn.
 MAX_BODY_BYTES = 1024 * 1024
@@ -29,23 +36,67 @@ MAX_BODY_BYTES = 1024 * 1024
 RequirementsFor = Callable[[UnitName], Requirements]
 
 
+def decode_unit_text(data: bytes) -> str:
+    """The text of a unit body given as bytes (e.g. a local file): at most ``MAX_BODY_BYTES`` of strict
+    UTF-8; UnitFileError otherwise."""
+    check_body_size(len(data))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(data.count(b"\n", 0, exc.start) + 1) from None
+
+
+def checked_unit_bytes(data: bytes) -> UnitFile:
+    """``checked_unit_file`` of bytes: the one way a unit file read from disk becomes a UnitFile."""
+    return checked_unit_file(decode_unit_text(data))
+
+
 def checked_unit_file(text: str) -> UnitFile:
     """The unit file of ``text`` when it is usable; UnitFileError (with a line when known) otherwise."""
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        line = text.count("\n", 0, exc.start) + 1
-        raise UnitFileError("not valid UTF-8 text", line) from None
-    if len(data) > MAX_BODY_BYTES:
-        raise UnitFileError(f"unit file is {len(data)} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MiB)")
+        raise _not_utf8(text.count("\n", 0, exc.start) + 1) from None
+    check_body_size(len(data))
+    nul = text.find("\0")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise UnitFileError(f"contains a NUL character (line {line}); a unit file is text: remove it")
     try:
         unit_file = UnitFile.from_text(text)
+        _check_stable(unit_file)
         validate_requirements(unit_file)
     except UnitFileError:
         raise
     except (FleetError, ValueError, RecursionError, MemoryError) as exc:  # hostile text: never a crash
         raise UnitFileError(f"unit file cannot be read: {exc}") from None
     return unit_file
+
+
+def check_body_size(size: int) -> None:
+    """UnitFileError when a body of ``size`` bytes is too large (lets a reader refuse before reading)."""
+    if size > MAX_BODY_BYTES:
+        raise UnitFileError(
+            f"unit file is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MiB): make it smaller"
+        )
+
+
+def _not_utf8(line: int) -> UnitFileError:
+    return UnitFileError(f"not valid UTF-8 text (line {line}); save it as UTF-8")
+
+
+def _check_stable(unit_file: UnitFile) -> None:
+    """The parser rejects what its canonical form cannot represent; this guards that promise, because a
+    hash that changes once stored makes every agent reload the unit on every pass."""
+    expected = canonical_order(unit_file.options)
+    try:
+        again = parse(unit_file.canonical)
+    except UnitFileError:
+        again = ()
+    if again != expected:
+        line = next((o.line for o, a in zip(expected, again, strict=False) if o != a), expected[-1].line)
+        raise UnitFileError("this option reads back differently once stored in canonical form; simplify"
+                            " its value", line or None)
 
 
 def body_requirements(text: str) -> RequirementsFor:

@@ -16,9 +16,24 @@ Behaviour follows the lexer fleet uses (go-systemd ``unit/deserialize.go``), qui
 - Lines end at ``\\n``; a trailing ``\\r`` is removed only on a last line without ``\\n`` (CRLF
   values lose their ``\\r`` to trimming, and CRLF breaks continuations). Quotes are not
   interpreted; duplicate keys are all kept.
-- A line of 2048 bytes or more (counted up to its first ``\\r``/``\\n``) is an error, as systemd
-  would truncate it. Lines swallowed by a comment continuation are not checked, as in the
-  original.
+- A line of 2048 bytes or more (counted up to its ``\\n``) is an error, as systemd would truncate
+  it. Lines swallowed by a comment continuation are not checked, as in the original.
+
+The canonical form (``unit.serialize``: ``[Section]``, then ``Name=Value`` lines) must parse back to
+the same options, or a unit's hash would change once it is stored and every agent would reload it on
+every pass. Each option, section and line of the canonical form is its source with whitespace trimmed,
+so it re-parses the same way, except in two cases the original accepts and which are rejected here:
+
+- a value whose last character is a backslash (a backslash at the end of the file, or one followed by
+  trailing whitespace or the ``\\r`` of a CRLF line end): written as ``Name=Value\\n`` it would
+  continue into the next line. A value ending in backslash-newline (a continuation ended by a blank
+  line) is fine: its canonical form is followed by a blank line again.
+- a long line that only passed because the original counted its length up to a ``\\r``: trimming a
+  leading ``\\r`` would make its canonical line too long (so length is counted up to ``\\n``).
+
+Everything else (empty names and values, ``#``/``;``/``[`` at the start of continuation lines, ``\\r``
+inside values, section names holding ``[``, ``=``, ``#`` or newlines, NUL, any Unicode) re-parses to
+the same options; repeated sections come back merged, in the canonical order.
 """
 
 from __future__ import annotations
@@ -38,7 +53,9 @@ GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\
 
 _PRE_SECTION = re.compile(r"[\[#;]")
 # A UTF-8 character is at most 4 bytes, so a line of LINE_MAX bytes has at least LINE_MAX // 4 characters.
-_MAYBE_LONG = re.compile(r"(?m)^[^\r\n]{" + str(LINE_MAX // 4) + ",}")
+# The original stops counting at a \r too; then a line starting with "\r" is never too long, but its
+# canonical form (the \r trimmed) is: count up to \n so that a line accepted once is accepted again.
+_MAYBE_LONG = re.compile(r"(?m)^[^\n]{" + str(LINE_MAX // 4) + ",}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +177,10 @@ class _Lexer:
                 parts.append("\n")
             self._check_length()
             line, eof = self._to_eol(self.pos)
-        value = "".join(parts)
-        value = value.strip(GO_SPACE) + "\n" if value.endswith("\n") else value.strip(GO_SPACE)
+        raw = "".join(parts)
+        value = raw.strip(GO_SPACE) + "\n" if raw.endswith("\n") else raw.strip(GO_SPACE)
+        if value.endswith("\\"):
+            raise UnitFileError(_dangling_backslash(name, raw), line_no)
         self.options.append(UnitOption(section, name, value, line_no))
 
     def _check_length(self) -> None:
@@ -169,8 +188,17 @@ class _Lexer:
             raise UnitFileError(f"line too long (max {LINE_MAX} bytes)", self.line)
 
 
+def _dangling_backslash(name: str, raw: str) -> str:
+    """Why a value may not end in a backslash (see the module docstring), and what to do about it."""
+    if raw.endswith("\\"):
+        return f"{name}: the backslash at the end of the file continues nothing; remove it or add the next" \
+            " line"
+    return (f"{name}: whitespace after the final backslash stops it continuing the line; remove the backslash"
+            " or the whitespace after it (a CRLF file: save it with LF line ends)")
+
+
 def _long_line_starts(text: str) -> frozenset[int]:
-    """Offsets of line starts whose content up to the first CR/LF is at least LINE_MAX bytes of UTF-8."""
+    """Offsets of line starts whose content up to its LF is at least LINE_MAX bytes of UTF-8."""
     starts = [
         match.start()
         for match in _MAYBE_LONG.finditer(text)

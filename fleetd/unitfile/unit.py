@@ -18,8 +18,8 @@ from fleetd.errors import UnitFileError
 from fleetd.unitfile.parser import UnitOption, parse
 
 __all__ = [
-    "EMPTY_HASH", "FLEET_SECTION", "SHORT_HASH_LENGTH", "UnitFile", "parse_hash", "parse_multivalue",
-    "serialize",
+    "EMPTY_HASH", "FLEET_SECTION", "SHORT_HASH_LENGTH", "UnitFile", "canonical_order", "parse_hash",
+    "parse_multivalue", "serialize",
 ]
 
 FLEET_SECTION = "X-Fleet"
@@ -90,6 +90,15 @@ def serialize(options: Iterable[UnitOption]) -> str:
     for option in options:
         grouped.setdefault(option.section, []).append(f"{option.name}={option.value}\n")
     return "\n".join(f"[{section}]\n{''.join(lines)}" for section, lines in grouped.items())
+
+
+def canonical_order(options: Iterable[UnitOption]) -> tuple[UnitOption, ...]:
+    """``options`` in the order ``serialize`` writes them (repeated sections merged): what parsing the
+    canonical form gives back."""
+    by_section: dict[str, list[UnitOption]] = {}
+    for option in options:
+        by_section.setdefault(option.section, []).append(option)
+    return tuple(option for group in by_section.values() for option in group)
 
 
 def parse_multivalue(value: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl.verify import Stream, verify_paths
+from fleetd.unitfile.body import MAX_BODY_BYTES
 
 GOOD = "# web\n[Unit]\nDescription = web\n\n[Service]\nExecStart=/bin/sleep 100\n"
 GOOD_CANONICAL = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 100\n"
@@ -106,14 +107,34 @@ def test_directory(tmp_path: Path) -> None:
 def test_binary_with_nul_bytes(tmp_path: Path) -> None:
     path = write(tmp_path, "bin.service", b"\x7fELF\x02\x01\x00\x00[Service]\n")
     report = verify_paths([path], canonical=False)
-    expected = f"{path}: binary file (contains NUL bytes), not a unit file\n"
+    expected = f"{path}: contains a NUL character (line 1); a unit file is text: remove it\n"
     assert (report.exit_code, report.stderr) == (1, expected)
 
 
 def test_invalid_utf8(tmp_path: Path) -> None:
     path = write(tmp_path, "latin1.service", "[Unit]\nDescription=caf\xe9\n".encode("latin-1"))
     report = verify_paths([path], canonical=False)
-    assert (report.exit_code, report.stderr) == (1, f"{path}: not UTF-8 text (invalid byte 0xe9 on line 2)\n")
+    expected = f"{path}: not valid UTF-8 text (line 2); save it as UTF-8\n"
+    assert (report.exit_code, report.stderr) == (1, expected)
+
+
+def test_too_large_a_file_is_not_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "big.service", "[Unit]\n" + "\n" * MAX_BODY_BYTES)
+    report = verify_paths([path], canonical=False)
+    size, limit = MAX_BODY_BYTES + 7, MAX_BODY_BYTES
+    expected = f"{path}: unit file is {size} bytes; the limit is {limit} bytes (1 MiB): make it smaller\n"
+    assert (report.exit_code, report.stderr) == (1, expected)
+
+
+def test_every_xfleet_problem_is_listed_with_the_unknown_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "x.service", "[X-Fleet]\nMachineID=a\nGlobal=true\nReplaces=b\nBogus=1\n")
+    report = verify_paths([path], canonical=False)
+    assert report.stderr.splitlines() == [
+        f"{path}:3: MachineID cannot be used with Global",
+        f"{path}:4: MachineID cannot be used with Replaces",
+        f"{path}:4: Global cannot be used with Replaces",
+        f"{path}:5: warning: unrecognized requirement in [X-Fleet] section: \"Bogus\"",
+    ]
 
 
 def test_fifo_is_not_read(tmp_path: Path) -> None:

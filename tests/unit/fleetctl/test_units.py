@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from fleetctl.verify import verify_paths
 from fleetd.model import TargetState, UnitName, UnitState
+from fleetd.registry.keyspace import UnitRecord
+from fleetd.unitfile.body import MAX_BODY_BYTES
 from tests.unit.fleetctl.conftest import HELLO, MACHINE_A, FakeCluster
 
 TEMPLATE = "[Unit]\nDescription=Hello %i\n\n[Service]\nExecStart=/bin/sleep 100\n"
@@ -138,7 +141,10 @@ def test_invalid_xfleet_combination(cluster: FakeCluster, workdir: Path) -> None
     (workdir / "x.service").write_text("[X-Fleet]\nMachineID=abc\nGlobal=true\n")
     result = cluster.invoke(["submit", "x"])
     assert result.exit_code == 1
-    assert result.stderr == "Error creating units: x.service:3: MachineID cannot be used with Global\n"
+    assert result.stderr == (
+        "Error creating units: failed getting Unit(x.service) from file: x.service:3: MachineID cannot be"
+        " used with Global\n"
+    )
     assert cluster.targets() == {}
 
 
@@ -159,6 +165,58 @@ def test_an_error_writes_nothing(cluster: FakeCluster, workdir: Path) -> None:
     result = cluster.invoke(["submit", "hello", "nothere"])
     assert result.exit_code == 1
     assert cluster.targets() == {}
+
+
+LATIN1 = "[Unit]\nDescription=caf\xe9\n".encode("latin-1")
+BAD_FILES = [
+    pytest.param(LATIN1, "bad.service: not valid UTF-8 text (line 2); save it as UTF-8", id="not UTF-8"),
+    pytest.param(b"[Unit]\n" + b"\n" * MAX_BODY_BYTES,
+                 f"bad.service: unit file is {MAX_BODY_BYTES + 7} bytes; the limit is {MAX_BODY_BYTES} bytes"
+                 " (1 MiB): make it smaller", id="over 1 MiB"),
+    pytest.param(b"[Unit]\nA=b\x00\n", "bad.service: contains a NUL character (line 2); a unit file is text:"
+                 " remove it", id="NUL"),
+    pytest.param(b"[Service]\nExecStart=/bin/true \\", "bad.service:2: ExecStart: the backslash at the end of"
+                 " the file continues nothing; remove it or add the next line",
+                 id="backslash at end of file"),
+    pytest.param(b"[X-Fleet]\nConflicts=b*\nMachineOf=bar.service\n", 'bad.service:3: unresolvable'
+                 ' requirements: peer "bar.service" matches conflict "b*"', id="invalid [X-Fleet]"),
+]
+
+
+@pytest.mark.parametrize("command", ["submit", "load", "start"])
+@pytest.mark.parametrize(("data", "message"), BAD_FILES)
+def test_a_bad_file_among_good_ones_writes_nothing(
+    cluster: FakeCluster, workdir: Path, command: str, data: bytes, message: str
+) -> None:
+    (workdir / "bad.service").write_bytes(data)
+    revision = cluster.kv.revision
+    result = cluster.invoke([command, "hello", "hello@1", "bad.service"])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error creating units: failed getting Unit(bad.service) from file: {message}\n"
+    assert cluster.kv.revision == revision
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_FILES)
+def test_verify_rejects_what_submit_rejects(workdir: Path, data: bytes, message: str) -> None:
+    (workdir / "bad.service").write_bytes(data)
+    report = verify_paths(["bad.service"], canonical=False)
+    assert report.exit_code == 1
+    assert report.stderr.splitlines()[0] == message
+
+
+def test_a_bad_template_in_the_registry_is_not_instantiated(cluster: FakeCluster, workdir: Path) -> None:
+    (workdir / "hello@.service").unlink()
+    cluster.run(cluster.registry.put_units([(UnitRecord(UnitName("t@.service"), "ab" * 20, False,
+                                                        TargetState.INACTIVE), "[Unit]\nA=b\x00\n")]))
+    revision = cluster.kv.revision
+    result = cluster.invoke(["start", "t@1"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error creating units: template Unit(t@.service) in the Registry cannot be used: contains a NUL"
+        " character (line 2); a unit file is text: remove it; replace it (fleetctl submit --replace"
+        " t@.service) or destroy it\n"
+    )
+    assert cluster.kv.revision == revision
 
 
 # --replace ------------------------------------------------------------------------------------------------

@@ -60,11 +60,6 @@ PARSES = [
         id="a whitespace-only line ends a continuation and the value keeps one trailing newline",
     ),
     pytest.param(
-        "[Service]\nA=one\\",
-        [("Service", "A", "one\\")],
-        id="a backslash at end of file is kept without a newline",
-    ),
-    pytest.param(
         "[Service]\nA=one\\two\nB=x\n",
         [("Service", "A", "one\\two"), ("Service", "B", "x")],
         id="a backslash followed by other characters is not a continuation",
@@ -130,10 +125,18 @@ PARSES = [
         id="CRLF line endings: the carriage return is trimmed from single-line values",
     ),
     pytest.param(
-        "[Service]\r\nA=one\\\r\nB=two\r\n",
-        [("Service", "A", "one\\"), ("Service", "B", "two")],
-        id="CRLF breaks continuation detection",
+        "[Unit]\nA=\\\n#x\\\n;y\\\n[z]\\\n\nB=\n",
+        [("Unit", "A", "\\\n#x\\\n;y\\\n[z]\\\n"), ("Unit", "B", "")],
+        id="comment characters and brackets at the start of continuation lines belong to the value",
     ),
+    pytest.param(
+        "[Unit]\nA=x\\\n\n",
+        [("Unit", "A", "x\\\n")],
+        id="a continuation ended by a blank line keeps one newline",
+    ),
+    pytest.param("[a=b;#[c\nd]\nK=v\n", [("a=b;#[c\nd", "K", "v")], id="a section name may span lines"),
+    pytest.param("[Unit]\n=v\n", [("Unit", "", "v")], id="an empty option name"),
+    pytest.param("[Unit]\nA=x\ry\0\n", [("Unit", "A", "x\ry\0")], id="CR and NUL inside a value are kept"),
     pytest.param(
         "[Unit]\nDescription=ünïcödé ☃\n[Sèction]\nKéy=✓\n",
         [("Unit", "Description", "ünïcödé ☃"), ("Sèction", "Kéy", "✓")],
@@ -193,6 +196,19 @@ ERRORS = [
                  id="a too-long continuation line"),
     pytest.param("x" * 3000 + "\n[Unit]\n", "line too long (max 2048 bytes)", 1,
                  id="a too-long line of garbage before the first section"),
+    pytest.param("[Unit]\n\rA=" + "x" * 3000 + "\n", "line too long (max 2048 bytes)", 2,
+                 id="a carriage return does not end a line for the length check"),
+    pytest.param("[Service]\nA=one\\", "A: the backslash at the end of the file continues nothing; remove it"
+                 " or add the next line", 2, id="a backslash at the end of the file"),
+    pytest.param("[Service]\nA=one\\ \nB=two\n", "A: whitespace after the final backslash stops it"
+                 " continuing the line; remove the backslash or the whitespace after it (a CRLF file: save it"
+                 " with LF line ends)", 2, id="a backslash followed by whitespace"),
+    pytest.param("[Service]\r\nA=one\\\r\nB=two\r\n", "A: whitespace after the final backslash stops it"
+                 " continuing the line; remove the backslash or the whitespace after it (a CRLF file: save it"
+                 " with LF line ends)", 2, id="a backslash before a CRLF line end"),
+    pytest.param("[Service]\nA=one\\\ntwo\\", "A: the backslash at the end of the file continues nothing;"
+                 " remove it or add the next line", 2,
+                 id="a continuation line ending the file in a backslash"),
 ]
 
 
