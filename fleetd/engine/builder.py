@@ -107,18 +107,20 @@ class SnapshotBuilder:
                 report(bad.key, bad.mod_revision, f"skipping unit {name}: {record if bad is kv else target}")
                 continue
             referenced.add(record.hash)
-            body = bodies.get(self._keys.body(record.hash))
+            body_key = self._keys.body(record.hash)
+            body = bodies.get(body_key)
             if body is None:
                 skipped.add(name)
                 if kv.mod_revision <= bodies_revision:
                     report(
-                        kv.key, kv.mod_revision, f"skipping unit {name}: its body {record.hash} is missing"
+                        kv.key, kv.mod_revision, f"skipping unit {name}: its body {body_key} is missing"
                     )
                 continue
             requirements = self._requirements_of(body.value, record.hash, name)
             if isinstance(requirements, FleetError):
                 skipped.add(name)
-                report(body.key, body.mod_revision, f"skipping unit {name}: bad unit file: {requirements}")
+                problem = f"skipping unit {name}: bad unit file at {body.key}: {requirements}"
+                report(body.key, body.mod_revision, problem)
                 continue
             out_units[name] = Unit(name, record.hash, requirements, target)
 

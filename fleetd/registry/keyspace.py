@@ -54,7 +54,7 @@ _SCHEDULED_STATES = (TargetState.LOADED, TargetState.LAUNCHED)
 _SCHEDULED_BY_TEXT = {state.value: state for state in _SCHEDULED_STATES}
 _loads = json.loads
 # A machine ID (normally the 32 hex digits of /etc/machine-id): one key segment of a few safe characters.
-_MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}")
+_MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
 _SHOWN = 120  # characters of a stored key or value quoted in a message
 
 _P = ParamSpec("_P")
@@ -136,14 +136,14 @@ def check_unit_name(key: str, name: str) -> UnitName:
     try:
         validate_unit_name(name)
     except UnitNameError as exc:
-        raise BadRecord(key, f"invalid unit name {show(name)}: {exc}") from None
+        raise BadRecord(key, f"invalid unit name {show(name)}: {show(str(exc))}") from None
     return UnitName(name)
 
 
 @_total
 def check_machine_id(key: str, machine_id: str) -> MachineID:
     """``machine_id`` (taken from ``key`` or its value) as a MachineID; BadRecord unless it is one key
-    segment of letters, digits and ``_.:@-``, at most 255 characters, not starting with a dot or dash."""
+    segment of letters, digits and ``_.:-``, at most 255 characters, not starting with a dot or dash."""
     if _MACHINE_ID.fullmatch(machine_id) is None:
         raise BadRecord(key, f"invalid machine id {show(machine_id)}")
     return MachineID(machine_id)
