@@ -148,7 +148,7 @@ class Warnings(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.messages.append(f"{record.name}: {record.getMessage()}")  # each reader reports once
 
 
 @dataclass
