@@ -19,7 +19,7 @@ from fleetd.agent.agent import Agent
 from fleetd.engine.engine import Engine
 from fleetd.model import MachineID, MachineState, TargetState, UnitName
 from fleetd.registry import keyspace as ks
-from fleetd.registry.kv import Compare, KeyValue, Op, Put, TxnResult
+from fleetd.registry.kv import KV, Compare, KeyValue, Op, Put, TxnResult
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.mirror import Mirror
 from fleetd.registry.registry import Registry, UnitRecord
@@ -177,7 +177,7 @@ PROTECTED = (
 )
 
 
-async def _mirrored(kv: MemoryKV, mirrors: Sequence[Mirror]) -> None:
+async def mirrored(kv: KV, mirrors: Sequence[Mirror]) -> None:
     """Wait until every mirror holds exactly what the store holds (writes and deletes delivered)."""
 
     def same(mirror: Mirror, prefix: str, live: Sequence[KeyValue]) -> bool:
@@ -237,9 +237,9 @@ async def run_cluster(writes: Sequence[tuple[str, str]], *, max_passes: int = 8)
         kv.txn_puts.clear()
 
         async def one_pass() -> None:
-            await _mirrored(kv, [engine.mirror, agent.mirror])
+            await mirrored(kv, [engine.mirror, agent.mirror])
             await engine.reconcile()
-            await _mirrored(kv, [engine.mirror, agent.mirror])
+            await mirrored(kv, [engine.mirror, agent.mirror])
             await agent.reconcile()
             await agent.publish()
 
