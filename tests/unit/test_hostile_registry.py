@@ -188,6 +188,19 @@ def test_known_killers_do_not_stop_the_cluster(writes: list[tuple[str, str]], re
         assert any(problem in message for message in outcome.warnings), (problem, outcome.warnings)
 
 
+def test_the_agent_does_not_load_a_global_unit_whose_body_is_not_usable() -> None:
+    bad = "ba" * 20
+    writes = [
+        (KEYS.global_unit("g2.service"), f'{{"hash":"{bad}","state":"launched"}}'),
+        (KEYS.body(bad), "[Service]\nExecStart=/bin/true\n\n[X-Fleet\n"),  # does not parse
+    ]
+    outcome = asyncio.run(run_cluster(writes))
+    check_cluster(outcome)
+    assert "g2.service" not in outcome.loaded
+    skipped = [m for m in outcome.warnings if m.startswith("fleetd.agent.source: unit=g2.service skipped")]
+    assert len(skipped) == 1 and f"its body {bad} is not usable" in skipped[0], outcome.warnings
+
+
 def test_a_bad_record_is_reported_once_per_key_and_mod_revision() -> None:
     writes = [(KEYS.unit("a/b.service"), "{}"), (KEYS.global_unit("bad name.service"), "{}")]
     outcome = asyncio.run(run_cluster(writes))
