@@ -1,5 +1,11 @@
 """What this machine should run, as the agent reads it: its schedule and the global units, followed by a
-watch-fed Mirror (so an idle agent reads nothing), and unit bodies read by hash once and cached."""
+watch-fed Mirror (so an idle agent reads nothing), and unit bodies read by hash once and cached.
+
+Everything here is read from etcd and untrusted: an entry whose key or value does not decode, a unit whose
+body is missing, and a unit whose body is not usable (``fleetd.unitfile.body``'s policy: UTF-8, at most
+1 MiB, parses, valid ``[X-Fleet]``) are skipped, not loaded, each reported with one WARNING per
+(key, mod revision). A skipped unit that is already loaded here is left as it is.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from fleetd.errors import FleetError, UnitFileError
-from fleetd.model import NO_REQUIREMENTS, MachineID, TargetState, Unit, UnitName
+from fleetd.errors import UnitFileError
+from fleetd.model import MachineID, TargetState, Unit, UnitName
 from fleetd.registry import keyspace as ks
-from fleetd.registry.keyspace import BadRecord
+from fleetd.registry.keyspace import BadRecord, ReportOnce
 from fleetd.registry.mirror import Mirror
 from fleetd.registry.registry import Registry
-from fleetd.unitfile import requirements_for
-from fleetd.unitfile.unit import UnitFile
+from fleetd.unitfile.body import RequirementsFor, body_requirements
 
 __all__ = ["DesiredSource", "Wanted"]
 
@@ -24,7 +29,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """The schedule's units and the global units (with requirements), and the names left out this pass
-    because their body is not in the registry."""
+    because their body is not in the registry or not usable."""
 
     scheduled: Mapping[UnitName, Unit]
     global_units: Mapping[UnitName, Unit]
@@ -36,12 +41,14 @@ class _Entry:
     name: UnitName
     hash: str
     state: TargetState
+    key: str  # the schedule or globals entry, and its mod revision: what a problem is reported against
+    mod_revision: int
 
 
 @dataclass(frozen=True, slots=True)
 class _Body:
     text: str
-    unit_file: UnitFile | None  # None when the stored text does not parse (loaded as is, no requirements)
+    requirements: RequirementsFor | UnitFileError  # the error when the body is not usable
 
 
 class DesiredSource:
@@ -52,6 +59,7 @@ class DesiredSource:
         self._schedule_prefix = self._keys.schedule(machine_id)
         self.mirror = Mirror(registry.kv, [self._schedule_prefix, self._keys.globals])
         self._bodies: dict[str, _Body] = {}
+        self._reported = ReportOnce()
 
     @property
     def ready(self) -> bool:
@@ -63,12 +71,12 @@ class DesiredSource:
         scheduled, global_units = self._entries()
         entries = [*scheduled.values(), *global_units.values()]
         await self._fetch({entry.hash for entry in entries})
-        skipped = frozenset(entry.name for entry in entries if entry.hash not in self._bodies)
-        for name in sorted(skipped):
-            logger.warning("unit=%s skipped: its body is not in the registry", name)
+        self._forget_unusable({entry.hash for entry in entries})
+        units = {entry.key: self._unit(entry) for entry in entries}
+        skipped = frozenset(entry.name for entry in entries if units[entry.key] is None)
         return Wanted(
-            {n: self._unit(e) for n, e in scheduled.items() if n not in skipped},
-            {n: self._unit(e) for n, e in global_units.items() if n not in skipped},
+            {n: u for n, e in scheduled.items() if (u := units[e.key]) is not None},
+            {n: u for n, e in global_units.items() if (u := units[e.key]) is not None},
             skipped,
         )
 
@@ -76,30 +84,36 @@ class DesiredSource:
         return self._bodies[unit_hash].text
 
     def keep_only(self, hashes: Iterable[str]) -> None:
-        """Drop cached bodies no desired unit uses any more."""
+        """Drop cached bodies no desired unit uses any more (unusable ones stay while referenced, so they
+        are neither read nor reported again)."""
         keep = set(hashes)
-        for unit_hash in [h for h in self._bodies if h not in keep]:
-            del self._bodies[unit_hash]
+        for unit_hash, body in list(self._bodies.items()):
+            if unit_hash not in keep and not isinstance(body.requirements, UnitFileError):
+                del self._bodies[unit_hash]
+
+    def _report(self, key: str, mod_revision: int, problem: str) -> None:
+        if self._reported.first(key, mod_revision):
+            logger.warning("%s", problem)
 
     def _entries(self) -> tuple[dict[UnitName, _Entry], dict[UnitName, _Entry]]:
         scheduled: dict[UnitName, _Entry] = {}
         for key, kv in self.mirror.items(self._schedule_prefix).items():
             try:
-                name = UnitName(self._keys.leaf(key, self._schedule_prefix))
+                name = self._keys.unit_name(key, self._schedule_prefix)
                 entry = ks.decode_schedule(key, kv.value, self._machine_id)
             except BadRecord as exc:
-                logger.warning("skipping %s", exc)
+                self._report(key, kv.mod_revision, f"skipping {exc}")
                 continue
-            scheduled[name] = _Entry(name, entry.hash, entry.state)
+            scheduled[name] = _Entry(name, entry.hash, entry.state, key, kv.mod_revision)
         global_units: dict[UnitName, _Entry] = {}
         for key, kv in self.mirror.items(self._keys.globals).items():
             try:
-                name = UnitName(self._keys.leaf(key, self._keys.globals))
+                name = self._keys.unit_name(key, self._keys.globals)
                 found = ks.decode_global(key, kv.value, name)
             except BadRecord as exc:
-                logger.warning("skipping %s", exc)
+                self._report(key, kv.mod_revision, f"skipping {exc}")
                 continue
-            global_units[name] = _Entry(name, found.hash, found.state)
+            global_units[name] = _Entry(name, found.hash, found.state, key, kv.mod_revision)
         return scheduled, global_units
 
     async def _fetch(self, hashes: set[str]) -> None:
@@ -109,18 +123,33 @@ class DesiredSource:
         found = await self._registry.get_bodies(sorted(wanted))
         for unit_hash, text in found.items():
             try:
-                unit_file: UnitFile | None = UnitFile.from_text(text)
+                requirements: RequirementsFor | UnitFileError = body_requirements(text)
             except UnitFileError as exc:
-                logger.warning("body %s does not parse (%s); loading it without requirements", unit_hash, exc)
-                unit_file = None
-            self._bodies[unit_hash] = _Body(text, unit_file)
+                requirements = exc
+            self._bodies[unit_hash] = _Body(text, requirements)
 
-    def _unit(self, entry: _Entry) -> Unit:
-        body = self._bodies[entry.hash]
-        requirements = NO_REQUIREMENTS
-        if body.unit_file is not None:
+    def _forget_unusable(self, referenced: set[str]) -> None:
+        for unit_hash in [h for h, b in self._bodies.items() if isinstance(b.requirements, UnitFileError)]:
+            if unit_hash not in referenced:
+                del self._bodies[unit_hash]
+
+    def _unit(self, entry: _Entry) -> Unit | None:
+        """The unit of ``entry``, or None (reported once) when its body is missing or not usable."""
+        body = self._bodies.get(entry.hash)
+        if body is None:
+            self._report(
+                entry.key, entry.mod_revision, f"unit={entry.name} skipped: its body is not in the registry"
+            )
+            return None
+        problem = body.requirements
+        if not isinstance(problem, UnitFileError):
             try:
-                requirements = requirements_for(body.unit_file, entry.name)
-            except FleetError as exc:
-                logger.warning("unit=%s: bad [X-Fleet] requirements ignored: %s", entry.name, exc)
-        return Unit(entry.name, entry.hash, requirements, entry.state)
+                return Unit(entry.name, entry.hash, problem(entry.name), entry.state)
+            except UnitFileError as exc:
+                problem = exc
+        self._report(
+            entry.key,
+            entry.mod_revision,
+            f"unit={entry.name} skipped: its body {entry.hash} is not usable: {problem}",
+        )
+        return None

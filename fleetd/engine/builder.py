@@ -1,9 +1,12 @@
 """Builds the engine's ClusterSnapshot from the mirrored keyspace, skipping (and reporting once) bad data.
 
 Each body is parsed once per hash and each decoded value is cached by (key, mod revision), so a pass costs
-a walk over the mirror, not a re-parse. A unit whose record, target state or body is bad is left out of the
-snapshot together with its schedule entries, so the planner neither places nor removes it; a malformed
-schedule entry is handed to the planner as an extra entry to delete (the engine owns ``schedule/``).
+a walk over the mirror, not a re-parse. A unit whose record, target state or body is bad (its name not a
+valid unit name, its body not usable by ``fleetd.unitfile.body``'s policy) is left out of the snapshot
+together with its schedule entries, so the planner neither places nor removes it; a schedule entry with a
+valid key and a malformed value is handed to the planner as an extra entry to delete (the engine owns
+``schedule/``); keys that are not keys of the layout are reported and left alone. Every problem is reported
+once per (key, mod revision).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from functools import partial
 from fleetd.errors import FleetError
 from fleetd.model import MachineID, MachineState, Requirements, TargetState, Unit, UnitName
 from fleetd.registry import keyspace as ks
-from fleetd.registry.keyspace import BadRecord, Keyspace, UnitRecord
+from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import KeyValue
 from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
 
@@ -42,7 +45,7 @@ class SnapshotBuilder:
         self._bodies: dict[str, Callable[[UnitName], Requirements] | FleetError] = {}
         self._requirements: dict[tuple[str, UnitName], Requirements | FleetError] = {}
         self._decoded: dict[str, tuple[int, object]] = {}
-        self._reported: set[tuple[str, int]] = set()
+        self._reported = ReportOnce()
 
     def build(
         self,
@@ -73,8 +76,7 @@ class SnapshotBuilder:
             return value
 
         def report(key: str, mod_revision: int, problem: str) -> None:
-            if (key, mod_revision) not in self._reported:
-                self._reported.add((key, mod_revision))
+            if self._reported.first(key, mod_revision):
                 problems.append(problem)
 
         live: dict[MachineID, MachineState] = {}
@@ -89,7 +91,11 @@ class SnapshotBuilder:
         skipped: set[UnitName] = set()
         referenced: set[str] = set()
         for kv in units.values():
-            name = UnitName(kv.key[len(self._keys.units) :])
+            try:
+                name = self._keys.unit_name(kv.key, self._keys.units)
+            except BadRecord as exc:
+                report(kv.key, kv.mod_revision, f"ignoring {exc}")
+                continue
             record = decode(kv, partial(_unit_record, name=name))
             target_kv = targets.get(self._keys.target(name))
             target: object = TargetState.INACTIVE
@@ -101,20 +107,28 @@ class SnapshotBuilder:
                 report(bad.key, bad.mod_revision, f"skipping unit {name}: {record if bad is kv else target}")
                 continue
             referenced.add(record.hash)
-            body = bodies.get(self._keys.body(record.hash))
+            body_key = self._keys.body(record.hash)
+            body = bodies.get(body_key)
             if body is None:
                 skipped.add(name)
                 if kv.mod_revision <= bodies_revision:
                     report(
-                        kv.key, kv.mod_revision, f"skipping unit {name}: its body {record.hash} is missing"
+                        kv.key, kv.mod_revision, f"skipping unit {name}: its body {body_key} is missing"
                     )
                 continue
             requirements = self._requirements_of(body.value, record.hash, name)
             if isinstance(requirements, FleetError):
                 skipped.add(name)
-                report(body.key, body.mod_revision, f"skipping unit {name}: bad unit file: {requirements}")
+                problem = f"skipping unit {name}: bad unit file at {body.key}: {requirements}"
+                report(body.key, body.mod_revision, problem)
                 continue
             out_units[name] = Unit(name, record.hash, requirements, target)
+
+        for kv in bodies.values():
+            try:
+                self._keys.body_hash(kv.key)
+            except BadRecord as exc:
+                report(kv.key, kv.mod_revision, f"ignoring {exc}")
 
         placed: dict[UnitName, ScheduledUnit] = {}
         extra: list[tuple[UnitName, MachineID]] = []
@@ -148,6 +162,7 @@ class SnapshotBuilder:
         return Built(snapshot, frozenset(referenced), tuple(problems))
 
     def _machine(self, kv: KeyValue) -> MachineState:
+        self._keys.machine_id(kv.key)
         machine = ks.decode_machine(kv.key, kv.value)
         if kv.key != self._keys.machine(machine.id):
             raise BadRecord(kv.key, f"record names machine {machine.id}")

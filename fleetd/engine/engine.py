@@ -27,19 +27,17 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 
 from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
 from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
 from fleetd.errors import CASConflict, RegistryError
-from fleetd.model import SHORT_ID_LENGTH, MachineID, Requirements, UnitName
-from fleetd.registry.keyspace import DEFAULT_PREFIX
+from fleetd.model import SHORT_ID_LENGTH, MachineID
+from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord
 from fleetd.registry.kv import KV, Compare
 from fleetd.registry.mirror import Mirror
 from fleetd.registry.registry import Registry
-from fleetd.unitfile.requirements import requirements_for
-from fleetd.unitfile.unit import UnitFile
+from fleetd.unitfile.body import body_requirements
 
 __all__ = ["Engine", "parse_unit_body"]
 
@@ -50,10 +48,10 @@ DEFAULT_TTL = 10.0
 MASS_LOSS_FRACTION = 0.5  # of the machines seen at the last pass, vanishing before the next one
 
 
-def parse_unit_body(text: str) -> Callable[[UnitName], Requirements]:
-    """The default BodyParser: parse the unit file once, expand its [X-Fleet] requirements per name."""
-    unit_file = UnitFile.from_text(text)
-    return partial(requirements_for, unit_file)
+# The default BodyParser: the one policy for unit text read back (``fleetd.unitfile.body``): a body that is
+# not usable (not UTF-8, over 1 MiB, does not parse, bad [X-Fleet]) raises UnitFileError, and the builder
+# leaves its units out of the snapshot.
+parse_unit_body: BodyParser = body_requirements
 
 
 class Engine:
@@ -251,11 +249,15 @@ class Engine:
         """
         keys, m = self.registry.keys, self._leading_mirror()
         horizon = min(m.revision_of(keys.units), m.revision_of(keys.schedules))
-        return {
-            kv.key[len(keys.bodies) :]: kv.mod_revision
-            for kv in m.items(keys.bodies).values()
-            if kv.mod_revision <= horizon and kv.key[len(keys.bodies) :] not in built.referenced
-        }
+        garbage: dict[str, int] = {}
+        for kv in m.items(keys.bodies).values():
+            try:
+                unit_hash = keys.body_hash(kv.key)  # other keys under bodies/ are not ours to delete
+            except BadRecord:
+                continue  # reported by the builder
+            if kv.mod_revision <= horizon and unit_hash not in built.referenced:
+                garbage[unit_hash] = kv.mod_revision
+        return garbage
 
     async def _caught_up(self, revision: int, prefix: str) -> None:
         """Let the mirror see our own writes before the next pass plans (else it would redo them)."""

@@ -1,18 +1,26 @@
 """The etcd keyspace (pure): where every record lives and how its value is encoded.
 
 docs/registry.md documents the layout key by key; this module is its single implementation. Decoding never
-trusts stored data: a malformed value raises ``BadRecord`` naming the key and what is wrong with it.
+trusts stored data (anyone with etcd access can write any bytes under any key): every ``decode_*`` function
+and every key parser is total, raising ``BadRecord`` naming the key and the problem and nothing else, for any
+input: any JSON shape or depth, huge numbers, lone surrogates (how EtcdKV hands over bytes that are not
+UTF-8), names that are not valid unit names or machine IDs. ``ReportOnce`` is the one rule for reporting
+them: once per (key, mod revision).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
 
-from fleetd.errors import RegistryError
+from fleetd.errors import RegistryError, UnitNameError
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.snapshot import ScheduledUnit
+from fleetd.unitfile.names import validate_unit_name
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -20,7 +28,11 @@ __all__ = [
     "BadRecord",
     "GlobalEntry",
     "Keyspace",
+    "ReportOnce",
     "UnitRecord",
+    "check_machine_id",
+    "check_unit_name",
+    "decode_body",
     "decode_global",
     "decode_machine",
     "decode_schedule",
@@ -41,6 +53,20 @@ _HEX = frozenset("0123456789abcdef")
 _SCHEDULED_STATES = (TargetState.LOADED, TargetState.LAUNCHED)
 _SCHEDULED_BY_TEXT = {state.value: state for state in _SCHEDULED_STATES}
 _loads = json.loads
+# A machine ID (normally the 32 hex digits of /etc/machine-id): one key segment of a few safe characters.
+_MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
+_SHOWN = 120  # characters of a stored key or value quoted in a message
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def show(text: str) -> str:
+    """``text`` fit for a log line: printable and short (hostile keys and values are neither)."""
+    if len(text) <= _SHOWN and text.isprintable():
+        return text
+    quoted = ascii(text[:_SHOWN])
+    return quoted if len(text) <= _SHOWN else f"{quoted}... ({len(text)} characters)"
 
 
 class BadRecord(RegistryError):
@@ -49,7 +75,84 @@ class BadRecord(RegistryError):
     def __init__(self, key: str, problem: str) -> None:
         self.key = key
         self.problem = problem
-        super().__init__(f"bad record at {key}: {problem}")
+        super().__init__(f"bad record at {show(key)}: {problem}")
+
+
+class ReportOnce:
+    """Remembers which bad records were reported: each (key, mod revision) once, so a record left in place
+    is reported once, not on every pass, and reported again when it is rewritten."""
+
+    __slots__ = ("_seen",)
+    _LIMIT = 10_000  # keys remembered; past it, start over (each key is then reported once more at most)
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def first(self, key: str, mod_revision: int) -> bool:
+        """True the first time this key is seen bad at this mod revision."""
+        if self._seen.get(key) == mod_revision:
+            return False
+        if len(self._seen) >= self._LIMIT:
+            self._seen.clear()
+        self._seen[key] = mod_revision
+        return True
+
+
+def _total(
+    decode: Callable[Concatenate[str, _P], _R],
+) -> Callable[Concatenate[str, _P], _R]:
+    """Make a decoder (first argument: the key) total: whatever it raises becomes BadRecord.
+
+    The checks in the decoders name the usual problems; this is the guarantee for the rest (a nesting too
+    deep to parse, a number too long to convert, a value no check foresaw)."""
+
+    @functools.wraps(decode)
+    def total(key: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return decode(key, *args, **kwargs)
+        except BadRecord:
+            raise
+        except RecursionError:
+            raise BadRecord(key, "value nested too deeply") from None
+        except Exception as exc:  # any input must end here, never in the caller: see the module docstring
+            problem = f"{type(exc).__name__}: {show(str(exc))}"
+            raise BadRecord(key, f"value cannot be decoded ({problem})") from None
+
+    return total
+
+
+def _text(key: str, value: str, what: str) -> str:
+    """``value`` when it is valid UTF-8 text (no lone surrogates: bytes that were not UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRecord(key, f"{what} is not valid UTF-8") from None
+    return value
+
+
+@_total
+def check_unit_name(key: str, name: str) -> UnitName:
+    """``name`` (taken from ``key``) as a UnitName; BadRecord unless it is a valid unit name."""
+    try:
+        validate_unit_name(name)
+    except UnitNameError as exc:
+        raise BadRecord(key, f"invalid unit name {show(name)}: {show(str(exc))}") from None
+    return UnitName(name)
+
+
+@_total
+def check_machine_id(key: str, machine_id: str) -> MachineID:
+    """``machine_id`` (taken from ``key`` or its value) as a MachineID; BadRecord unless it is one key
+    segment of letters, digits and ``_.:-``, at most 255 characters, not starting with a dot or dash."""
+    if _MACHINE_ID.fullmatch(machine_id) is None:
+        raise BadRecord(key, f"invalid machine id {show(machine_id)}")
+    return MachineID(machine_id)
+
+
+def _check_hash(key: str, value: str, what: str) -> str:
+    if len(value) != 40 or not _HEX.issuperset(value):
+        raise BadRecord(key, f"{what} is not 40 lowercase hex digits: {show(value)}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +265,25 @@ class Keyspace:
             raise BadRecord(key, f"expected {prefix}<a>/<b>")
         return first, second
 
+    def unit_name(self, key: str, prefix: str) -> UnitName:
+        """The valid unit name directly under ``prefix`` (``units/``, ``targets/``, ``globals/``...)."""
+        return check_unit_name(key, self.leaf(key, prefix))
+
+    def machine_id(self, key: str) -> MachineID:
+        """The valid machine ID of a ``machines/<id>`` key."""
+        return check_machine_id(key, self.leaf(key, self.machines))
+
+    def body_hash(self, key: str) -> str:
+        """The 40-hex hash of a ``bodies/<hash>`` key."""
+        return _check_hash(key, self.leaf(key, self.bodies), "body key")
+
     def parse_scheduled(self, key: str) -> tuple[MachineID, UnitName]:
         machine_id, name = self.pair(key, self.schedules)
-        return MachineID(machine_id), UnitName(name)
+        return check_machine_id(key, machine_id), check_unit_name(key, name)
 
     def parse_unit_state(self, key: str) -> tuple[UnitName, MachineID]:
         name, machine_id = self.pair(key, self.states)
-        return UnitName(name), MachineID(machine_id)
+        return check_unit_name(key, name), check_machine_id(key, machine_id)
 
 
 # Value encoding. JSON is compact with sorted keys so equal records encode to equal text.
@@ -178,11 +293,20 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
-def _object(key: str, text: str) -> Mapping[str, object]:
+def _json(key: str, text: str) -> object:
+    """The one JSON loader for stored values (the decoders it serves are ``_total``)."""
     try:
-        obj = json.loads(text)
+        return _loads(text)
     except json.JSONDecodeError as exc:
         raise BadRecord(key, f"malformed JSON ({exc.msg})") from None
+    except RecursionError:
+        raise BadRecord(key, "JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise BadRecord(key, f"malformed JSON ({show(str(exc))})") from None
+
+
+def _object(key: str, text: str) -> Mapping[str, object]:
+    obj = _json(key, text)
     if not isinstance(obj, dict):
         raise BadRecord(key, f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -192,21 +316,18 @@ def _str(key: str, obj: Mapping[str, object], field: str, *, default: str | None
     value = obj.get(field, default)
     if not isinstance(value, str):
         raise BadRecord(key, f"field {field!r} must be a string")
-    return value
+    return _text(key, value, f"field {field!r}")
 
 
 def _hash(key: str, obj: Mapping[str, object]) -> str:
-    value = _str(key, obj, "hash")
-    if len(value) != 40 or not _HEX.issuperset(value):
-        raise BadRecord(key, f"field 'hash' is not 40 lowercase hex digits: {value!r}")
-    return value
+    return _check_hash(key, _str(key, obj, "hash"), "field 'hash'")
 
 
 def _state(key: str, text: str, allowed: tuple[TargetState, ...] = tuple(TargetState)) -> TargetState:
     try:
         state = TargetState.parse(text)
     except ValueError as exc:
-        raise BadRecord(key, str(exc)) from None
+        raise BadRecord(key, show(str(exc))) from None
     if state not in allowed:
         raise BadRecord(key, f"state {text!r} not allowed here")
     return state
@@ -223,6 +344,7 @@ def encode_machine(state: MachineState) -> str:
     )
 
 
+@_total
 def decode_machine(key: str, text: str) -> MachineState:
     obj = _object(key, text)
     metadata = obj.get("metadata", {})
@@ -230,11 +352,10 @@ def decode_machine(key: str, text: str) -> MachineState:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise BadRecord(key, "field 'metadata' must map strings to strings")
-    machine_id = _str(key, obj, "id")
-    if not machine_id or "/" in machine_id:
-        raise BadRecord(key, f"invalid machine id {machine_id!r}")
+    for k, v in metadata.items():
+        _text(key, k + v, "field 'metadata'")
     return MachineState(
-        id=MachineID(machine_id),
+        id=check_machine_id(key, _str(key, obj, "id")),
         public_ip=_str(key, obj, "public_ip", default=""),
         metadata=dict(metadata),
         version=_str(key, obj, "version", default=""),
@@ -246,6 +367,7 @@ def encode_unit(record: UnitRecord) -> str:
     return _dumps({"hash": record.hash, "global": record.is_global})
 
 
+@_total
 def decode_unit(key: str, text: str, name: UnitName, target: TargetState) -> UnitRecord:
     obj = _object(key, text)
     is_global = obj.get("global", False)
@@ -254,14 +376,23 @@ def decode_unit(key: str, text: str, name: UnitName, target: TargetState) -> Uni
     return UnitRecord(name=name, hash=_hash(key, obj), is_global=is_global, target_state=target)
 
 
+@_total
 def decode_target(key: str, text: str) -> TargetState:
     return _state(key, text)
+
+
+@_total
+def decode_body(key: str, text: str) -> str:
+    """A unit body as text: BadRecord unless it is valid UTF-8 (whether it is a usable unit file is
+    ``fleetd.unitfile.body``'s policy, applied by the engine and the agent)."""
+    return _text(key, text, "unit body")
 
 
 def encode_global(record: UnitRecord) -> str:
     return _dumps({"hash": record.hash, "state": record.target_state.value})
 
 
+@_total
 def decode_global(key: str, text: str, name: UnitName) -> GlobalEntry:
     obj = _object(key, text)
     return GlobalEntry(name=name, hash=_hash(key, obj), state=_state(key, _str(key, obj, "state")))
@@ -273,6 +404,7 @@ def encode_schedule(unit_hash: str, state: TargetState) -> str:
     return _dumps({"hash": unit_hash, "state": state.value})
 
 
+@_total
 def decode_schedule(key: str, text: str, machine_id: MachineID) -> ScheduledUnit:
     obj = _object(key, text)
     state = _state(key, _str(key, obj, "state"), _SCHEDULED_STATES)
@@ -291,13 +423,11 @@ def encode_unit_state(state: UnitState) -> str:
     )
 
 
+@_total
 def decode_unit_state(key: str, text: str, name: UnitName, machine_id: MachineID) -> UnitState:
     # The hot path of list-units: one json.loads and exact-type checks (json only makes exact dicts and
     # strs). Anything unusual goes through the field-by-field validation, which names the problem.
-    try:
-        obj = _loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRecord(key, f"malformed JSON ({exc.msg})") from None
+    obj = _json(key, text)
     if type(obj) is dict:
         load, active, sub, hash_ = obj.get("load"), obj.get("active"), obj.get("sub"), obj.get("hash")
         text_state = obj.get("state", "loaded")
@@ -307,6 +437,7 @@ def decode_unit_state(key: str, text: str, name: UnitName, machine_id: MachineID
             and type(sub) is str
             and type(hash_) is str
             and type(text_state) is str
+            and (load + active + sub + hash_).isascii()  # else: the slow path checks for lone surrogates
         ):
             state = _SCHEDULED_BY_TEXT.get(text_state)
             if state is not None:

@@ -2,6 +2,10 @@
 
 Every multi-key change is one Txn of at most ``MAX_TXN_OPS`` ops (larger changes are split into several, each
 atomic per unit). Reads of many keys go through Txns of Gets so they are served at one revision.
+
+Readers skip a record that does not decode (``BadRecord``: a malformed value, or a key whose name is not a
+valid unit name, machine ID or hash) with one WARNING naming the key, once per (key, mod revision) for the
+life of the Registry; they never raise for stored data.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from fleetd.engine.plan import Action, EnginePlan, Schedule
 from fleetd.errors import CASConflict, NotFound, RegistryError
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry import keyspace as ks
-from fleetd.registry.keyspace import BadRecord, Keyspace, UnitRecord
+from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import (
     KV,
     MAX_TXN_OPS,
@@ -71,6 +75,12 @@ class Registry:
     def __init__(self, kv: KV, prefix: str = ks.DEFAULT_PREFIX) -> None:
         self.kv = kv
         self.keys = Keyspace(prefix)
+        self._reported = ReportOnce()
+
+    def skip(self, exc: BadRecord, mod_revision: int) -> None:
+        """Log a record that does not decode: one WARNING per (key, mod revision)."""
+        if self._reported.first(exc.key, mod_revision):
+            logger.warning("skipping %s", exc)
 
     # Schema ---------------------------------------------------------------------------------------------
 
@@ -87,7 +97,7 @@ class Registry:
         found = result.responses[0][0].value if result.responses and result.responses[0] else ""
         if found != ks.SCHEMA_VERSION:
             raise RegistryError(
-                f"registry schema version {found!r} at {key} is not supported (this fleet uses"
+                f"registry schema version {ks.show(repr(found))} at {key} is not supported (this fleet uses"
                 f" {ks.SCHEMA_VERSION!r})"
             )
 
@@ -123,9 +133,13 @@ class Registry:
         machines = []
         for kv in result.kvs:
             try:
-                machines.append(ks.decode_machine(kv.key, kv.value))
+                machine = ks.decode_machine(kv.key, kv.value)
+                if kv.key != self.keys.machine(machine.id):
+                    raise BadRecord(kv.key, f"record names machine {machine.id}")
             except BadRecord as exc:
-                logger.warning("skipping %s", exc)
+                self.skip(exc, kv.mod_revision)
+                continue
+            machines.append(machine)
         return tuple(sorted(machines, key=lambda m: m.id))
 
     async def remove_machine(self, machine_id: str) -> None:
@@ -154,44 +168,61 @@ class Registry:
         out: dict[UnitName, _Versioned] = {}
         for name in names:
             unit = found.get(self.keys.unit(name))
-            if unit is not None:
-                record = self._decode_unit(UnitName(name), unit, found.get(self.keys.target(name)))
-                out[UnitName(name)] = _Versioned(record, unit.mod_revision)
+            if unit is None:
+                continue
+            target = found.get(self.keys.target(name))
+            try:
+                record = self._decode_unit(self.keys.unit_name(unit.key, self.keys.units), unit, target)
+            except BadRecord as exc:
+                self.skip(exc, target.mod_revision if target and exc.key == target.key else unit.mod_revision)
+                continue
+            out[UnitName(name)] = _Versioned(record, unit.mod_revision)
         return out
 
     async def get_unit(self, name: str) -> UnitRecord | None:
-        """The unit, or None when absent; BadRecord when its stored record is malformed."""
+        """The unit, or None when absent or its stored record is malformed (skipped, see the header)."""
         found = await self._versioned_units([name])
         entry = found.get(UnitName(name))
         return entry.record if entry else None
 
     async def get_units(self, names: Sequence[str]) -> Mapping[UnitName, UnitRecord]:
-        """The named units that exist (absent names are left out)."""
+        """The named units that exist (absent and malformed ones are left out)."""
         return {name: v.record for name, v in (await self._versioned_units(names)).items()}
 
     async def list_units(self) -> tuple[UnitRecord, ...]:
         """Every unit sorted by name; malformed records are logged and left out."""
         units = await self.kv.range(self.keys.units)
         targets = await self.kv.range(self.keys.targets, revision=units.revision)
-        by_name = {kv.key[len(self.keys.targets) :]: kv for kv in targets.kvs}
+        by_key = {kv.key: kv for kv in targets.kvs}
         records = []
         for kv in units.kvs:
-            name = UnitName(kv.key[len(self.keys.units) :])
+            target = None
             try:
-                records.append(self._decode_unit(name, kv, by_name.get(name)))
+                name = self.keys.unit_name(kv.key, self.keys.units)
+                target = by_key.get(self.keys.target(name))
+                records.append(self._decode_unit(name, kv, target))
             except BadRecord as exc:
-                logger.warning("skipping unit %s: %s", name, exc)
+                self.skip(exc, target.mod_revision if target and exc.key == target.key else kv.mod_revision)
         return tuple(records)
 
     async def get_body(self, unit_hash: str) -> str | None:
-        kv = await self.kv.get(self.keys.body(unit_hash))
-        return kv.value if kv else None
+        """The body's text; None when absent or not text (skipped, see the header)."""
+        return (await self.get_bodies([unit_hash])).get(unit_hash)
 
     async def get_bodies(self, hashes: Iterable[str]) -> Mapping[str, str]:
-        """Canonical texts by hash (absent ones left out), read in batches."""
+        """Texts by hash (absent ones and bodies that are not UTF-8 left out), read in batches."""
         unique = sorted(set(hashes))
         found = await self._gets([self.keys.body(h) for h in unique])
-        return {h: found[self.keys.body(h)].value for h in unique if self.keys.body(h) in found}
+        out: dict[str, str] = {}
+        for unit_hash in unique:
+            kv = found.get(self.keys.body(unit_hash))
+            if kv is None:
+                continue
+            try:
+                out[unit_hash] = ks.decode_body(kv.key, kv.value)
+            except BadRecord as exc:
+                self.skip(exc, kv.mod_revision)
+        return out
 
     def _unit_ops(self, record: UnitRecord) -> list[Op]:
         ops: list[Op] = [
@@ -285,7 +316,7 @@ class Registry:
                 machine_id, name = self.keys.parse_scheduled(kv.key)
                 out.setdefault(name, []).append(ks.decode_schedule(kv.key, kv.value, machine_id))
             except BadRecord as exc:
-                logger.warning("skipping %s", exc)
+                self.skip(exc, kv.mod_revision)
         return out
 
     async def machine_schedule(self, machine_id: str) -> Mapping[UnitName, ScheduledUnit]:
@@ -294,10 +325,10 @@ class Registry:
         out: dict[UnitName, ScheduledUnit] = {}
         for kv in result.kvs:
             try:
-                name = UnitName(self.keys.leaf(kv.key, prefix))
+                name = self.keys.unit_name(kv.key, prefix)
                 out[name] = ks.decode_schedule(kv.key, kv.value, MachineID(machine_id))
             except BadRecord as exc:
-                logger.warning("skipping %s", exc)
+                self.skip(exc, kv.mod_revision)
         return out
 
     # Unit states ----------------------------------------------------------------------------------------
@@ -307,16 +338,21 @@ class Registry:
         prefix = self.keys.states
         start = len(prefix)
         decode = ks.decode_unit_state
+        names: set[str] = set()
+        machines: set[str] = set()
         for kv in kvs:
             key = kv.key
             try:
-                # Keyspace.parse_unit_state inlined for the common well-formed key; it still judges the rest.
+                # Keyspace.parse_unit_state for the names not seen yet in this read (a few units over many
+                # machines: the checks run once per distinct name, not once per record).
                 name, sep, machine_id = key[start:].partition("/")
-                if not (key.startswith(prefix) and sep and name and machine_id) or "/" in machine_id:
-                    name, machine_id = self.keys.parse_unit_state(key)
+                if not (key.startswith(prefix) and sep and name in names and machine_id in machines):
+                    checked_name, checked_machine = self.keys.parse_unit_state(key)
+                    names.add(checked_name)
+                    machines.add(checked_machine)
                 out[key] = decode(key, kv.value, UnitName(name), MachineID(machine_id))
             except BadRecord as exc:
-                logger.warning("skipping %s", exc)
+                self.skip(exc, kv.mod_revision)
         return out
 
     async def _read_states(self, names: Sequence[str] | None) -> tuple[dict[str, UnitState], int]:

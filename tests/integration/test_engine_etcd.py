@@ -160,7 +160,7 @@ def test_bad_data_is_skipped_and_the_rest_scheduled(aio, etcd_kv, etcd_prefix, c
             return await placement(reg) == {"good.service": ["m1"]}
 
         await eventually(good_only, seconds=10)
-        for text in ("malformed JSON", "invalid target state 'running'", "its body eeee"):
+        for text in ("malformed JSON", "invalid target state 'running'", "/bodies/eeee"):
             assert caplog.text.count(text) == 1, text
         await etcd_kv.revoke(lease)
 

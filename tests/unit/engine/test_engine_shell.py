@@ -309,7 +309,7 @@ def test_bad_data_is_logged_once_and_skipped_while_the_rest_is_scheduled(
         for text in (
             "units/badjson.service: malformed JSON",
             "invalid target state 'running'",
-            "nobody.service: its body eeee",
+            "nobody.service: its body /t/bodies/eeee",
             "badbody.service: bad unit file",
             "orphan.service",
         ):
