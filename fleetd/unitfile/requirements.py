@@ -46,6 +46,7 @@ VALID_KEYS = frozenset(
     {*MACHINE_ID_KEYS, *PEER_KEYS, *CONFLICT_KEYS, *METADATA_KEYS, GLOBAL_KEY, REPLACES_KEY}
 )
 TRUTHY = frozenset({"true", "yes", "1", "on", "t"})
+MAX_VALUES = 256  # MachineOf peers, Conflicts or Replaces patterns per unit (each peer meets each pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +133,18 @@ def requirement_problems(unit: UnitFile) -> tuple[UnitFileError, ...]:
         for pattern in _unique(found.conflicts + found.replaces)
         if (problem := pattern_problem(pattern.value)) is not None
     ]
-    for kind, patterns in (("conflict", found.conflicts), ("replace", found.replaces)):
-        for peer in _unique(found.peers):
-            for pattern in _unique(patterns):
+    peers = _unique(found.peers)
+    counted = (("MachineOf peers", peers), ("Conflicts patterns", _unique(found.conflicts)),
+               ("Replaces patterns", _unique(found.replaces)))
+    for label, values in counted:
+        if len(values) > MAX_VALUES:
+            problems.append(UnitFileError(
+                f"{len(values)} {label}; at most {MAX_VALUES} are allowed", values[MAX_VALUES].line or None))
+    if any(len(values) > MAX_VALUES for _label, values in counted):
+        return tuple(problems)  # every peer against every pattern would take too long: stop here
+    for kind, patterns in (("conflict", counted[1][1]), ("replace", counted[2][1])):
+        for peer in peers:
+            for pattern in patterns:
                 if glob_match(pattern.value, peer.value):
                     line = max(peer.line, pattern.line)
                     problems.append(UnitFileError(

@@ -294,6 +294,15 @@ def test_a_backtracking_trap_within_the_limits_is_checked_at_once() -> None:
     assert requirement_problems(unit) == ()
 
 
+def test_more_peers_or_patterns_than_the_limit_are_refused_before_matching_each_pair() -> None:
+    peers = "".join(f"MachineOf=p{i}.service\n" for i in range(257))
+    unit = fleet(peers + "Conflicts=" + " ".join(f"c{i}*" for i in range(300)) + "\n")
+    assert [(p.msg, p.line) for p in requirement_problems(unit)] == [
+        ("257 MachineOf peers; at most 256 are allowed", 258),
+        ("300 Conflicts patterns; at most 256 are allowed", 259),
+    ]
+
+
 def test_validation_does_not_expand_specifiers() -> None:
     validate_requirements(fleet("Conflicts=%p*\nMachineOf=web.service\n"))
 
