@@ -115,11 +115,7 @@ class Engine:
 
     async def _lead(self) -> None:
         """One term: list the registry into a fresh mirror, reconcile until leadership is lost, drop it."""
-        keys = self.registry.keys
-        mirror = Mirror(self._kv, [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies])
-        self.mirror, self._planned = mirror, None
-        self._builder = SnapshotBuilder(keys, self._parse_body)
-        self._hold_until, self._live = self._clock() + self.grace, frozenset()
+        mirror = self.open_mirror()
         follow = asyncio.create_task(mirror.run())
         try:
             await self._wait(mirror.ready)
@@ -132,7 +128,16 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
             self.mirror, self._planned = None, None
-            self._builder = SnapshotBuilder(keys, self._parse_body)
+            self._builder = SnapshotBuilder(self.registry.keys, self._parse_body)
+
+    def open_mirror(self) -> Mirror:
+        """Start a term: a fresh registry copy (the caller runs ``mirror.run()``), caches and grace."""
+        keys = self.registry.keys
+        mirror = Mirror(self._kv, [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies])
+        self.mirror, self._planned = mirror, None
+        self._builder = SnapshotBuilder(keys, self._parse_body)
+        self._hold_until, self._live = self._clock() + self.grace, frozenset()
+        return mirror
 
     async def _wait(self, event: asyncio.Event) -> None:
         """Until ``event`` is set, leadership changes or the tick elapses."""

@@ -226,20 +226,22 @@ async def run_cluster(writes: Sequence[tuple[str, str]], *, max_passes: int = 8)
         engine = Engine(kv, M1, prefix=PREFIX, ttl=1e6)
         tasks += [
             asyncio.create_task(engine.election.run()),
-            asyncio.create_task(engine.mirror.run()),
             asyncio.create_task(agent.mirror.run()),
         ]
         async with asyncio.timeout(5):
             while not engine.is_leader:  # noqa: ASYNC110 - the election has no event for "won"
                 await asyncio.sleep(0.001)
+        engine_mirror = engine.open_mirror()  # as the engine's loop does on winning; passes are driven here
+        tasks.append(asyncio.create_task(engine_mirror.run()))
+        await engine_mirror.ready.wait()
         for key, value in writes:
             await kv.put(key, value)
         kv.txn_puts.clear()
 
         async def one_pass() -> None:
-            await mirrored(kv, [engine.mirror, agent.mirror])
+            await mirrored(kv, [engine_mirror, agent.mirror])
             await engine.reconcile()
-            await mirrored(kv, [engine.mirror, agent.mirror])
+            await mirrored(kv, [engine_mirror, agent.mirror])
             await agent.reconcile()
             await agent.publish()
 

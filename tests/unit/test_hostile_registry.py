@@ -162,7 +162,8 @@ def test_engine_and_agent_survive_any_registry_data(writes: list[tuple[str, str]
             [(KEYS.unit("x.service"), '{"global":false,"hash":"' + "ba" * 20 + '"}'),
              (KEYS.target("x.service"), "launched"),
              (KEYS.body("ba" * 20), "[Service]\nExecStart=/bin/\udcff\n")],
-            [f"skipping unit x.service: bad unit file at /h/bodies/{'ba' * 20}: line 2: not valid UTF-8"],
+            [f"skipping unit x.service: bad unit file at /h/bodies/{'ba' * 20}:"
+             " not valid UTF-8 text (line 2)"],
             id="body not UTF-8: the unit is neither placed nor loaded",
         ),
         pytest.param(
