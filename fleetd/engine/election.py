@@ -99,6 +99,15 @@ class Election:
                 self._set_term(result.revision, self.candidate)
             else:
                 held = result.responses[0][0] if result.responses and result.responses[0] else None
+                if held is not None and held.lease == 0:
+                    # Every candidate writes the key with a lease; one without is not a leader (it was
+                    # written by hand) and would block elections forever: remove it, if still the same.
+                    logger.warning("removing %s: it holds no lease, so no engine wrote it", self.key)
+                    await self._kv.txn(
+                        [Compare(self.key, CompareTarget.MOD, CompareOp.EQUAL, held.mod_revision)],
+                        [Delete(self.key)],
+                    )
+                    continue
                 if held is not None and held.lease == self._lease:  # ours from an earlier term
                     self._set_term(held.create_revision, self.candidate)
                 else:

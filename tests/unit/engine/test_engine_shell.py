@@ -379,3 +379,25 @@ def test_a_lone_engine_whose_lease_expired_leads_again_on_a_new_lease() -> None:
         await eventually(leads_on_a_new_lease, seconds=TTL * 6)
 
     run(t)
+
+
+def test_a_leader_key_written_without_a_lease_does_not_block_the_election(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "fleetd.engine")
+
+    async def t(c: Cluster) -> None:
+        await c.kv.put("/t/engine/leader", "\x00 not an engine")  # by hand: no lease behind it
+        await c.add_machine("m1")
+        await submit(c.reg, "a.service")
+        c.start_engine("m1", interval=0.05)
+        leader = await c.one_leader()
+        assert leader.machine_id == "m1"
+        assert "holds no lease" in caplog.text
+
+        async def placed() -> bool:
+            return await placement(c.reg) == {"a.service": ["m1"]}
+
+        await eventually(placed)
+
+    run(t)
