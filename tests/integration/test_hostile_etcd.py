@@ -51,17 +51,19 @@ def test_engine_pass_and_registry_reads_survive_raw_bytes(
         assert raw is not None and "\udcff" in raw.value
 
         engine = Engine(etcd_kv, M1, prefix=etcd_prefix, ttl=10.0)
-        tasks = [asyncio.create_task(engine.election.run()), asyncio.create_task(engine.mirror.run())]
+        tasks = [asyncio.create_task(engine.election.run())]
         try:
             async with asyncio.timeout(10):
                 while not engine.is_leader:  # noqa: ASYNC110 - the election has no event for "won"
                     await asyncio.sleep(0.02)
+            mirror = engine.open_mirror()  # as the engine's loop does on winning; passes are driven here
+            tasks.append(asyncio.create_task(mirror.run()))
             for _ in range(3):
-                await mirrored(etcd_kv, [engine.mirror])
+                await mirrored(etcd_kv, [mirror])
                 await engine.reconcile()
             idle = (await etcd_kv.range(etcd_prefix)).revision
             for _ in range(2):
-                await mirrored(etcd_kv, [engine.mirror])
+                await mirrored(etcd_kv, [mirror])
                 await engine.reconcile()
             assert (await etcd_kv.range(etcd_prefix)).revision == idle, "write loop on an idle cluster"
         finally:
