@@ -70,9 +70,10 @@ def test_roles_and_files_come_from_worker_yaml() -> None:
         "ETCD_SERVERS": "http://127.0.0.1:2379", "METADATA": "role=web,hostname=a", "FLEET_PACKAGE": "x",
     }))
     unit = "/etc/systemd/system/fleetd.service"
-    assert files[unit] == shipped[unit].content
-    assert "ExecStart=/opt/fleet/bin/fleetd --config /etc/fleet/fleet.conf" in files[unit]
-    conf = files["/etc/fleet/fleet.conf"]
+    assert files[unit].content == shipped[unit].content
+    assert "ExecStart=/opt/fleet/bin/fleetd --config /etc/fleet/fleet.conf" in files[unit].content
+    assert files["/etc/fleet/fleet.conf"].permissions == 0o600
+    conf = files["/etc/fleet/fleet.conf"].content
     assert conf.startswith(shipped["/etc/fleet/fleet.conf"].content.rstrip("\n"))
     assert 'etcd_servers="http://127.0.0.1:2379"' in conf
     assert 'metadata="role=web,hostname=a"' in conf
@@ -145,7 +146,7 @@ def _check_running(state: ClusterState) -> None:
         assert active.stdout.strip() == "active"
         conf = subprocess.run([*inside, "cat", "/etc/fleet/fleet.conf"],
                               capture_output=True, text=True, check=True, timeout=30).stdout
-        assert conf == machine_files(state.endpoint, m.metadata, m.address)["/etc/fleet/fleet.conf"]
+        assert conf == machine_files(state.endpoint, m.metadata, m.address)["/etc/fleet/fleet.conf"].content
 
 
 def _check_gone(state: ClusterState, pids: list[int]) -> None:
