@@ -3,7 +3,8 @@
 DESIGN.md §4 (an etcd outage is not a machine failure) and §5 (losing etcd never stops units), measured on
 3 nspawn machines with a 5 s ``agent_ttl``. Three units that conflict with each other run one per machine.
 A sampler thread (``sampling.py``) reads systemd in every machine about twice a second during each
-outage and its recovery. Each run prints one line (``fault=... stopped=... moved=... doubled=... recovery=...``); docs/reliability.md quotes them.
+outage and its recovery. Each run prints one line (``fault=... stopped=... moved=... doubled=...
+recovery=...``); docs/reliability.md quotes them.
 """
 
 from __future__ import annotations
