@@ -1,4 +1,5 @@
-"""``python -m devcluster up [--machines N] [--no-demo] | down | status``: the local cluster and its demo.
+"""``python -m devcluster up [--machines N] [--etcd-members M] [--no-demo] | down | status``: the local
+cluster and its demo.
 
 ``up`` starts etcd and N systemd-nspawn machines running fleetd (devcluster.cluster), then, unless
 ``--no-demo``, schedules the example units of ``deploy/examples`` with the real ``fleetctl`` and prints the
@@ -83,7 +84,7 @@ def usage(state: ClusterState) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    state, created = bring_up(args.name, args.machines)
+    state, created = bring_up(args.name, args.machines, etcd_members=args.etcd_members)
     if not created:
         print(f"== cluster {state.name!r} is already up ({len(state.machines)} machines); "
               "`scripts/demo down` first to recreate it")
@@ -110,16 +111,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no cluster {args.name!r}")
         return 1
     alive = set(running_pids(state))
-    etcd = "running" if state.etcd_pid in alive else "STOPPED"
     print(f"cluster {state.name!r} (state in {state.state_dir})")
-    print(f"etcd     {state.endpoint}  PID {state.etcd_pid}  {etcd}")
+    for endpoint, (pid, _) in zip(state.endpoint.split(","), state.etcd_processes, strict=False):
+        print(f"etcd     {endpoint}  PID {pid}  {'running' if pid in alive else 'STOPPED'}")
     for m in state.machines:
         up = "running" if {m.nspawn_pid, m.leader_pid} <= alive else "STOPPED"
         print(f"{m.name:<8} {m.address:<12} {m.machine_id}  PID {m.nspawn_pid}  {up}  {m.metadata}")
-    if state.etcd_pid in alive:
+    if any(pid in alive for pid, _ in state.etcd_processes):
         print()
         _show(state, "list-machines", check=False)
-    healthy = len(alive) == 1 + 2 * len(state.machines)
+    healthy = len(alive) == len(state.etcd_processes) + 2 * len(state.machines)
     return 0 if healthy else 1
 
 
@@ -128,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start etcd and N machines running fleetd, then run the demo")
     up.add_argument("--machines", type=int, default=3, metavar="N", help="number of machines (default 3)")
+    up.add_argument(
+        "--etcd-members", type=int, default=1, metavar="M",
+        help="etcd members (default 1; 3 runs a raft cluster on loopback, fleetd given every endpoint)",
+    )
     up.add_argument("--no-demo", action="store_true", help="do not schedule the example units")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop everything the cluster started and remove its state")

@@ -1,4 +1,5 @@
-"""The local cluster: one etcd on loopback and N real systemd machines (nspawn), each running fleetd.
+"""The local cluster: etcd on loopback (one member, or a raft cluster of several with ``etcd_members``) and
+N real systemd machines (nspawn), each running fleetd, which is given every member's endpoint.
 
 Every machine gets its own machine ID, loopback address 127.0.0.N, sshd and metadata (``role=web`` on all
 but one, ``role=db`` on one, ``hostname=<machine name>``). Its ``/etc/fleet/fleet.conf`` and
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from devcluster.cloudconfig import WrittenFile, render, written_files
-from devcluster.etcd import EtcdServer
+from devcluster.etcd import EtcdCluster, EtcdServer
 from devcluster.nspawn import CHECKOUT, Bind, Machine, boot_machines, client_key, stop_leftovers
 from devcluster.nspawn import write_known_hosts as _write_known_hosts
 
@@ -82,9 +83,15 @@ class ClusterState:
     name: str
     state_dir: Path
     endpoint: str
-    etcd_pid: int
+    etcd_pid: int  # the first etcd member
     etcd_start: int
     machines: tuple[MachineRecord, ...]
+    etcd_peers: tuple[tuple[int, int], ...] = ()  # (PID, start time) of the other members, if any
+
+    @property
+    def etcd_processes(self) -> tuple[tuple[int, int], ...]:
+        """(PID, start time) of every etcd member."""
+        return ((self.etcd_pid, self.etcd_start), *self.etcd_peers)
 
     @property
     def key(self) -> Path:
@@ -109,6 +116,7 @@ class ClusterState:
             etcd_pid=data["etcd_pid"],
             etcd_start=data["etcd_start"],
             machines=tuple(MachineRecord(**m) for m in data["machines"]),
+            etcd_peers=tuple((int(pid), int(start)) for pid, start in data.get("etcd_peers", ())),
         )
 
 
@@ -155,7 +163,7 @@ def _alive(pid: int, start: int) -> bool:
 
 def running_pids(state: ClusterState) -> list[int]:
     """The recorded PIDs (etcd, every nspawn and machine PID 1) that still run the recorded process."""
-    pids = [(state.etcd_pid, state.etcd_start)]
+    pids = list(state.etcd_processes)
     for m in state.machines:
         record = state.state_dir / "machines" / m.name / "pids.json"
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -249,7 +257,7 @@ def load_state(name: str, root: Path = STATE_ROOT) -> ClusterState | None:
 
 def healthy(state: ClusterState) -> bool:
     """etcd and every machine's nspawn and PID 1 are still the recorded processes."""
-    return len(running_pids(state)) == 1 + 2 * len(state.machines)
+    return len(running_pids(state)) == len(state.etcd_processes) + 2 * len(state.machines)
 
 
 def bring_up(
@@ -259,11 +267,14 @@ def bring_up(
     root: Path = STATE_ROOT,
     log: Printer = print,
     join_timeout: float = 60.0,
+    etcd_members: int = 1,
 ) -> tuple[ClusterState, bool]:
     """Start the cluster ``name``; returns (state, created). A healthy existing one is returned as
     is; a broken one is torn down and recreated."""
     if machines < 1:
         raise ClusterError("a cluster needs at least one machine")
+    if etcd_members < 1:
+        raise ClusterError("etcd needs at least one member")
     state_dir = state_dir_of(name, root)
     with _locked(state_dir):
         existing = load_state(name, root)
@@ -272,29 +283,48 @@ def bring_up(
         if state_dir.exists():
             log(f"== cluster {name}: removing the remains of an earlier run")
             _tear_down(state_dir)
-        return _create(name, machines, state_dir, log, join_timeout), True
+        return _create(name, machines, state_dir, log, join_timeout, etcd_members=etcd_members), True
 
 
-def _create(name: str, count: int, state_dir: Path, log: Printer, join_timeout: float) -> ClusterState:
-    state_dir.mkdir(parents=True)
-    etcd = EtcdServer(host="127.0.0.1", data_dir=state_dir / "etcd")
-    if _port_free("127.0.0.1", PREFERRED_ETCD_PORT):
-        etcd.client_port = PREFERRED_ETCD_PORT
+def _start_etcd(state_dir: Path, members: int) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """One etcd member (on 2379 when free) or a cluster of ``members``; (endpoints, (PID, start) each)."""
+    etcd: EtcdServer | EtcdCluster
+    if members == 1:
+        etcd = EtcdServer(host="127.0.0.1", data_dir=state_dir / "etcd")
+        if _port_free("127.0.0.1", PREFERRED_ETCD_PORT):
+            etcd.client_port = PREFERRED_ETCD_PORT
+        servers: tuple[EtcdServer, ...] = (etcd,)
+    else:
+        etcd = EtcdCluster(members, host="127.0.0.1", data_dir=state_dir / "etcd")
+        servers = etcd.members
     try:
         etcd.start()
-        assert etcd.pid is not None
-        state = ClusterState(name, state_dir, etcd.endpoint, etcd.pid, _start_time(etcd.pid), ())
+    except BaseException:
+        etcd.stop()
+        raise
+    pids = tuple((s.pid, _start_time(s.pid)) for s in servers if s.pid is not None)
+    return etcd.endpoint, pids
+
+
+def _create(
+    name: str, count: int, state_dir: Path, log: Printer, join_timeout: float, *, etcd_members: int = 1
+) -> ClusterState:
+    state_dir.mkdir(parents=True)
+    try:
+        endpoint, etcd_pids = _start_etcd(state_dir, etcd_members)
+        (first_pid, first_start), *peers = etcd_pids
+        state = ClusterState(name, state_dir, endpoint, first_pid, first_start, (), tuple(peers))
         (state_dir / "cluster.json").write_text(state.to_json())
-        log(f"== etcd: {etcd.endpoint} (PID {etcd.pid})")
+        log(f"== etcd: {endpoint} (PID {', '.join(str(pid) for pid, _ in etcd_pids)})")
         venv = Bind(CHECKOUT / ".venv", FLEET_VENV)
         log(f"== booting {count} systemd-nspawn machine(s)")
         booted = boot_machines(count, state_dir, prefix=name, binds=(venv,))
-        records = _start_fleetd(booted, etcd.endpoint, log)
-        state = ClusterState(name, state_dir, etcd.endpoint, etcd.pid, state.etcd_start, records)
+        records = _start_fleetd(booted, endpoint, log)
+        state = replace(state, machines=records)
         (state_dir / "cluster.json").write_text(state.to_json())
         _write_known_hosts(booted, state.known_hosts)
         client_key(state_dir)
-        wait_for_machines(etcd.endpoint, [m.machine_id for m in booted], join_timeout)
+        wait_for_machines(endpoint, [m.machine_id for m in booted], join_timeout)
         return state
     except BaseException:
         _tear_down(state_dir)
@@ -351,7 +381,8 @@ def _tear_down(state_dir: Path) -> None:
     with contextlib.suppress(OSError, ValueError, KeyError):
         state = ClusterState.from_json((state_dir / "cluster.json").read_text())
     if state is not None:
-        _kill(state.etcd_pid, state.etcd_start)
+        for pid, start in state.etcd_processes:
+            _kill(pid, start)
     leftover = _mounts_under(state_dir)
     if leftover:
         raise ClusterError(f"still mounted under {state_dir}: {', '.join(leftover)}")

@@ -5,10 +5,16 @@
 
 ``pause()``/``resume()`` freeze and thaw the process (SIGSTOP/SIGCONT) so clients see timeouts, and
 ``stop()`` + ``start()`` restart it on the same data dir and ports, for outage tests. Always stopped by PID.
+
+``EtcdCluster(3)`` runs three such members on loopback with one ``--initial-cluster`` naming all of them;
+``endpoints`` lists their client URLs (``endpoint`` joins them with commas, as fleet.conf's
+``etcd_servers`` and fleetctl's ``--endpoint`` take them) and ``leader()`` names the raft leader as
+``etcdctl endpoint status`` reports it. A member stopped and started again rejoins from its data dir.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,9 +27,10 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EtcdServer", "free_port"]
+__all__ = ["EtcdCluster", "EtcdServer", "free_port"]
 
 ETCD_BINARY = "/usr/bin/etcd"
+ETCDCTL_BINARY = "/usr/bin/etcdctl"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,7 +52,10 @@ class EtcdServer:
         data_dir: Path | None = None,
         extra_args: tuple[str, ...] = (),
         start_timeout: float = 20.0,
+        name: str = "fleet-test",
     ) -> None:
+        self.name = name
+        self.initial_cluster = ""  # "name=peer-url,...": set by EtcdCluster; empty means this member alone
         self.host = host
         self.binary = binary
         self.client_port = free_port(host)
@@ -62,22 +72,39 @@ class EtcdServer:
         return f"http://{self.host}:{self.client_port}"
 
     @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
     def start(self) -> EtcdServer:
         if self._proc is not None:
             return self
-        peer = f"http://{self.host}:{self.peer_port}"
+        self.launch()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to be healthy (members of a new cluster wait together:
+        none is healthy before a quorum runs)."""
+        if self._proc is not None:
+            return
+        peer = self.peer_url
         args = [
             self.binary,
-            "--name", "fleet-test",
+            "--name", self.name,
             "--data-dir", str(self.data_dir / "data"),
             "--listen-client-urls", self.endpoint,
             "--advertise-client-urls", self.endpoint,
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"fleet-test={peer}",
+            "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
             "--initial-cluster-state", "new",
             "--logger", "zap",
             "--log-outputs", "stderr",
@@ -87,12 +114,6 @@ class EtcdServer:
             self._proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        try:
-            self.wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def wait_healthy(self) -> None:
         """Poll /health until etcd answers healthy, failing after ``start_timeout`` seconds."""
@@ -142,6 +163,14 @@ class EtcdServer:
             proc.kill()
             proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL by PID: no graceful leadership transfer, as when a member's host dies."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -154,6 +183,125 @@ class EtcdServer:
             self._log.unlink(missing_ok=True)
 
     def __enter__(self) -> EtcdServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
+
+
+class EtcdCluster:
+    """``size`` etcd members on ``host``, one raft cluster; always stopped by PID."""
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        host: str = "127.0.0.1",
+        binary: str = ETCD_BINARY,
+        data_dir: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 30.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("an etcd cluster needs at least one member")
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="fleet-etcd-cluster-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.members = tuple(
+            EtcdServer(
+                host=host, binary=binary, data_dir=self.data_dir / f"member{n}", extra_args=extra_args,
+                start_timeout=start_timeout, name=f"fleet-member{n}",
+            )
+            for n in range(size)
+        )
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for member in self.members:
+            member.initial_cluster = initial
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(m.endpoint for m in self.members)
+
+    @property
+    def endpoint(self) -> str:
+        """Every member's client URL, comma-separated (fleet.conf ``etcd_servers``, ``--endpoint``)."""
+        return ",".join(self.endpoints)
+
+    @property
+    def pid(self) -> int | None:
+        """None while a member is stopped (so ``start()`` is owed), else the first member's PID."""
+        pids = [m.pid for m in self.members]
+        return None if None in pids else pids[0]
+
+    def start(self) -> EtcdCluster:
+        """Start every stopped member, then wait until each is healthy."""
+        stopped = [m for m in self.members if m.pid is None]
+        try:
+            for member in stopped:
+                member.launch()
+            for member in stopped:
+                member.wait_healthy()
+        except BaseException:
+            for member in stopped:
+                member.stop()
+            raise
+        return self
+
+    def pause(self, timeout: float = 5.0) -> None:
+        for member in self.members:
+            member.pause(timeout)
+
+    def resume(self) -> None:
+        for member in self.members:
+            if member.pid is not None:
+                member.resume()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for member in self.members:
+            member.stop(timeout)
+
+    def member(self, endpoint: str) -> EtcdServer:
+        for member in self.members:
+            if member.endpoint == endpoint:
+                return member
+        raise KeyError(endpoint)
+
+    def status(self, timeout: float = 5.0) -> list[dict[str, object]]:
+        """``etcdctl endpoint status -w json`` over the running members (one entry per answering member)."""
+        running = [m.endpoint for m in self.members if m.pid is not None]
+        done = subprocess.run(
+            [ETCDCTL_BINARY, "--endpoints", ",".join(running), "--command-timeout", f"{timeout:g}s",
+             "endpoint", "status", "-w", "json"],
+            capture_output=True, text=True, timeout=timeout + 5, check=False,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
+        try:
+            entries = json.loads(done.stdout or "[]")
+        except ValueError:
+            return []
+        return [e for e in entries if isinstance(e, dict)]
+
+    def leader(self, timeout: float = 5.0) -> EtcdServer | None:
+        """The member that is raft leader (its member ID equals the leader ID it reports), if one is."""
+        for entry in self.status(timeout):
+            status = entry.get("Status")
+            if not isinstance(status, dict):
+                continue
+            header = status.get("header")
+            member_id = header.get("member_id") if isinstance(header, dict) else None
+            if member_id is not None and member_id == status.get("leader"):
+                return self.member(str(entry.get("Endpoint")))
+        return None
+
+    def cleanup(self) -> None:
+        """Stop every member and remove the data dirs (if this object made them)."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EtcdCluster:
         return self.start()
 
     def __exit__(

@@ -57,6 +57,10 @@ class RegistryUnavailable(RegistryError):
     """etcd cannot be reached (all endpoints down, timeout, auth or TLS failure)."""
 
 
+class RequestNotSent(RegistryUnavailable):
+    """No connection to etcd could be made: the request never left, so sending it again is always safe."""
+
+
 class CASConflict(RegistryError):
     """A transaction's compare failed: the data changed since it was read, or leadership was lost."""
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fleetd.agent.plan import (
@@ -33,6 +33,7 @@ from fleetd.agent.source import DesiredSource
 from fleetd.errors import RegistryError, SystemdError
 from fleetd.model import MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.registry import DuplicateMachine, Registry
+from fleetd.retry import Backoff, Sleep, attempts
 from fleetd.systemd.protocol import UnitManager
 
 __all__ = ["Agent", "Backoff", "Handover"]
@@ -48,25 +49,6 @@ RELOAD_OWED = "units were loaded or unloaded by an interrupted batch"
 # engine unschedules a machine's units when its record vanishes and schedules them back within a pass of the
 # record's return, so a unit pinned here would otherwise be stopped and started again after an etcd outage.
 SETTLE = 5.0
-
-Sleep = Callable[[float], Awaitable[None]]
-
-
-class Backoff:
-    """Exponential delays: ``initial``, doubling, capped at ``maximum``; ``reset`` after a success."""
-
-    def __init__(self, initial: float = 1.0, maximum: float = MAX_BACKOFF) -> None:
-        self.initial = initial
-        self.maximum = max(maximum, initial)
-        self._next = initial
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,24 +261,23 @@ class Agent:
             group.create_task(self._publish_loop())
 
     async def _register_until_done(self) -> None:
-        backoff = Backoff(1.0, MAX_BACKOFF)
-        while True:
-            try:
-                await self.register()
-                return
-            except DuplicateMachine:
-                delay = backoff.next()
-                logger.error(
-                    "machine ID %s is already registered by another live fleetd (two machines share this"
-                    " /etc/machine-id, or an earlier fleetd's lease has not expired yet); refusing to run"
-                    " units, retrying in %.0fs",
-                    self.machine.id,
-                    delay,
-                )
-            except RegistryError as exc:
-                delay = backoff.next()
-                logger.warning("register machine failed: %s, retrying in %.0f sec.", exc, delay)
-            await self._sleep(delay)
+        # Safe to repeat: a failed register revokes the lease it granted, and the record's Txn is guarded.
+        retrying = attempts(
+            lambda error: isinstance(error, RegistryError), initial=1.0, maximum=MAX_BACKOFF,
+            sleep=self._sleep, what=f"register machine {self.machine.id}",
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    await self.register()
+                except DuplicateMachine:
+                    logger.error(
+                        "machine ID %s is already registered by another live fleetd (two machines share"
+                        " this /etc/machine-id, or an earlier fleetd's lease has not expired yet); refusing"
+                        " to run units until it is gone",
+                        self.machine.id,
+                    )
+                    raise
 
     async def _heartbeat_loop(self) -> None:
         # A keep-alive every ttl/4 leaves 3/4 of the TTL to ride out an outage. While etcd is unreachable,

@@ -14,6 +14,7 @@ import logging
 
 from fleetd.errors import RegistryError
 from fleetd.registry.kv import KV, Compare, CompareOp, CompareTarget, Delete, EventType, Get, Put
+from fleetd.retry import Backoff, Sleep
 
 __all__ = ["Election"]
 
@@ -23,12 +24,17 @@ logger = logging.getLogger(__name__)
 class Election:
     """Campaign for ``key`` as ``candidate`` with leases of ``ttl`` seconds; run ``run()`` as a task."""
 
-    def __init__(self, kv: KV, key: str, candidate: str, ttl: float, *, retry_delay: float = 1.0) -> None:
+    def __init__(
+        self, kv: KV, key: str, candidate: str, ttl: float, *, retry_delay: float = 1.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._kv = kv
         self.key = key
         self.candidate = candidate
         self.ttl = ttl
-        self._retry_delay = retry_delay
+        # a steady delay, not a growing one: a candidate must campaign again soon after etcd is back
+        self._backoff = Backoff(retry_delay, retry_delay)
+        self._sleep = sleep
         self._lease = 0
         self._term = 0  # create revision of our leader key while we lead
         self.leader: str | None = None  # the leader last seen (None: unknown or none)
@@ -55,7 +61,7 @@ class Election:
             except* RegistryError as errors:
                 self._set_term(0, None)
                 logger.warning("engine election failed, retrying: %s", errors.exceptions[0])
-                await asyncio.sleep(self._retry_delay)
+                await self._sleep(self._backoff.next())
                 await self._drop_expired_lease()
 
     async def resign(self) -> None:

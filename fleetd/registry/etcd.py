@@ -1,8 +1,9 @@
 """EtcdKV: the KV port on a real etcd v3, over grpc.aio. The only module that imports grpc.
 
 - Endpoints: ``http://host:port``, ``https://host:port`` (TLS with ``ca_file`` and optional client
-  ``cert_file``/``key_file``) or ``unix:/path``. A call that gets UNAVAILABLE moves on to the next endpoint;
-  a call that times out marks its endpoint suspect so the next call tries another one.
+  ``cert_file``/``key_file``) or ``unix:/path``. An endpoint that fails (unreachable, timed out) is left for
+  the next one; the call itself is sent again there only when ``fleetd.retry`` allows it: reads, revokes
+  and Txns guarded by compares always, plain writes only when they were never sent.
 - Every call is bounded by ``request_timeout`` seconds.
 - Auth: with ``username``/``password`` the client authenticates, sends the token as ``token`` metadata and
   authenticates again when etcd says the token is invalid.
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 import grpc
 import grpc.aio
 
-from fleetd.errors import RegistryError, RegistryUnavailable
+from fleetd.errors import RegistryError, RegistryUnavailable, RequestNotSent
 from fleetd.registry.etcdpb import rpc_pb2 as pb
 from fleetd.registry.etcdpb import rpc_pb2_grpc as pb_grpc
 from fleetd.registry.kv import (
@@ -48,6 +49,7 @@ from fleetd.registry.kv import (
     WatchEvent,
     prefix_end,
 )
+from fleetd.retry import Backoff, Safety, attempts, may_retry
 
 __all__ = ["EtcdKV"]
 
@@ -57,6 +59,7 @@ ChannelFactory = Callable[[str], grpc.aio.Channel]
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 _INVALID_TOKEN = "invalid auth token"
+_NOT_CONNECTED = "failed to connect"  # grpc's UNAVAILABLE when no connection could be made: nothing sent
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -90,6 +93,8 @@ def _map_error(exc: BaseException, endpoint: str = "") -> RegistryError:
     if isinstance(exc, grpc.aio.AioRpcError):
         code, details = exc.code(), (exc.details() or "").replace("\n", " ")
         where = f" ({endpoint})" if endpoint else ""
+        if code is grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in details.lower():
+            return RequestNotSent(f"etcd unreachable{where}: {details}")
         if code in _UNAVAILABLE or code is grpc.StatusCode.UNAUTHENTICATED:
             return RegistryUnavailable(f"etcd unavailable{where}: {code.name.lower()}: {details}")
         return RegistryError(f"etcd refused the request{where}: {details or code.name.lower()}")
@@ -233,38 +238,48 @@ class EtcdKV:
             reply = await self._unary("Auth", "Authenticate", request)
             self._token = reply.token
 
-    async def _unary(self, service: str, method: str, request: Any) -> Any:
-        """One unary RPC with failover on UNAVAILABLE, re-auth on a stale token, and a total deadline."""
+    async def _unary(
+        self, service: str, method: str, request: Any, safety: Safety = Safety.REPEATABLE
+    ) -> Any:
+        """One unary RPC within a total deadline: tried on each endpoint in turn while ``fleetd.retry``
+        allows a request of ``safety`` to be sent again, and once more after a stale auth token."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        failovers, reauthed = 0, False
-        while True:
-            if self._auth and self._token is None and service != "Auth":
-                await self._authenticate(None)
-            index, channel = self._channel()
-            stub = _stub(service, channel)
-            remaining = deadline - loop.time()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                metadata = None if service == "Auth" else self._metadata()
-                return await getattr(stub, method)(request, timeout=remaining, metadata=metadata)
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if code is grpc.StatusCode.UNAVAILABLE and failovers < len(self._endpoints) - 1:
-                    self._failover(index)
-                    failovers += 1
-                    continue
-                if code in _UNAVAILABLE:
-                    self._failover(index)
-                if self._auth and not reauthed and _INVALID_TOKEN in (exc.details() or ""):
-                    reauthed = True
-                    await self._authenticate(self._token)
-                    continue
-                raise _map_error(exc, self._endpoints[index]) from exc
-            except TimeoutError as exc:
+
+        def retry_on(error: BaseException) -> bool:
+            return loop.time() < deadline and may_retry(safety, error)
+
+        async for attempt in attempts(retry_on, tries=len(self._endpoints)):
+            with attempt:
+                stale = self._token
+                try:
+                    return await self._send(service, method, request, deadline)
+                except RegistryError as exc:
+                    if not (self._auth and _INVALID_TOKEN in str(exc)):
+                        raise
+                await self._authenticate(stale)  # refused before it ran: the same request, once more
+                return await self._send(service, method, request, deadline)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _send(self, service: str, method: str, request: Any, deadline: float) -> Any:
+        """One RPC on the current endpoint; an endpoint that failed is left for the next one."""
+        if self._auth and self._token is None and service != "Auth":
+            await self._authenticate(None)
+        index, channel = self._channel()
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            metadata = None if service == "Auth" else self._metadata()
+            call = getattr(_stub(service, channel), method)
+            return await call(request, timeout=remaining, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNAVAILABLE:
                 self._failover(index)
-                raise _map_error(exc, self._endpoints[index]) from exc
+            raise _map_error(exc, self._endpoints[index]) from exc
+        except TimeoutError as exc:
+            self._failover(index)
+            raise _map_error(exc, self._endpoints[index]) from exc
 
     # -- KV --------------------------------------------------------------------------------------------------
 
@@ -283,12 +298,14 @@ class EtcdKV:
         return RangeResult(tuple(_kv(kv) for kv in reply.kvs), reply.header.revision)
 
     async def put(self, key: str, value: str, *, lease: int = 0) -> int:
-        reply = await self._unary("KV", "Put", pb.PutRequest(key=_b(key), value=_b(value), lease=lease))
+        request = pb.PutRequest(key=_b(key), value=_b(value), lease=lease)
+        reply = await self._unary("KV", "Put", request, Safety.ONCE)
         return int(reply.header.revision)
 
     async def delete(self, key: str, *, prefix: bool = False) -> int:
         start, end = _span(key, prefix)
-        reply = await self._unary("KV", "DeleteRange", pb.DeleteRangeRequest(key=start, range_end=end))
+        request = pb.DeleteRangeRequest(key=start, range_end=end)
+        reply = await self._unary("KV", "DeleteRange", request, Safety.ONCE)
         return int(reply.deleted)
 
     async def txn(
@@ -301,7 +318,8 @@ class EtcdKV:
             success=[_request_op(op) for op in success],
             failure=[_request_op(op) for op in failure],
         )
-        reply = await self._unary("KV", "Txn", request)
+        # guarded by compares, a repeat after a lost reply fails them (read as a conflict); else a plain write
+        reply = await self._unary("KV", "Txn", request, Safety.REPEATABLE if compares else Safety.ONCE)
         responses = tuple(
             tuple(_kv(kv) for kv in r.response_range.kvs) if r.HasField("response_range") else ()
             for r in reply.responses
@@ -310,12 +328,14 @@ class EtcdKV:
 
     async def compact(self, revision: int) -> None:
         """Compact etcd's history up to ``revision`` (maintenance; not part of the KV protocol)."""
-        await self._unary("KV", "Compact", pb.CompactionRequest(revision=revision, physical=True))
+        request = pb.CompactionRequest(revision=revision, physical=True)
+        await self._unary("KV", "Compact", request, Safety.ONCE)
 
     # -- leases ----------------------------------------------------------------------------------------------
 
     async def grant(self, ttl: float) -> int:
-        reply = await self._unary("Lease", "LeaseGrant", pb.LeaseGrantRequest(TTL=max(1, math.ceil(ttl))))
+        request = pb.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)))
+        reply = await self._unary("Lease", "LeaseGrant", request, Safety.ONCE)
         if reply.error:
             raise RegistryError(f"etcd refused the lease: {reply.error}")
         return int(reply.ID)
@@ -420,7 +440,7 @@ class EtcdKV:
 
     async def _run_watch_stream(self) -> None:
         """Keep one Watch stream open for every watcher; re-create them all after a disconnect."""
-        backoff = 0.1
+        backoff = Backoff(0.1, 2.0)
         while not self._closed:
             index = self._current
             call: Any = None
@@ -436,7 +456,7 @@ class EtcdKV:
                     if reply is _EOF:
                         raise RegistryUnavailable("etcd closed the watch stream")
                     self._route(reply)
-                    backoff = 0.1
+                    backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure of the stream: reconnect, resume every watch
@@ -449,8 +469,7 @@ class EtcdKV:
                 self._watch_outbox = asyncio.Queue()
                 for watcher in self._watchers.values():
                     self._watch_outbox.put_nowait(watcher.create_request())
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(backoff.next())
             finally:
                 if writer is not None:
                     writer.cancel()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from devcluster.cluster import FLEET_VENV, FLEETCTL, machine_files, machine_roles, start_fleetd
-from devcluster.etcd import EtcdServer
+from devcluster.etcd import EtcdCluster, EtcdServer
 from devcluster.nspawn import CHECKOUT, Bind, Machine, boot_machines, client_key, write_known_hosts
 
 __all__ = [
@@ -62,7 +62,7 @@ def eventually(probe: Callable[[], T], done: Callable[[T], bool], timeout: float
 
 @dataclass
 class FleetCluster:
-    etcd: EtcdServer
+    etcd: EtcdServer | EtcdCluster  # ``etcd.endpoint``: every member's URL, comma-separated
     machines: tuple[Machine, ...]
     metadata: dict[str, str]  # machine name -> metadata text
     state_dir: Path
@@ -194,10 +194,19 @@ class FleetCluster:
             self.etcd.cleanup()
 
 
-def boot_fleet_cluster(state_dir: Path, count: int = 3) -> FleetCluster:
-    """etcd + ``count`` machines with fleetd; waits until fleetctl lists every machine."""
-    etcd = EtcdServer(data_dir=state_dir / "etcd")
-    etcd.start()
+def boot_fleet_cluster(state_dir: Path, count: int = 3, etcd_members: int = 1) -> FleetCluster:
+    """etcd (``etcd_members`` members) + ``count`` machines with fleetd, every etcd endpoint in their
+    fleet.conf; waits until fleetctl lists every machine."""
+    etcd: EtcdServer | EtcdCluster
+    if etcd_members == 1:
+        etcd = EtcdServer(data_dir=state_dir / "etcd")
+    else:
+        etcd = EtcdCluster(etcd_members, data_dir=state_dir / "etcd")
+    try:
+        etcd.start()
+    except BaseException:
+        etcd.cleanup()
+        raise
     machines: Sequence[Machine] = ()
     try:
         prefix = f"e2e{uuid.uuid4().hex[:4]}m"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fleetd.agent.agent import SETTLE, Agent, Backoff
+from fleetd.agent.agent import SETTLE, Agent
 from fleetd.agent.plan import TaskKind
 from fleetd.errors import RegistryUnavailable
 from fleetd.model import MachineID, MachineState, TargetState, UnitName
@@ -18,6 +18,7 @@ from fleetd.registry import keyspace as ks
 from fleetd.registry.kv import KV, Compare, Op, RangeResult, TxnResult, WatchEvent
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.registry import Registry
+from fleetd.retry import Backoff
 from fleetd.systemd.fake import FakeUnitManager
 from fleetd.unitfile.unit import UnitFile
 
