@@ -6,6 +6,7 @@ import click
 
 from fleetctl.client import FleetClient
 from fleetctl.context import CommandFailed, UsageFailed, run
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetd.model import UnitName
 from fleetd.unitfile.names import mangle
@@ -13,7 +14,7 @@ from fleetd.unitfile.names import mangle
 __all__ = ["COMMANDS"]
 
 
-@click.command("cat")
+@click.command("cat", cls=FleetCommand)
 @click.argument("units", nargs=-1)
 @click.pass_context
 def cat(ctx: click.Context, units: tuple[str, ...]) -> None:

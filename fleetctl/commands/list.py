@@ -9,6 +9,7 @@ import click
 
 from fleetctl.client import FleetClient, UnitFileRow, UnitStateRow
 from fleetctl.context import CommandFailed, app_of, registry_problem, run
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import (
     FieldsError,
     Table,
@@ -88,7 +89,7 @@ def _machine_cells(machine: MachineState, full: bool) -> dict[str, str]:
     }
 
 
-@click.command("list-machines")
+@click.command("list-machines", cls=FleetCommand)
 @_table_options(",".join(MACHINE_FIELDS))
 @click.pass_context
 def list_machines(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
@@ -132,7 +133,7 @@ def _unit_state_cells(row: UnitStateRow, full: bool, legends: dict[str, str]) ->
     }
 
 
-@click.command("list-units")
+@click.command("list-units", cls=FleetCommand)
 @_table_options("unit,machine,active,sub")
 @click.pass_context
 def list_units(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
@@ -177,7 +178,7 @@ def _unit_file_cells(row: UnitFileRow, full: bool) -> Mapping[str, str]:
     }
 
 
-@click.command("list-unit-files")
+@click.command("list-unit-files", cls=FleetCommand)
 @_table_options("unit,hash,dstate,state,target")
 @click.pass_context
 def list_unit_files(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:

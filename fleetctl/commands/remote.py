@@ -19,6 +19,7 @@ import click
 from fleetctl import remote
 from fleetctl.client import FleetClient
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetctl.remote import RemoteRefused, Runner, UnitLocation
 from fleetctl.ssh_config import DEFAULT_SSH_PORT, SSHSettings
@@ -93,7 +94,7 @@ def _exit(ctx: click.Context, code: int) -> None:
         ctx.exit(code)
 
 
-@click.command("status")
+@click.command("status", cls=FleetCommand)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machines."
 )
@@ -117,7 +118,7 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
     _exit(ctx, code)
 
 
-@click.command("journal")
+@click.command("journal", cls=FleetCommand)
 @click.option(
     "--lines",
     type=click.IntRange(min=0),
@@ -125,7 +126,14 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
     show_default=True,
     help="Number of recent log lines to return.",
 )
-@click.option("-f", "--follow", is_flag=True, help="Continuously print new entries as they are appended.")
+@click.option(
+    "-f",
+    "--follow",
+    "--f",
+    "follow",
+    is_flag=True,
+    help="Continuously print new entries as they are appended.",
+)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )
@@ -174,11 +182,19 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
 
 @click.command(
     "ssh",
+    cls=FleetCommand,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option("--machine", default="", help="Open SSH connection to a specific machine.")
 @click.option("--unit", default="", help="Open SSH connection to machine running provided unit.")
-@click.option("-A", "--forward-agent", is_flag=True, help="Forward local ssh-agent to target machine.")
+@click.option(
+    "-A",
+    "--forward-agent",
+    "--A",
+    "forward_agent",
+    is_flag=True,
+    help="Forward local ssh-agent to target machine.",
+)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )

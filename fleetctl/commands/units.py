@@ -9,6 +9,7 @@ import click
 from fleetctl.client import FleetClient, Goal
 from fleetctl.commands.blocking import block_options, report_triggered, wait_for
 from fleetctl.context import App, CommandFailed, UsageFailed, app_of, run
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetctl.resolve import CreateResult, ResolveError, create_units, find_units
 from fleetd.errors import NotFound, UnitFileError, UnitNameError
@@ -127,7 +128,7 @@ _replace_option = click.option("--replace", is_flag=True, help="Replace units wh
 _sign_option = click.option("--sign", is_flag=True, hidden=True, help="Deprecated; ignored.")
 
 
-@click.command("submit")
+@click.command("submit", cls=FleetCommand)
 @_replace_option
 @_sign_option
 @click.argument("units", nargs=-1)
@@ -143,7 +144,7 @@ def submit(ctx: click.Context, replace: bool, sign: bool, units: tuple[str, ...]
     run(ctx, action)
 
 
-@click.command("load")
+@click.command("load", cls=FleetCommand)
 @block_options
 @_replace_option
 @_sign_option
@@ -156,7 +157,7 @@ def load(  # noqa: PLR0917 (click passes options as keywords)
     _activate(ctx, units, state=LOADED, replace=replace, no_block=no_block, attempts=block_attempts)
 
 
-@click.command("start")
+@click.command("start", cls=FleetCommand)
 @block_options
 @_replace_option
 @_sign_option
@@ -176,7 +177,7 @@ async def _found(client: FleetClient, args: Sequence[str]) -> list[UnitRecord]:
     return records
 
 
-@click.command("stop")
+@click.command("stop", cls=FleetCommand)
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context
@@ -210,7 +211,7 @@ def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[s
     run(ctx, action)
 
 
-@click.command("unload")
+@click.command("unload", cls=FleetCommand)
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context
@@ -248,7 +249,7 @@ def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple
     run(ctx, action)
 
 
-@click.command("destroy")
+@click.command("destroy", cls=FleetCommand)
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context
@@ -276,7 +277,7 @@ def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
     run(ctx, action)
 
 
-@click.command("restart")
+@click.command("restart", cls=FleetCommand)
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from fleetctl.context import UsageFailed
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 
 __all__ = ["COMMANDS"]
 
 
-@click.command("verify")
+@click.command("verify", cls=FleetCommand)
 @click.option("--canonical", is_flag=True, help="Print each file's canonical text.")
 @click.argument("files", nargs=-1)
 @click.pass_context

@@ -237,8 +237,24 @@ def test_ssh_argument_matching_both_a_machine_and_a_unit_is_ambiguous(
         (["-A", "--ssh-port", "2200", "1a2b3c"], ("shell", MACHINE_A.id, (), 2200, True), (True, False)),
         (["--machine", "1a2b9", "uptime"], ("ssh", MACHINE_C.id, ("uptime",), 22, False), (False, True)),
         (["--unit", "hello", "--", "x; y"], ("ssh", MACHINE_A.id, ("x; y",), 22, False), (False, True)),
+        (["--A", "hello"], ("shell", MACHINE_A.id, (), 22, True), (True, False)),
+        (["--tunnel", "b", "hello", "true"], ("ssh", MACHINE_A.id, ("true",), 22, False), (False, True)),
+        (
+            ["hello", "cmd", "--debug=false", "--tunnel", "x"],
+            ("ssh", MACHINE_A.id, ("cmd", "--debug=false", "--tunnel", "x"), 22, False),
+            (False, True),
+        ),
     ],
-    ids=["unit with command", "double dash", "machine prefix shell with agent", "machine flag", "unit flag"],
+    ids=[
+        "unit with command",
+        "double dash",
+        "machine prefix shell with agent",
+        "machine flag",
+        "unit flag",
+        "the original's --A",
+        "global flag before the target",
+        "flags after the target belong to the remote command",
+    ],
 )
 def test_ssh_targets_and_commands(
     fake: FakeCluster,
@@ -252,6 +268,13 @@ def test_ssh_targets_and_commands(
     assert result.exit_code == 42
     assert runner.calls == [call]
     assert runner.made_with == [made_with]
+
+
+@pytest.mark.parametrize("follow", ["-f", "--follow", "--f"])
+def test_journal_follow_in_every_spelling(fake: FakeCluster, runner: RecordingRunner, follow: str) -> None:
+    assert invoke(fake, commands.journal, [follow, "--lines", "3", "hello"]).exit_code == 0
+    argv = runner.calls[0][2]
+    assert argv[-1] == "-f" and "3" in argv
 
 
 def test_quote_command_keeps_every_word_one_word() -> None:
