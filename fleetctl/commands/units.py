@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import click
 
 from fleetctl.client import FleetClient, Goal
-from fleetctl.commands.blocking import block_options, report_triggered, wait_for
+from fleetctl.commands.blocking import Budget, block_options, budget_for, report_triggered, wait_for
 from fleetctl.context import App, CommandFailed, UsageFailed, app_of, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
@@ -47,7 +48,7 @@ async def _create(
     replace: bool,
     allowed: Collection[TargetState],
     templates: bool,
-    attempts: int,
+    budget: Budget,
 ) -> CreateResult:
     """Create what is missing (or replaced), then wait until each new one is inactive (ignores --no-block).
 
@@ -59,7 +60,7 @@ async def _create(
         )
     except (ResolveError, UnitFileError, UnitNameError) as exc:
         raise CommandFailed(f"Error creating units: {exc}") from exc
-    await wait_for(client, app, [Goal(name, INACTIVE) for name in result.created], attempts=attempts)
+    await wait_for(client, app, [Goal(name, INACTIVE) for name in result.created], budget=budget)
     return result
 
 
@@ -85,7 +86,7 @@ async def _settle(
     verb: str,
     *,
     no_block: bool,
-    attempts: int,
+    budget: Budget,
     failure: str = "Error waiting for units: {}",
 ) -> None:
     """Report global units as triggered; wait for the others (or report them triggered with --no-block)."""
@@ -95,31 +96,28 @@ async def _settle(
         report_triggered([r.name for r in local], verb)
         return
     goals = [Goal(r.name, state, r.hash, active=state is LAUNCHED) for r in local]
-    await wait_for(client, app, goals, attempts=attempts, failure=failure.format)
+    await wait_for(client, app, goals, budget=budget, failure=failure.format)
 
 
-def _activate(
-    ctx: click.Context,
-    args: Sequence[str],
-    *,
-    state: TargetState,
-    replace: bool,
-    no_block: bool,
-    attempts: int,
-) -> None:
+def _activate(ctx: click.Context, flags: Mapping[str, Any], *, state: TargetState) -> None:
+    """load and start: ``flags`` are the command's (units, --replace and the blocking flags)."""
+    args: tuple[str, ...] = flags["units"]
+    replace: bool = flags["replace"]
+    no_block: bool = flags["no_block"]
     _require(args)
     app = app_of(ctx)
+    budget = budget_for(app, flags["block_attempts"], flags["timeout"])
     verb, doing = ("start", "starting") if state is LAUNCHED else ("load", "loading")
     allowed = (INACTIVE, LOADED, LAUNCHED) if state is LAUNCHED else (INACTIVE, LOADED)
 
     async def action(client: FleetClient) -> None:
         result = await _create(
-            client, app, args, replace=replace, allowed=allowed, templates=False, attempts=attempts
+            client, app, args, replace=replace, allowed=allowed, templates=False, budget=budget
         )
         _no_templates(result.names, doing)
         records = [result.records[name] for name in result.names]
         await _set(client, records, state, doing)
-        await _settle(client, app, records, state, verb, no_block=no_block, attempts=attempts)
+        await _settle(client, app, records, state, verb, no_block=no_block, budget=budget)
 
     run(ctx, action)
 
@@ -139,7 +137,7 @@ def submit(ctx: click.Context, replace: bool, sign: bool, units: tuple[str, ...]
     app = app_of(ctx)
 
     async def action(client: FleetClient) -> None:
-        await _create(client, app, units, replace=replace, allowed=(INACTIVE,), templates=True, attempts=0)
+        await _create(client, app, units, replace=replace, allowed=(INACTIVE,), templates=True, budget=None)
 
     run(ctx, action)
 
@@ -150,11 +148,9 @@ def submit(ctx: click.Context, replace: bool, sign: bool, units: tuple[str, ...]
 @_sign_option
 @click.argument("units", nargs=-1)
 @click.pass_context
-def load(  # noqa: PLR0917 (click passes options as keywords)
-    ctx: click.Context, block_attempts: int, no_block: bool, replace: bool, sign: bool, units: tuple[str, ...]
-) -> None:
+def load(ctx: click.Context, /, **flags: Any) -> None:
     """Schedule one or more units in the cluster, first submitting them if necessary."""
-    _activate(ctx, units, state=LOADED, replace=replace, no_block=no_block, attempts=block_attempts)
+    _activate(ctx, flags, state=LOADED)
 
 
 @click.command("start", cls=FleetCommand)
@@ -163,11 +159,9 @@ def load(  # noqa: PLR0917 (click passes options as keywords)
 @_sign_option
 @click.argument("units", nargs=-1)
 @click.pass_context
-def start(  # noqa: PLR0917 (click passes options as keywords)
-    ctx: click.Context, block_attempts: int, no_block: bool, replace: bool, sign: bool, units: tuple[str, ...]
-) -> None:
+def start(ctx: click.Context, /, **flags: Any) -> None:
     """Instruct systemd to start one or more units, first submitting and loading them if necessary."""
-    _activate(ctx, units, state=LAUNCHED, replace=replace, no_block=no_block, attempts=block_attempts)
+    _activate(ctx, flags, state=LAUNCHED)
 
 
 async def _found(client: FleetClient, args: Sequence[str]) -> list[UnitRecord]:
@@ -181,10 +175,13 @@ async def _found(client: FleetClient, args: Sequence[str]) -> list[UnitRecord]:
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context
-def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+def stop(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
     """Instruct systemd to stop one or more units in the cluster."""
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> None:
         records = await _found(client, units)
@@ -203,7 +200,7 @@ def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[s
         await _set(client, stopping, LOADED, "stopping")
         failure = f"Failed to stop units {names}. err: {{}}"
         await _settle(
-            client, app, stopping, LOADED, "stop", no_block=no_block, attempts=block_attempts, failure=failure
+            client, app, stopping, LOADED, "stop", no_block=no_block, budget=budget, failure=failure
         )
         if not no_block:
             say(f"Successfully stopped units {names}.", err=True)
@@ -215,10 +212,13 @@ def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[s
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context
-def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+def unload(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
     """Unschedule one or more units in the cluster."""
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> None:
         records = await _found(client, units)
@@ -240,7 +240,7 @@ def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple
             INACTIVE,
             "unload",
             no_block=no_block,
-            attempts=block_attempts,
+            budget=budget,
             failure=failure,
         )
         if not no_block:
@@ -253,10 +253,13 @@ def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context
-def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+def destroy(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
     """Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block)."""
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> None:
         records = await _found(client, units)
@@ -269,7 +272,7 @@ def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
                 client,
                 app,
                 [Goal(n, INACTIVE) for n in names],
-                attempts=block_attempts,
+                budget=budget,
                 failure="Error destroying units: {}".format,
                 quiet=True,
             )
@@ -281,10 +284,13 @@ def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
 @block_options
 @click.argument("units", nargs=-1)
 @click.pass_context
-def restart(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
+def restart(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
     """Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it."""
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> int:
         records = await _found(client, units)
@@ -304,12 +310,12 @@ def restart(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
                 if current[record.name] is LAUNCHED:
                     running.append(record)
         await _set(client, running, LOADED, "restarting")
-        await wait_for(client, app, [Goal(r.name, LOADED, r.hash) for r in running], attempts=block_attempts)
+        await wait_for(client, app, [Goal(r.name, LOADED, r.hash) for r in running], budget=budget)
         # Re-read: the stop reset their target state to loaded.
         fresh = await client.units([r.name for r in starting])
         starting = [fresh[r.name] for r in starting if r.name in fresh]
         await _set(client, starting, LAUNCHED, "restarting")
-        await _settle(client, app, starting, LAUNCHED, "start", no_block=no_block, attempts=block_attempts)
+        await _settle(client, app, starting, LAUNCHED, "start", no_block=no_block, budget=budget)
         return 1 if failed else 0
 
     if run(ctx, action):
