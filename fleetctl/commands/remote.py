@@ -198,15 +198,31 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[MACHINE|UNIT] [--] [COMMAND...]")
 @click.pass_context
 def ssh(  # noqa: PLR0917 (click passes options as keywords)
     ctx: click.Context, machine: str, unit: str, forward_agent: bool, ssh_port: int, args: tuple[str, ...]
 ) -> None:
     """Open interactive shell on a machine in the cluster, or run a command there.
 
-    Usage: fleetctl ssh [-A] [--machine ID | --unit NAME | MACHINE|UNIT] [-- COMMAND...]
-    Each word of COMMAND is passed quoted: use `sh -c '...'` for pipes and redirections.
+    \b
+    fleetctl ssh [-A] [--ssh-port N] MACHINE|UNIT [--] [COMMAND...]
+    fleetctl ssh [-A] [--ssh-port N] --machine ID [--] [COMMAND...]
+    fleetctl ssh [-A] [--ssh-port N] --unit NAME [--] [COMMAND...]
+
+    MACHINE is a machine ID or a unique prefix of one; UNIT a unit name (its machine is used). An argument
+    that names both is refused: say which with --machine or --unit.
+
+    COMMAND's words are joined with spaces and run by the remote shell, as fleet and ssh(1) do: pipes,
+    redirections and variables work there; quote them to keep them from the local shell. Options after the
+    target belong to COMMAND. Without COMMAND: an interactive shell.
+
+    \b
+    Examples:
+      fleetctl ssh 1a2b3c 'journalctl -u hello.service | grep -i error'
+      fleetctl ssh hello.service -- ls -l /run/fleet
+      fleetctl ssh -A --unit hello.service
+      echo data | fleetctl ssh --machine 1a2b3c 'cat > /tmp/data'
     """
     words = list(args)
     target = "" if machine or unit else (words.pop(0) if words else "")

@@ -277,6 +277,50 @@ def test_journal_follow_in_every_spelling(fake: FakeCluster, runner: RecordingRu
     assert argv[-1] == "-f" and "3" in argv
 
 
+class FakeConnection:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def run(self, command: str, **_kwargs: object) -> int:
+        self.commands.append(command)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("words", "sent"),
+    [
+        (["journalctl -u x | grep err"], "journalctl -u x | grep err"),
+        (["ls", "-l", "/run", ">", "/tmp/out"], "ls -l /run > /tmp/out"),
+        (["echo", "$HOME"], "echo $HOME"),
+    ],
+    ids=["one quoted pipeline", "words and a redirection", "a variable for the remote shell"],
+)
+def test_ssh_sends_the_words_joined_with_spaces_for_the_remote_shell(
+    monkeypatch: pytest.MonkeyPatch, words: list[str], sent: str
+) -> None:
+    from fleetctl import tunnel  # noqa: PLC0415 (paramiko only where SSH is tested)
+
+    connection = FakeConnection()
+    monkeypatch.setattr(tunnel, "connect", lambda *_args, **_kwargs: connection)
+    settings = commands.ssh_settings(GlobalOptions(), forward_agent=False)
+    with remote.SSHRunner(settings) as ssh_runner:
+        assert ssh_runner.run_ssh(MACHINE_A, words, 22, False) == 0
+        assert ssh_runner.run(MACHINE_A, ["systemctl", "status", "a b"], 22) == 0
+    assert connection.commands == [sent, "systemctl status 'a b'"]
+
+
+def test_ssh_help_keeps_its_usage_lines_and_examples() -> None:
+    result = CliRunner().invoke(GROUP, ["ssh", "--help"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "  fleetctl ssh [-A] [--ssh-port N] --unit NAME [--] [COMMAND...]" in lines
+    assert "    fleetctl ssh 1a2b3c 'journalctl -u hello.service | grep -i error'" in lines
+    assert "joined with spaces and run by the remote shell" in " ".join(result.stdout.split())
+
+
 def test_quote_command_keeps_every_word_one_word() -> None:
     assert remote.quote_command(["echo", "a b", "$(x)", "it's", ""]) == "echo 'a b' '$(x)' 'it'\"'\"'s' ''"
 
