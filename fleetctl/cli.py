@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from fleetctl import completion
 from fleetctl.commands import cat, units, verify, version
 from fleetctl.commands import list as listing
 from fleetctl.commands import remote as remote_commands
@@ -20,7 +21,19 @@ from fleetd.model import VERSION
 
 __all__ = ["cli", "main"]
 
-ROOT_HELP = "fleetctl is a command-line interface to fleet, the cluster-wide CoreOS init system."
+ROOT_HELP = """fleetctl is a command-line interface to fleet, the cluster-wide CoreOS init system.
+
+Every global option can be set in the environment (FLEETCTL_ENDPOINT, FLEETCTL_TUNNEL, ...; named below) and
+given before or after the command. 'fleetctl help COMMAND' (or COMMAND --help) describes a command, with
+examples; 'fleetctl completion bash|zsh|fish' prints a shell completion script.
+
+\b
+Examples:
+  fleetctl --endpoint http://10.0.0.1:2379 list-machines
+  fleetctl start 'hello@*'
+  fleetctl list-units --tunnel 10.0.0.1
+  eval "$(fleetctl completion bash)"
+"""
 
 
 class FleetGroup(click.Group):
@@ -33,7 +46,7 @@ class FleetGroup(click.Group):
         matches = [name for name in self.list_commands(ctx) if name.startswith(cmd_name)]
         if len(matches) == 1:
             return super().get_command(ctx, matches[0])
-        if len(matches) > 1:
+        if len(matches) > 1 and not ctx.resilient_parsing:  # completing: no error mid-line
             ctx.fail(f"ambiguous command {cmd_name!r}: could be {', '.join(sorted(matches))}")
         return None
 
@@ -45,6 +58,16 @@ class FleetGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, go_bools(args, self.params, interspersed=False))
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = [
+            record
+            for param in self.get_params(ctx)
+            if isinstance(param, click.Option) and (record := param.get_help_record(ctx)) is not None
+        ]
+        with formatter.section("Global options (also accepted after the command)"):
+            formatter.write_dl(records)
+        self.format_commands(ctx, formatter)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -93,7 +116,7 @@ def help_command(ctx: click.Context, command: tuple[str, ...]) -> None:
         click.echo(sub.get_help(sub_ctx))
 
 
-for _module in (listing, units, cat, verify, version, remote_commands):
+for _module in (listing, units, cat, verify, version, remote_commands, completion):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

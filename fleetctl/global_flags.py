@@ -323,7 +323,7 @@ class FleetCommand(click.Command):
         own: list[tuple[str, str]] = []
         shared: list[tuple[str, str]] = []
         for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
             if record is not None:
                 (shared if param.name in GLOBAL_NAMES else own).append(record)
         if own:

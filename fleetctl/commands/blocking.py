@@ -36,6 +36,7 @@ def block_options(f: F) -> F:
         "--timeout",
         type=Seconds(TIMEOUT_BOUNDS),
         default=None,
+        metavar="DURATION",
         help="Give up waiting after DURATION (seconds, or 30s, 2m); overrides --block-attempts; 0: no limit.",
     )(f)
     f = click.option(

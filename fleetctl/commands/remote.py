@@ -18,6 +18,7 @@ import click
 
 from fleetctl import remote
 from fleetctl.client import FleetClient
+from fleetctl.completion import complete_machines_and_units, complete_units
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
@@ -98,10 +99,20 @@ def _exit(ctx: click.Context, code: int) -> None:
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machines."
 )
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
-    """Output the status of one or more units in the cluster."""
+    """Output the status of one or more units in the cluster.
+
+    Runs `systemctl status -l UNIT` on the machine that has the unit (over SSH, or through --tunnel) and exits
+    with its status. Does not work with global units: use `fleetctl ssh MACHINE systemctl status UNIT`.
+
+    \b
+    Examples:
+      fleetctl status hello.service
+      fleetctl status 'hello@*'
+      fleetctl status --ssh-port 2222 hello
+    """
     if not units:
         raise UsageFailed("No units given")
     names = [mangle(unit) for unit in units]
@@ -141,7 +152,7 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
 @click.option(
     "--output", default="short", show_default=True, help="Output mode, passed to journalctl --output."
 )
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def journal(  # noqa: PLR0917 (click passes options as keywords)
     ctx: click.Context,
@@ -152,7 +163,18 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
     output: str,
     units: tuple[str, ...],
 ) -> None:
-    """Print the journal of a unit in the cluster to stdout."""
+    """Print the journal of a unit in the cluster to stdout.
+
+    Runs journalctl for the unit on the machine that has it (over SSH, or through --tunnel). Does not work
+    with global units. With --follow, Ctrl-C ends it (exit 130).
+
+    \b
+    Examples:
+      fleetctl journal hello.service              # the last 10 lines
+      fleetctl journal --lines 100 hello
+      fleetctl journal -f hello@1                  # follow (also --follow, --f)
+      fleetctl journal --sudo --output json-pretty hello
+    """
     if len(units) != 1:
         raise UsageFailed("One unit file must be provided.")
     name = mangle(units[0])
@@ -198,7 +220,13 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[MACHINE|UNIT] [--] [COMMAND...]")
+@click.argument(
+    "args",
+    nargs=-1,
+    type=click.UNPROCESSED,
+    metavar="[MACHINE|UNIT] [--] [COMMAND...]",
+    shell_complete=complete_machines_and_units,
+)
 @click.pass_context
 def ssh(  # noqa: PLR0917 (click passes options as keywords)
     ctx: click.Context, machine: str, unit: str, forward_agent: bool, ssh_port: int, args: tuple[str, ...]

@@ -9,6 +9,7 @@ import click
 
 from fleetctl.client import FleetClient, Goal
 from fleetctl.commands.blocking import Budget, block_options, budget_for, report_triggered, wait_for
+from fleetctl.completion import complete_units, complete_units_or_files
 from fleetctl.context import App, CommandFailed, UsageFailed, app_of, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
@@ -129,10 +130,21 @@ _sign_option = click.option("--sign", is_flag=True, hidden=True, help="Deprecate
 @click.command("submit", cls=FleetCommand)
 @_replace_option
 @_sign_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @click.pass_context
 def submit(ctx: click.Context, replace: bool, sign: bool, units: tuple[str, ...]) -> None:
-    """Upload one or more units to the cluster without starting them."""
+    """Upload one or more units to the cluster without starting them.
+
+    Each argument is a local unit file, or the name of a unit already in the cluster (kept as it is unless
+    --replace and its file differs). An instance (hello@1) comes from its template in the cluster or beside
+    the argument. Globs match local files and units in the cluster.
+
+    \b
+    Examples:
+      fleetctl submit hello.service
+      fleetctl submit units/*.service
+      fleetctl submit --replace hello.service      # upload a changed file
+    """
     _require(units)
     app = app_of(ctx)
 
@@ -146,10 +158,21 @@ def submit(ctx: click.Context, replace: bool, sign: bool, units: tuple[str, ...]
 @block_options
 @_replace_option
 @_sign_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @click.pass_context
 def load(ctx: click.Context, /, **flags: Any) -> None:
-    """Schedule one or more units in the cluster, first submitting them if necessary."""
+    """Schedule one or more units in the cluster, first submitting them if necessary.
+
+    Each unit is placed on a machine that meets its [X-Fleet] requirements (MachineMetadata, Conflicts,
+    MachineOf, MachineID, Global) and loaded into systemd there, not started. Waits until every unit is
+    loaded, unless --no-block; --timeout or --block-attempts bound the wait.
+
+    \b
+    Examples:
+      fleetctl load hello.service
+      fleetctl load 'hello@*'                       # every hello@ instance in the cluster
+      fleetctl load --timeout 30s web@1 web@2
+    """
     _activate(ctx, flags, state=LOADED)
 
 
@@ -157,10 +180,23 @@ def load(ctx: click.Context, /, **flags: Any) -> None:
 @block_options
 @_replace_option
 @_sign_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @click.pass_context
 def start(ctx: click.Context, /, **flags: Any) -> None:
-    """Instruct systemd to start one or more units, first submitting and loading them if necessary."""
+    """Instruct systemd to start one or more units, first submitting and loading them if necessary.
+
+    Waits until systemd reports each unit active (global units are only triggered). A unit systemd reports
+    failed ends the wait with its states and the command that shows why: fleetctl journal UNIT. --no-block
+    returns at once; --timeout DURATION or --block-attempts N bound the wait.
+
+    \b
+    Examples:
+      fleetctl start hello.service
+      fleetctl start 'hello@*'                      # every hello@ instance in the cluster
+      fleetctl start hello@{1..3}                   # three instances of the template hello@.service
+      fleetctl start --timeout 1m units/*.service
+      fleetctl start --no-block monitor.service
+    """
     _activate(ctx, flags, state=LAUNCHED)
 
 
@@ -173,12 +209,22 @@ async def _found(client: FleetClient, args: Sequence[str]) -> list[UnitRecord]:
 
 @click.command("stop", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def stop(
     ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
 ) -> None:
-    """Instruct systemd to stop one or more units in the cluster."""
+    """Instruct systemd to stop one or more units in the cluster.
+
+    The units stay loaded on their machines (start brings them back there). Waits until each is stopped,
+    unless --no-block.
+
+    \b
+    Examples:
+      fleetctl stop hello.service
+      fleetctl stop 'hello@*'
+      fleetctl stop --no-block web@1 web@2
+    """
     _require(units)
     app = app_of(ctx)
     budget = budget_for(app, block_attempts, timeout)
@@ -210,12 +256,21 @@ def stop(
 
 @click.command("unload", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def unload(
     ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
 ) -> None:
-    """Unschedule one or more units in the cluster."""
+    """Unschedule one or more units in the cluster.
+
+    Stops the units and unloads them from their machines; they stay in the cluster (list-unit-files) and
+    load or start places them again. Waits until each is unloaded, unless --no-block.
+
+    \b
+    Examples:
+      fleetctl unload hello.service
+      fleetctl unload 'hello@*'
+    """
     _require(units)
     app = app_of(ctx)
     budget = budget_for(app, block_attempts, timeout)
@@ -251,12 +306,21 @@ def unload(
 
 @click.command("destroy", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def destroy(
     ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
 ) -> None:
-    """Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block)."""
+    """Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block).
+
+    The units are stopped, unloaded and removed from the cluster: to run them again, submit them again.
+
+    \b
+    Examples:
+      fleetctl destroy hello.service
+      fleetctl destroy 'hello@*'
+      fleetctl destroy --timeout 20s old.service
+    """
     _require(units)
     app = app_of(ctx)
     budget = budget_for(app, block_attempts, timeout)
@@ -282,12 +346,21 @@ def destroy(
 
 @click.command("restart", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def restart(
     ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
 ) -> None:
-    """Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it."""
+    """Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it.
+
+    Units that are loaded but not running are just started. Global units cannot be restarted: stop, then
+    start them.
+
+    \b
+    Examples:
+      fleetctl restart hello.service
+      fleetctl restart 'web@*'
+    """
     _require(units)
     app = app_of(ctx)
     budget = budget_for(app, block_attempts, timeout)
