@@ -293,6 +293,8 @@ async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
             ca_file=options.ca_file or None,
             cert_file=options.cert_file or None,
             key_file=options.key_file or None,
+            username=options.username or None,
+            password=options.password or None,
         )
         try:
             yield FleetClient(Registry(kv, options.etcd_key_prefix))

@@ -125,6 +125,12 @@ _FLAGS = (
     _Flag(("--key-file",), "TLS client key file.", "FLEETCTL_KEY_FILE", "", _FILE),
     _Flag(("--cert-file",), "TLS client certificate file.", "FLEETCTL_CERT_FILE", "", _FILE),
     _Flag(("--ca-file",), "TLS CA file (PEM bundle).", "FLEETCTL_CA_FILE", "", _FILE),
+    _Flag(("--username",), "etcd user name (etcd authentication).", "FLEETCTL_USERNAME"),
+    _Flag(
+        ("--password",),
+        "etcd user's password; prefer the variable (a flag shows in the process list).",
+        "FLEETCTL_PASSWORD",
+    ),
     _Flag(("--etcd-keyfile",), envvar="FLEETCTL_ETCD_KEYFILE", type=_FILE, hidden=True),
     _Flag(("--etcd-certfile",), envvar="FLEETCTL_ETCD_CERTFILE", type=_FILE, hidden=True),
     _Flag(("--etcd-cafile",), envvar="FLEETCTL_ETCD_CAFILE", type=_FILE, hidden=True),
@@ -238,6 +244,8 @@ def apply_flags(flags: Mapping[str, Any], base: GlobalOptions) -> GlobalOptions:
         "strict_host_key_checking",
         "ssh_timeout",
         "identity_file",
+        "username",
+        "password",
     ):
         if name in flags and flags[name] is not None:
             changes[name] = flags[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -307,3 +308,65 @@ def test_out_of_range_command_flags_are_usage_errors(args: list[str]) -> None:
     result = invoke(args, Recorder())
     assert result.exit_code == 2
     assert "Invalid value for" in result.stderr
+
+
+def test_etcd_user_and_password_from_flags_and_environment() -> None:
+    recorder = Recorder()
+    env = {"FLEETCTL_USERNAME": "root", "FLEETCTL_PASSWORD": "s3cret"}
+    assert invoke(["list-units"], recorder, env).exit_code == 0
+    assert recorder.options is not None
+    assert (recorder.options.username, recorder.options.password) == ("root", "s3cret")
+    assert "s3cret" not in repr(recorder.options)
+    assert invoke(["list-units", "--username", "ops", "--password", "pw"], recorder, env).exit_code == 0
+    assert (recorder.options.username, recorder.options.password) == ("ops", "pw")
+
+
+def test_connect_etcd_authenticates_with_the_user_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetctl.client import connect_etcd  # noqa: PLC0415
+    from fleetd.registry import etcd  # noqa: PLC0415
+
+    made: dict[str, object] = {}
+
+    class FakeEtcdKV:
+        def __init__(self, endpoints: list[str], **kwargs: object) -> None:
+            made.update(kwargs, endpoints=endpoints)
+
+        async def close(self) -> None:
+            made["closed"] = True
+
+    monkeypatch.setattr(etcd, "EtcdKV", FakeEtcdKV)
+
+    async def go() -> None:
+        async with connect_etcd(GlobalOptions(username="root", password="pw")):
+            pass
+
+    asyncio.run(go())
+    assert (made["username"], made["password"], made["closed"]) == ("root", "pw", True)
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (
+            ["--ca-file", "{ca}"],
+            "WARNING: --ca-file not used for http://127.0.0.1:2379: TLS needs an https://",
+        ),
+        (["--endpoint", "https://e:2379,http://f:2379", "--ca-file", "{ca}"], "not used for http://f:2379:"),
+        (["--password", "pw"], "WARNING: an etcd password without --username/FLEETCTL_USERNAME is not used"),
+        (["--endpoint", "https://e:2379", "--ca-file", "{ca}"], None),
+        (["--username", "u", "--password", "pw"], None),
+    ],
+    ids=["TLS with the default http endpoint", "one http endpoint of two", "password alone", "https", "auth"],
+)
+def test_settings_that_cannot_work_are_warned_about(
+    tmp_path: Path, args: list[str], warning: str | None
+) -> None:
+    (tmp_path / "ca.pem").write_text("ca")
+    args = [arg.format(ca=tmp_path / "ca.pem") for arg in args]
+    result = invoke(["list-units", *args], Recorder())
+    assert result.exit_code == 0
+    if warning is None:
+        assert result.stderr == ""
+    else:
+        assert warning in result.stderr
+        assert result.stderr.count("\n") == 1
