@@ -22,6 +22,7 @@ from fleetd.registry.registry import Registry
 __all__ = [
     "FleetClient",
     "Goal",
+    "UnitFailed",
     "UnitFileRow",
     "UnitStateRow",
     "WaitTimeout",
@@ -70,6 +71,37 @@ class WaitTimeout(asyncio.TimeoutError):
             seen = last[0]
             detail = f" (systemd: {seen.load_state}/{seen.active_state}/{seen.sub_state})"
         super().__init__(f"timed out waiting for unit {goal.name} to report state {goal.state.value}{detail}")
+
+
+class UnitFailed(Exception):
+    """systemd reports a unit being started as failed: waiting longer would not make it active."""
+
+    def __init__(self, failures: Sequence[tuple[Goal, UnitState]]) -> None:
+        self.failures = tuple(failures)
+        super().__init__(
+            "; ".join(
+                f"unit {goal.name} failed (systemd: {seen.load_state}/{seen.active_state}/{seen.sub_state})"
+                for goal, seen in self.failures
+            )
+        )
+
+
+# systemd states that end a start: the unit ran and failed, or systemd could not load its file.
+FAILED_ACTIVE_STATES = frozenset({"failed"})
+FAILED_LOAD_STATES = frozenset({"error", "bad-setting", "masked"})
+
+
+def _failed(goal: Goal, states: Sequence[UnitState]) -> UnitState | None:
+    """The record showing that ``goal`` (a start) failed: launched at the goal's hash, and systemd reports
+    it failed or unloadable. None while it may still come up."""
+    if not goal.active:
+        return None
+    for state in states:
+        if state.state is not TargetState.LAUNCHED or (goal.hash and state.hash != goal.hash):
+            continue
+        if state.active_state in FAILED_ACTIVE_STATES or state.load_state in FAILED_LOAD_STATES:
+            return state
+    return None
 
 
 def current_state(states: Iterable[UnitState]) -> TargetState:
@@ -189,7 +221,8 @@ class FleetClient:
         """Wait until every goal is met; returns, per unit, the record that met it (None for inactive).
 
         One watch on the units' states; ``budget`` (seconds) None waits forever. Raises WaitTimeout naming
-        the first unit (by name) still pending.
+        the first unit (by name) still pending, and UnitFailed as soon as systemd reports a unit being
+        started as failed (naming every such unit).
         """
         pending = {goal.name: goal for goal in goals}
         met: dict[str, UnitState | None] = {}
@@ -201,13 +234,20 @@ class FleetClient:
             async with asyncio.timeout(budget):
                 async for states in stream:
                     latest = _by_name(states)
+                    failures = []
                     for name in sorted(pending):
                         found = _reached(pending[name], latest.get(name, ()))
                         if found is not False:
                             met[name] = found if isinstance(found, UnitState) else None
                             del pending[name]
+                            continue
+                        failed = _failed(pending[name], latest.get(name, ()))
+                        if failed is not None:
+                            failures.append((pending[name], failed))
                     if progress is not None:
                         progress(len(met), len(goals), met)
+                    if failures:
+                        raise UnitFailed(failures)
                     if not pending:
                         break
         except TimeoutError:
@@ -253,6 +293,8 @@ async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
             ca_file=options.ca_file or None,
             cert_file=options.cert_file or None,
             key_file=options.key_file or None,
+            username=options.username or None,
+            password=options.password or None,
         )
         try:
             yield FleetClient(Registry(kv, options.etcd_key_prefix))

@@ -68,6 +68,8 @@ class GlobalOptions:
     key_file: str = ""
     cert_file: str = ""
     ca_file: str = ""
+    username: str = ""  # etcd auth (the etcd user's name and password)
+    password: str = field(default="", repr=False)
     request_timeout: float = 3.0
     debug: bool = False
     # SSH settings: --tunnel carries every etcd request over one SSH connection; status/journal/ssh use all.
@@ -81,6 +83,28 @@ class GlobalOptions:
     @property
     def endpoint_text(self) -> str:
         return ",".join(self.endpoints)
+
+    def warnings(self) -> list[str]:
+        """Settings that cannot do what they say: TLS files with plain-http endpoints, a password without
+        a user name."""
+        out = []
+        tls = [
+            flag
+            for flag, value in (
+                ("--ca-file", self.ca_file),
+                ("--cert-file", self.cert_file),
+                ("--key-file", self.key_file),
+            )
+            if value
+        ]
+        plain = [endpoint for endpoint in self.endpoints if endpoint.startswith("http://")]
+        if tls and plain:
+            out.append(
+                f"WARNING: {', '.join(tls)} not used for {', '.join(plain)}: TLS needs an https:// endpoint"
+            )
+        if self.password and not self.username:
+            out.append("WARNING: an etcd password without --username/FLEETCTL_USERNAME is not used")
+        return out
 
 
 Connector = Callable[[GlobalOptions], AbstractAsyncContextManager["FleetClient"]]
@@ -138,6 +162,8 @@ def run(ctx: click.Context, action: Callable[[FleetClient], Awaitable[T]]) -> T:
     """Open a client with the global options, run ``action`` on it and close it; maps an unreachable etcd
     to one line naming the endpoints."""
     app = app_of(ctx)
+    for warning in app.options.warnings():
+        click.echo(warning, err=True)
 
     async def body() -> T:
         async with app.connect(app.options) as client:

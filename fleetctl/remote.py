@@ -2,9 +2,11 @@
 tunnel).
 
 The cluster is read by the caller and handed in as a lookup callable (unit name -> ``UnitLocation``) and a
-machine list, so these functions never talk to etcd. Commands are argument vectors: run locally they go to
-``subprocess`` without a shell; sent over SSH every argument is ``shlex.quote``d, so no unit name or argument
-can inject shell. Refusals carry the reference's exact messages (spec §1.7) as ``RemoteRefused``.
+machine list, so these functions never talk to etcd. status and journal commands are argument vectors: run
+locally they go to ``subprocess`` without a shell; sent over SSH every argument is ``shlex.quote``d, so no
+unit name or argument can inject shell. ``fleetctl ssh``'s command is the user's own: its words are joined
+with spaces for the remote shell to read (as fleet did), so ``fleetctl ssh m 'ls | wc -l'`` pipes there.
+Refusals carry the reference's exact messages (spec §1.7) as ``RemoteRefused``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "quote_command",
     "resolve_ssh_target",
     "ssh",
+    "ssh_command_line",
     "status",
     "status_command",
 ]
@@ -78,6 +81,12 @@ class Runner(Protocol):
 def quote_command(argv: Sequence[str]) -> str:
     """A shell command line that runs exactly ``argv`` (every word quoted when needed)."""
     return " ".join(shlex.quote(word) for word in argv)
+
+
+def ssh_command_line(words: Sequence[str]) -> str:
+    """``fleetctl ssh``'s remote command: the words joined with single spaces, unquoted, so the remote shell
+    sees pipes, redirections and variables (``fleetctl ssh m 'journalctl | grep x'``), as fleet's did."""
+    return " ".join(words)
 
 
 # Registry names are input: a unit named ``-H.service`` must reach systemctl/journalctl as a name, never as an
@@ -211,7 +220,8 @@ def ssh(
     port: int,
     forward_agent: bool,
 ) -> int:
-    """``fleetctl ssh``: run ``command`` (quoted word by word) on the target, or a shell when it is empty."""
+    """``fleetctl ssh``: run ``command`` (its words joined with spaces, for the remote shell to read) on the
+    target, or a shell when it is empty."""
     found = resolve_ssh_target(target, machine, unit, machines, lookup)
     if command:
         return runner.run_ssh(found, command, port, forward_agent)
@@ -277,22 +287,22 @@ class SSHRunner:
                 ).returncode
             except OSError as exc:
                 raise TunnelError(f"cannot run {argv[0]} locally: {exc.strerror or exc}") from exc
-        return self._remote(machine, argv, port, self._settings.forward_agent, None)
+        return self._remote(machine, quote_command(argv), port, self._settings.forward_agent, None)
 
     def run_ssh(self, machine: MachineState, argv: Sequence[str], port: int, forward_agent: bool) -> int:
-        return self._remote(machine, argv, port, forward_agent, self._stdin)
+        return self._remote(machine, ssh_command_line(argv), port, forward_agent, self._stdin)
 
     def _remote(
         self,
         machine: MachineState,
-        argv: Sequence[str],
+        command: str,
         port: int,
         forward_agent: bool,
         stdin: BinaryIO | None,
     ) -> int:
         connection = self._connection(_address(machine), port)
         return connection.run(
-            quote_command(argv),
+            command,
             stdout=self._stdout,
             stderr=self._stderr,
             stdin=stdin,

@@ -1,12 +1,15 @@
 """fleetd's configuration: a frozen Config from fleet.conf, ``FLEET_*`` environment variables and flags.
 
 Precedence is flags > environment > file > defaults (spec §7.1-7.2). Everything here except ``load_config``
-(which reads the file) is pure: text and mappings in, a ``Config`` or a ``ConfigError`` out. Problems that
-do not stop startup (deprecated or unknown keys) come back as ``Config.notices`` for the caller to log.
+(which reads the file) is pure: text and mappings in, a ``Config`` or a ``ConfigError`` out. An unknown key
+is an error naming the closest known key (a typo such as ``etcd_server`` would otherwise start fleetd against
+localhost). Remarks that do not stop startup (deprecated keys, keys accepted but ignored) come back as
+``Config.notices`` for the caller to log. ``help_text`` lists every key with its default for ``--help``.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from fleetd.errors import ConfigError
 from fleetd.values import (
     Bounds,
+    format_seconds,
     parse_duration,
     parse_endpoint,
     parse_key_prefix,
@@ -28,6 +32,7 @@ __all__ = [
     "Config",
     "Invocation",
     "build_config",
+    "help_text",
     "load_config",
     "parse_args",
     "parse_duration",
@@ -78,6 +83,7 @@ class Invocation:
     config_path: str | None = None  # None: the default path, used only if present
     options: Mapping[str, str] = field(default_factory=dict)
     show_version: bool = False
+    show_help: bool = False
 
 
 # --- value parsers: text -> value, raising ValueError with the expected form -------------------------------
@@ -199,6 +205,79 @@ _PARSERS: dict[str, Callable[[str], object]] = {
 }
 KEYS = frozenset(_PARSERS)
 DEPRECATED_KEYS = frozenset({"verify_units", "authorized_keys_file"})
+# Accepted for fleet.conf files written for the original, with no effect here: said at start when set.
+IGNORED_KEYS = {
+    "token_limit": "units per etcd request of the original's API server; fleetd reads whole ranges",
+    "enable_grpc": "the original's gRPC agent-to-engine channel; all state goes through etcd",
+    "disable_watches": "the original's switch to polling; fleetd always watches etcd",
+}
+
+_DESCRIPTIONS = {
+    "verbosity": "log level: 0 info, 1 or more debug",
+    "etcd_servers": "etcd endpoints, comma-separated (http://, https://, unix:)",
+    "etcd_username": "etcd user name (authentication)",
+    "etcd_password": "etcd user's password (keep fleet.conf mode 600)",
+    "etcd_keyfile": "TLS client key file",
+    "etcd_certfile": "TLS client certificate file",
+    "etcd_cafile": "TLS CA file (PEM bundle)",
+    "etcd_key_prefix": "keyspace of fleet data in etcd",
+    "etcd_request_timeout": "seconds allowed for each etcd request (100ms to 5m)",
+    "engine_reconcile_interval": "seconds between engine passes (100ms to 1h)",
+    "public_ip": "this machine's address as fleetctl shows it and ssh uses",
+    "metadata": "this machine's metadata: k=v,k2=v2 (MachineMetadata= matches it)",
+    "agent_ttl": "how long this machine stays listed without a heartbeat: a duration, e.g. 30s (1s to 1h)",
+    "units_directory": "where unit files are written for systemd",
+    "systemd_user": "use the user's systemd instance instead of the system's",
+    "token_limit": "ignored: " + IGNORED_KEYS["token_limit"],
+    "enable_grpc": "ignored: " + IGNORED_KEYS["enable_grpc"],
+    "disable_engine": "run no engine on this machine (agent only)",
+    "disable_watches": "ignored: " + IGNORED_KEYS["disable_watches"],
+}
+
+
+def _closest(key: str) -> str:
+    """``; did you mean X?`` for the known key closest to ``key``, or '' when none is close."""
+    close = difflib.get_close_matches(key, sorted(KEYS), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _default_text(key: str) -> str:
+    value = getattr(Config(), key)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or '""'
+    if isinstance(value, float):
+        return format_seconds(value)
+    return '""' if value == "" else str(value)
+
+
+def help_text(program: str = "fleetd") -> str:
+    """``fleetd --help``: usage, where the configuration comes from, and every key with its default."""
+    width = max(len(key) for key in KEYS)
+    lines = [
+        f"Usage: {program} [--config PATH] [--KEY VALUE ...] [--version] [--help]",
+        "",
+        "fleetd runs fleet's agent (and engine) on this machine. Each configuration key is read, in order",
+        f"of precedence, from the flag --KEY VALUE (or --KEY=VALUE), the variable {ENV_PREFIX}KEY (upper",
+        f"case) and `KEY = VALUE` lines of the config file (--config; default {DEFAULT_CONFIG_PATH}, if",
+        "present). An unknown key is an error.",
+        "",
+        "Keys (default, then meaning):",
+    ]
+    for key in sorted(KEYS):
+        lines.append(f"  {key:<{width}}  {_default_text(key)}")
+        lines.append(f"  {'':<{width}}    {_DESCRIPTIONS[key]}")
+    lines += [
+        "",
+        "Other flags:",
+        "  --config PATH   the config file",
+        "  --version       print the version and exit",
+        "  --help          print this help and exit",
+    ]
+    return "\n".join(lines)
 
 
 # --- sources: file text, environment, argv -> raw key/value text --------------------------------------------
@@ -267,14 +346,18 @@ def parse_args(argv: Sequence[str]) -> Invocation:
             if arg == "version" and not args:
                 show_version = True
                 continue
+            if arg == "help" and not args:
+                return Invocation(show_help=True)
             raise UsageError(_no_arguments(argv))
         name, sep, value = arg.lstrip("-").partition("=")
         name = name.replace("-", "_")
+        if name in ("help", "h"):
+            return Invocation(show_help=True)
         if name == "version":
             show_version = sep == "" or _parse_bool(value)
             continue
         if name not in KEYS | DEPRECATED_KEYS | {"config"}:
-            raise ConfigError(f"unknown flag {arg}")
+            raise ConfigError(f"unknown flag {arg}{_closest(name)}")
         if not sep:
             if name in _BOOL_FLAGS:
                 value = "true"
@@ -313,7 +396,8 @@ def build_config(
 ) -> Config:
     """Merge the three sources (flags > env > file) over the defaults and validate every value once.
 
-    A bad value raises ConfigError with one line naming the key, the value and where it came from.
+    A bad value or an unknown key raises ConfigError with one line naming the key, where it came from
+    and (for an unknown key) the closest known one.
     """
     notices = list(file_notices)
     merged: dict[str, tuple[str, str]] = {}
@@ -328,8 +412,9 @@ def build_config(
             continue
         parser = _PARSERS.get(key)
         if parser is None:
-            notices.append(f"unknown config key {key} ({source}) ignored")
-            continue
+            raise ConfigError(f"unknown config key {key} (from {source}){_closest(key)}")
+        if key in IGNORED_KEYS:
+            notices.append(f"config key {key} ({source}) is ignored: {IGNORED_KEYS[key]}")
         try:
             parsed[key] = parser(require_text(value))
         except ValueError as exc:

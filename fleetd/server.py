@@ -23,7 +23,15 @@ from typing import Protocol
 
 from fleetd.agent.agent import Agent, Handover
 from fleetd.agent.identity import machine_state, read_machine_id
-from fleetd.config import DEFAULT_CONFIG_PATH, Config, Invocation, UsageError, load_config, parse_args
+from fleetd.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    Invocation,
+    UsageError,
+    help_text,
+    load_config,
+    parse_args,
+)
 from fleetd.engine.engine import Engine
 from fleetd.errors import ConfigError, FleetError
 from fleetd.model import VERSION, MachineID
@@ -38,7 +46,7 @@ __all__ = ["Components", "Runnable", "Server", "build_components", "configure_lo
 
 logger = logging.getLogger(__name__)
 
-USAGE = "Usage: fleetd [--config PATH] [--version]"
+USAGE = "Usage: fleetd [--config PATH] [--KEY VALUE ...] [--version] [--help]"
 ENGINE_TTL_FACTOR = 5  # the engine leader lease is 5 reconcile intervals (as fleet)
 
 
@@ -228,6 +236,9 @@ def main(
     except ConfigError as exc:
         print(f"fleetd: {exc}\n{USAGE}", file=sys.stderr)
         return 2
+    if invocation.show_help:
+        print(help_text())
+        return 0
     if invocation.show_version:
         print(f"fleetd version {VERSION}")
         return 0

@@ -9,6 +9,7 @@ import click
 
 from fleetctl.client import FleetClient, UnitFileRow, UnitStateRow
 from fleetctl.context import CommandFailed, app_of, registry_problem, run
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import (
     FieldsError,
     Table,
@@ -88,11 +89,21 @@ def _machine_cells(machine: MachineState, full: bool) -> dict[str, str]:
     }
 
 
-@click.command("list-machines")
+@click.command("list-machines", cls=FleetCommand)
 @_table_options(",".join(MACHINE_FIELDS))
 @click.pass_context
 def list_machines(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
-    """Enumerate the current hosts in the cluster."""
+    """Enumerate the current hosts in the cluster.
+
+    Only machines whose fleetd is alive are listed (a machine drops out when its presence lease expires).
+
+    \b
+    Examples:
+      fleetctl list-machines
+      fleetctl list-machines --full --no-legend     # whole IDs, no header: for scripts
+      fleetctl list-machines --fields machine,metadata
+      fleetctl list-machines -o json
+    """
     columns = _columns(fields, MACHINE_FIELDS)
     app = app_of(ctx)
 
@@ -132,11 +143,23 @@ def _unit_state_cells(row: UnitStateRow, full: bool, legends: dict[str, str]) ->
     }
 
 
-@click.command("list-units")
+@click.command("list-units", cls=FleetCommand)
 @_table_options("unit,machine,active,sub")
 @click.pass_context
 def list_units(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
-    """List the current state of units in the cluster."""
+    """List the current state of units in the cluster.
+
+    One row per unit and machine, as the machines' agents last reported it: fleet's state and systemd's
+    LoadState, ActiveState and SubState. Units that no machine has loaded are not listed (see
+    list-unit-files). Fields: active, hash, load, machine, sub, unit.
+
+    \b
+    Examples:
+      fleetctl list-units
+      fleetctl list-units --no-legend --full
+      fleetctl list-units --fields unit,machine,active
+      fleetctl list-units -o json
+    """
     columns = _columns(fields, UNIT_FIELDS)
     app = app_of(ctx)
 
@@ -177,11 +200,21 @@ def _unit_file_cells(row: UnitFileRow, full: bool) -> Mapping[str, str]:
     }
 
 
-@click.command("list-unit-files")
+@click.command("list-unit-files", cls=FleetCommand)
 @_table_options("unit,hash,dstate,state,target")
 @click.pass_context
 def list_unit_files(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
-    """List the units that exist in the cluster."""
+    """List the units that exist in the cluster.
+
+    Every submitted unit with its desired state (dstate), current state and target machine, loaded or not.
+    Fields: desc, dstate, global, hash, state, target, tmachine (deprecated: target), unit.
+
+    \b
+    Examples:
+      fleetctl list-unit-files
+      fleetctl list-unit-files --fields unit,desc,dstate,target
+      fleetctl list-unit-files -o json
+    """
     columns = _columns(fields, UNIT_FILE_FIELDS)
     if "tmachine" in columns:
         click.echo('WARNING: The "tmachine" field is deprecated. Use "target" instead', err=True)

@@ -18,7 +18,9 @@ import click
 
 from fleetctl import remote
 from fleetctl.client import FleetClient
+from fleetctl.completion import complete_machines_and_units, complete_units
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetctl.remote import RemoteRefused, Runner, UnitLocation
 from fleetctl.ssh_config import DEFAULT_SSH_PORT, SSHSettings
@@ -93,14 +95,24 @@ def _exit(ctx: click.Context, code: int) -> None:
         ctx.exit(code)
 
 
-@click.command("status")
+@click.command("status", cls=FleetCommand)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machines."
 )
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
-    """Output the status of one or more units in the cluster."""
+    """Output the status of one or more units in the cluster.
+
+    Runs `systemctl status -l UNIT` on the machine that has the unit (over SSH, or through --tunnel) and exits
+    with its status. Does not work with global units: use `fleetctl ssh MACHINE systemctl status UNIT`.
+
+    \b
+    Examples:
+      fleetctl status hello.service
+      fleetctl status 'hello@*'
+      fleetctl status --ssh-port 2222 hello
+    """
     if not units:
         raise UsageFailed("No units given")
     names = [mangle(unit) for unit in units]
@@ -117,7 +129,7 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
     _exit(ctx, code)
 
 
-@click.command("journal")
+@click.command("journal", cls=FleetCommand)
 @click.option(
     "--lines",
     type=click.IntRange(min=0),
@@ -125,7 +137,14 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
     show_default=True,
     help="Number of recent log lines to return.",
 )
-@click.option("-f", "--follow", is_flag=True, help="Continuously print new entries as they are appended.")
+@click.option(
+    "-f",
+    "--follow",
+    "--f",
+    "follow",
+    is_flag=True,
+    help="Continuously print new entries as they are appended.",
+)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )
@@ -133,7 +152,7 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
 @click.option(
     "--output", default="short", show_default=True, help="Output mode, passed to journalctl --output."
 )
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
 def journal(  # noqa: PLR0917 (click passes options as keywords)
     ctx: click.Context,
@@ -144,7 +163,18 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
     output: str,
     units: tuple[str, ...],
 ) -> None:
-    """Print the journal of a unit in the cluster to stdout."""
+    """Print the journal of a unit in the cluster to stdout.
+
+    Runs journalctl for the unit on the machine that has it (over SSH, or through --tunnel). Does not work
+    with global units. With --follow, Ctrl-C ends it (exit 130).
+
+    \b
+    Examples:
+      fleetctl journal hello.service              # the last 10 lines
+      fleetctl journal --lines 100 hello
+      fleetctl journal -f hello@1                  # follow (also --follow, --f)
+      fleetctl journal --sudo --output json-pretty hello
+    """
     if len(units) != 1:
         raise UsageFailed("One unit file must be provided.")
     name = mangle(units[0])
@@ -174,23 +204,53 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
 
 @click.command(
     "ssh",
+    cls=FleetCommand,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option("--machine", default="", help="Open SSH connection to a specific machine.")
 @click.option("--unit", default="", help="Open SSH connection to machine running provided unit.")
-@click.option("-A", "--forward-agent", is_flag=True, help="Forward local ssh-agent to target machine.")
+@click.option(
+    "-A",
+    "--forward-agent",
+    "--A",
+    "forward_agent",
+    is_flag=True,
+    help="Forward local ssh-agent to target machine.",
+)
 @click.option(
     "--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True, help="SSH port of the machine."
 )
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument(
+    "args",
+    nargs=-1,
+    type=click.UNPROCESSED,
+    metavar="[MACHINE|UNIT] [--] [COMMAND...]",
+    shell_complete=complete_machines_and_units,
+)
 @click.pass_context
 def ssh(  # noqa: PLR0917 (click passes options as keywords)
     ctx: click.Context, machine: str, unit: str, forward_agent: bool, ssh_port: int, args: tuple[str, ...]
 ) -> None:
     """Open interactive shell on a machine in the cluster, or run a command there.
 
-    Usage: fleetctl ssh [-A] [--machine ID | --unit NAME | MACHINE|UNIT] [-- COMMAND...]
-    Each word of COMMAND is passed quoted: use `sh -c '...'` for pipes and redirections.
+    \b
+    fleetctl ssh [-A] [--ssh-port N] MACHINE|UNIT [--] [COMMAND...]
+    fleetctl ssh [-A] [--ssh-port N] --machine ID [--] [COMMAND...]
+    fleetctl ssh [-A] [--ssh-port N] --unit NAME [--] [COMMAND...]
+
+    MACHINE is a machine ID or a unique prefix of one; UNIT a unit name (its machine is used). An argument
+    that names both is refused: say which with --machine or --unit.
+
+    COMMAND's words are joined with spaces and run by the remote shell, as fleet and ssh(1) do: pipes,
+    redirections and variables work there; quote them to keep them from the local shell. Options after the
+    target belong to COMMAND. Without COMMAND: an interactive shell.
+
+    \b
+    Examples:
+      fleetctl ssh 1a2b3c 'journalctl -u hello.service | grep -i error'
+      fleetctl ssh hello.service -- ls -l /run/fleet
+      fleetctl ssh -A --unit hello.service
+      echo data | fleetctl ssh --machine 1a2b3c 'cat > /tmp/data'
     """
     words = list(args)
     target = "" if machine or unit else (words.pop(0) if words else "")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import click
 
 from fleetctl.client import FleetClient, Goal
-from fleetctl.commands.blocking import block_options, report_triggered, wait_for
+from fleetctl.commands.blocking import Budget, block_options, budget_for, report_triggered, wait_for
+from fleetctl.completion import complete_units, complete_units_or_files
 from fleetctl.context import App, CommandFailed, UsageFailed, app_of, run
+from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetctl.resolve import CreateResult, ResolveError, create_units, find_units
 from fleetd.errors import NotFound, UnitFileError, UnitNameError
@@ -46,7 +49,7 @@ async def _create(
     replace: bool,
     allowed: Collection[TargetState],
     templates: bool,
-    attempts: int,
+    budget: Budget,
 ) -> CreateResult:
     """Create what is missing (or replaced), then wait until each new one is inactive (ignores --no-block).
 
@@ -58,7 +61,7 @@ async def _create(
         )
     except (ResolveError, UnitFileError, UnitNameError) as exc:
         raise CommandFailed(f"Error creating units: {exc}") from exc
-    await wait_for(client, app, [Goal(name, INACTIVE) for name in result.created], attempts=attempts)
+    await wait_for(client, app, [Goal(name, INACTIVE) for name in result.created], budget=budget)
     return result
 
 
@@ -84,7 +87,7 @@ async def _settle(
     verb: str,
     *,
     no_block: bool,
-    attempts: int,
+    budget: Budget,
     failure: str = "Error waiting for units: {}",
 ) -> None:
     """Report global units as triggered; wait for the others (or report them triggered with --no-block)."""
@@ -94,31 +97,28 @@ async def _settle(
         report_triggered([r.name for r in local], verb)
         return
     goals = [Goal(r.name, state, r.hash, active=state is LAUNCHED) for r in local]
-    await wait_for(client, app, goals, attempts=attempts, failure=failure.format)
+    await wait_for(client, app, goals, budget=budget, failure=failure.format)
 
 
-def _activate(
-    ctx: click.Context,
-    args: Sequence[str],
-    *,
-    state: TargetState,
-    replace: bool,
-    no_block: bool,
-    attempts: int,
-) -> None:
+def _activate(ctx: click.Context, flags: Mapping[str, Any], *, state: TargetState) -> None:
+    """load and start: ``flags`` are the command's (units, --replace and the blocking flags)."""
+    args: tuple[str, ...] = flags["units"]
+    replace: bool = flags["replace"]
+    no_block: bool = flags["no_block"]
     _require(args)
     app = app_of(ctx)
+    budget = budget_for(app, flags["block_attempts"], flags["timeout"])
     verb, doing = ("start", "starting") if state is LAUNCHED else ("load", "loading")
     allowed = (INACTIVE, LOADED, LAUNCHED) if state is LAUNCHED else (INACTIVE, LOADED)
 
     async def action(client: FleetClient) -> None:
         result = await _create(
-            client, app, args, replace=replace, allowed=allowed, templates=False, attempts=attempts
+            client, app, args, replace=replace, allowed=allowed, templates=False, budget=budget
         )
         _no_templates(result.names, doing)
         records = [result.records[name] for name in result.names]
         await _set(client, records, state, doing)
-        await _settle(client, app, records, state, verb, no_block=no_block, attempts=attempts)
+        await _settle(client, app, records, state, verb, no_block=no_block, budget=budget)
 
     run(ctx, action)
 
@@ -127,46 +127,77 @@ _replace_option = click.option("--replace", is_flag=True, help="Replace units wh
 _sign_option = click.option("--sign", is_flag=True, hidden=True, help="Deprecated; ignored.")
 
 
-@click.command("submit")
+@click.command("submit", cls=FleetCommand)
 @_replace_option
 @_sign_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @click.pass_context
 def submit(ctx: click.Context, replace: bool, sign: bool, units: tuple[str, ...]) -> None:
-    """Upload one or more units to the cluster without starting them."""
+    """Upload one or more units to the cluster without starting them.
+
+    Each argument is a local unit file, or the name of a unit already in the cluster (kept as it is unless
+    --replace and its file differs). An instance (hello@1) comes from its template in the cluster or beside
+    the argument. Globs match local files and units in the cluster.
+
+    \b
+    Examples:
+      fleetctl submit hello.service
+      fleetctl submit units/*.service
+      fleetctl submit --replace hello.service      # upload a changed file
+    """
     _require(units)
     app = app_of(ctx)
 
     async def action(client: FleetClient) -> None:
-        await _create(client, app, units, replace=replace, allowed=(INACTIVE,), templates=True, attempts=0)
+        await _create(client, app, units, replace=replace, allowed=(INACTIVE,), templates=True, budget=None)
 
     run(ctx, action)
 
 
-@click.command("load")
+@click.command("load", cls=FleetCommand)
 @block_options
 @_replace_option
 @_sign_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @click.pass_context
-def load(  # noqa: PLR0917 (click passes options as keywords)
-    ctx: click.Context, block_attempts: int, no_block: bool, replace: bool, sign: bool, units: tuple[str, ...]
-) -> None:
-    """Schedule one or more units in the cluster, first submitting them if necessary."""
-    _activate(ctx, units, state=LOADED, replace=replace, no_block=no_block, attempts=block_attempts)
+def load(ctx: click.Context, /, **flags: Any) -> None:
+    """Schedule one or more units in the cluster, first submitting them if necessary.
+
+    Each unit is placed on a machine that meets its [X-Fleet] requirements (MachineMetadata, Conflicts,
+    MachineOf, MachineID, Global) and loaded into systemd there, not started. Waits until every unit is
+    loaded, unless --no-block; --timeout or --block-attempts bound the wait.
+
+    \b
+    Examples:
+      fleetctl load hello.service
+      fleetctl load 'hello@*'                       # every hello@ instance in the cluster
+      fleetctl load --timeout 30s web@1 web@2
+    """
+    _activate(ctx, flags, state=LOADED)
 
 
-@click.command("start")
+@click.command("start", cls=FleetCommand)
 @block_options
 @_replace_option
 @_sign_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units_or_files)
 @click.pass_context
-def start(  # noqa: PLR0917 (click passes options as keywords)
-    ctx: click.Context, block_attempts: int, no_block: bool, replace: bool, sign: bool, units: tuple[str, ...]
-) -> None:
-    """Instruct systemd to start one or more units, first submitting and loading them if necessary."""
-    _activate(ctx, units, state=LAUNCHED, replace=replace, no_block=no_block, attempts=block_attempts)
+def start(ctx: click.Context, /, **flags: Any) -> None:
+    """Instruct systemd to start one or more units, first submitting and loading them if necessary.
+
+    Waits until systemd reports each unit active (global units are only triggered). A unit systemd reports
+    failed ends the wait with its states and the command that shows why: fleetctl journal UNIT. --no-block
+    returns at once; --timeout DURATION or --block-attempts N bound the wait.
+
+    \b
+    Examples:
+      fleetctl start hello.service
+      fleetctl start 'hello@*'                      # every hello@ instance in the cluster
+      fleetctl start hello@{1..3}                   # three instances of the template hello@.service
+      fleetctl start --timeout 1m units/*.service
+      fleetctl start --no-block monitor.service
+    """
+    _activate(ctx, flags, state=LAUNCHED)
 
 
 async def _found(client: FleetClient, args: Sequence[str]) -> list[UnitRecord]:
@@ -176,14 +207,27 @@ async def _found(client: FleetClient, args: Sequence[str]) -> list[UnitRecord]:
     return records
 
 
-@click.command("stop")
+@click.command("stop", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
-def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
-    """Instruct systemd to stop one or more units in the cluster."""
+def stop(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
+    """Instruct systemd to stop one or more units in the cluster.
+
+    The units stay loaded on their machines (start brings them back there). Waits until each is stopped,
+    unless --no-block.
+
+    \b
+    Examples:
+      fleetctl stop hello.service
+      fleetctl stop 'hello@*'
+      fleetctl stop --no-block web@1 web@2
+    """
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> None:
         records = await _found(client, units)
@@ -202,7 +246,7 @@ def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[s
         await _set(client, stopping, LOADED, "stopping")
         failure = f"Failed to stop units {names}. err: {{}}"
         await _settle(
-            client, app, stopping, LOADED, "stop", no_block=no_block, attempts=block_attempts, failure=failure
+            client, app, stopping, LOADED, "stop", no_block=no_block, budget=budget, failure=failure
         )
         if not no_block:
             say(f"Successfully stopped units {names}.", err=True)
@@ -210,14 +254,26 @@ def stop(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[s
     run(ctx, action)
 
 
-@click.command("unload")
+@click.command("unload", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
-def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
-    """Unschedule one or more units in the cluster."""
+def unload(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
+    """Unschedule one or more units in the cluster.
+
+    Stops the units and unloads them from their machines; they stay in the cluster (list-unit-files) and
+    load or start places them again. Waits until each is unloaded, unless --no-block.
+
+    \b
+    Examples:
+      fleetctl unload hello.service
+      fleetctl unload 'hello@*'
+    """
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> None:
         records = await _found(client, units)
@@ -239,7 +295,7 @@ def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple
             INACTIVE,
             "unload",
             no_block=no_block,
-            attempts=block_attempts,
+            budget=budget,
             failure=failure,
         )
         if not no_block:
@@ -248,14 +304,26 @@ def unload(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple
     run(ctx, action)
 
 
-@click.command("destroy")
+@click.command("destroy", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
-def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
-    """Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block)."""
+def destroy(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
+    """Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block).
+
+    The units are stopped, unloaded and removed from the cluster: to run them again, submit them again.
+
+    \b
+    Examples:
+      fleetctl destroy hello.service
+      fleetctl destroy 'hello@*'
+      fleetctl destroy --timeout 20s old.service
+    """
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> None:
         records = await _found(client, units)
@@ -268,7 +336,7 @@ def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
                 client,
                 app,
                 [Goal(n, INACTIVE) for n in names],
-                attempts=block_attempts,
+                budget=budget,
                 failure="Error destroying units: {}".format,
                 quiet=True,
             )
@@ -276,14 +344,26 @@ def destroy(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
     run(ctx, action)
 
 
-@click.command("restart")
+@click.command("restart", cls=FleetCommand)
 @block_options
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=complete_units)
 @click.pass_context
-def restart(ctx: click.Context, block_attempts: int, no_block: bool, units: tuple[str, ...]) -> None:
-    """Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it."""
+def restart(
+    ctx: click.Context, block_attempts: int, no_block: bool, timeout: float | None, units: tuple[str, ...]
+) -> None:
+    """Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it.
+
+    Units that are loaded but not running are just started. Global units cannot be restarted: stop, then
+    start them.
+
+    \b
+    Examples:
+      fleetctl restart hello.service
+      fleetctl restart 'web@*'
+    """
     _require(units)
     app = app_of(ctx)
+    budget = budget_for(app, block_attempts, timeout)
 
     async def action(client: FleetClient) -> int:
         records = await _found(client, units)
@@ -303,12 +383,12 @@ def restart(ctx: click.Context, block_attempts: int, no_block: bool, units: tupl
                 if current[record.name] is LAUNCHED:
                     running.append(record)
         await _set(client, running, LOADED, "restarting")
-        await wait_for(client, app, [Goal(r.name, LOADED, r.hash) for r in running], attempts=block_attempts)
+        await wait_for(client, app, [Goal(r.name, LOADED, r.hash) for r in running], budget=budget)
         # Re-read: the stop reset their target state to loaded.
         fresh = await client.units([r.name for r in starting])
         starting = [fresh[r.name] for r in starting if r.name in fresh]
         await _set(client, starting, LAUNCHED, "restarting")
-        await _settle(client, app, starting, LAUNCHED, "start", no_block=no_block, attempts=block_attempts)
+        await _settle(client, app, starting, LAUNCHED, "start", no_block=no_block, budget=budget)
         return 1 if failed else 0
 
     if run(ctx, action):

@@ -49,7 +49,7 @@ from devcluster.etcd import EtcdServer
 from devcluster.nspawn import CHECKOUT, Bind, Machine, client_key
 
 VENV_SITE = next((CHECKOUT / ".venv" / "lib").glob("python3*/site-packages"))
-PACKAGES = ("fleetd", "fleetctl", "devcluster")
+PACKAGES = ("fleetd", "fleetctl")  # as pyproject.toml's packages.find: devcluster is not installed
 SOURCE_SUFFIXES = (".py", ".pyi", ".proto", ".typed")
 WHEELHOUSE = "/var/lib/fleet-wheelhouse"
 SEED = "/var/lib/cloud/seed/nocloud"
@@ -98,10 +98,10 @@ def _build_fleet_wheel(out: Path) -> Path:
     return _write_wheel(out / f"{name}-{version}-py3-none-any.whl", files, info)
 
 
-def _needed(root: str) -> list[metadata.Distribution]:
-    """The installed distributions ``root`` needs at run time (its dependency closure, without extras)."""
+def _needed(requirements: list[str]) -> list[metadata.Distribution]:
+    """The installed distributions that ``requirements`` need at run time (their closure, without extras)."""
     found: dict[str, metadata.Distribution] = {}
-    todo = [root]
+    todo = [Requirement(text).name for text in requirements]
     while todo:
         name = canonicalize_name(todo.pop())
         if name in found:
@@ -113,7 +113,7 @@ def _needed(root: str) -> list[metadata.Distribution]:
             requirement = Requirement(text)
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 todo.append(requirement.name)
-    return [d for n, d in found.items() if n != canonicalize_name(root)]
+    return list(found.values())
 
 
 def _repack(dist: metadata.Distribution, out: Path) -> Path:
@@ -177,7 +177,8 @@ def test_worker_yaml_makes_a_machine_join_the_cluster(tmp_path: Path, etcd_serve
     wheel_dir = tmp_path / "wheelhouse"
     wheel_dir.mkdir()
     fleet_wheel = _build_fleet_wheel(wheel_dir)
-    for dist in _needed("fleet"):
+    # From pyproject.toml's dependencies, not from the installed project (whose name may be an older one).
+    for dist in _needed(tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["dependencies"]):
         _repack(dist, wheel_dir)
 
     name = f"ci{uuid.uuid4().hex[:6]}"

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from fleetd.config import (
+    IGNORED_KEYS,
+    KEYS,
     Config,
     Invocation,
     UsageError,
     build_config,
+    help_text,
     load_config,
     parse_args,
     parse_duration,
@@ -168,11 +171,62 @@ def test_every_option_parses() -> None:
     assert config.token_limit == 50
 
 
-def test_deprecated_and_unknown_keys_are_noticed_not_fatal() -> None:
-    config = build_config({"verify_units": "true", "bogus": "1"}, {"FLEET_X": "1"}, {})
-    assert "config key verify_units is deprecated and no longer supported; ignored" in config.notices
-    assert "unknown config key bogus (config file) ignored" in config.notices
+def test_deprecated_keys_are_noticed_not_fatal() -> None:
+    config = build_config({"verify_units": "true"}, {}, {})
+    assert config.notices == ("config key verify_units is deprecated and no longer supported; ignored",)
     assert config == Config(notices=config.notices)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("etcd_server", "unknown config key etcd_server (from config file); did you mean etcd_servers?"),
+        ("metdata", "unknown config key metdata (from config file); did you mean metadata?"),
+        ("agentttl", "unknown config key agentttl (from config file); did you mean agent_ttl?"),
+        ("bogus", "unknown config key bogus (from config file)"),
+    ],
+)
+def test_an_unknown_key_is_an_error_naming_the_closest_known_key(key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config({key: "x"}, {}, {})
+    assert str(caught.value) == message
+
+
+def test_an_unknown_key_in_the_file_stops_load_config(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.conf"
+    path.write_text('etcd_server="http://10.0.0.1:2379"\n')
+    with pytest.raises(ConfigError, match="did you mean etcd_servers"):
+        load_config(parse_args(["fleetd", f"--config={path}"]), {})
+
+
+@pytest.mark.parametrize("key", sorted(IGNORED_KEYS))
+def test_keys_without_effect_are_said_to_be_ignored_when_set(key: str) -> None:
+    value = "50" if key == "token_limit" else "true"
+    for config, source in (
+        (build_config({key: value}, {}, {}), "config file"),
+        (build_config({}, {key: value}, {}), "environment"),
+        (build_config({}, {}, {key: value}), "flag"),
+    ):
+        assert len(config.notices) == 1
+        assert config.notices[0].startswith(f"config key {key} ({source}) is ignored: ")
+    assert build_config({}, {}, {}).notices == ()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["help"], ["--etcd-servers", "x", "--help"]])
+def test_help_is_asked_for(args: list[str]) -> None:
+    assert parse_args(["fleetd", *args]) == Invocation(show_help=True)
+
+
+def test_help_lists_every_key_with_its_default() -> None:
+    text = help_text()
+    for key in KEYS:
+        assert f"\n  {key} " in text
+    lines = text.splitlines()
+    assert any(line.split() == ["agent_ttl", "30s"] for line in lines)
+    servers = ["etcd_servers", "http://127.0.0.1:2379,http://127.0.0.1:4001"]
+    assert any(line.split() == servers for line in lines)
+    assert any(line.split() == ["etcd_key_prefix", "/_coreos.com/fleet/"] for line in lines)
+    assert "FLEET_KEY" in text
 
 
 @pytest.mark.parametrize(
@@ -233,6 +287,8 @@ def test_positional_arguments_are_refused(argv: list[str]) -> None:
 def test_unknown_flag_and_missing_value() -> None:
     with pytest.raises(ConfigError, match="unknown flag --nope"):
         parse_args(["fleetd", "--nope"])
+    with pytest.raises(ConfigError, match="unknown flag --etcd-server; did you mean etcd_servers"):
+        parse_args(["fleetd", "--etcd-server", "http://e:1"])
     with pytest.raises(ConfigError, match="flag --config needs a value"):
         parse_args(["fleetd", "--config"])
 

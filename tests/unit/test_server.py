@@ -39,6 +39,13 @@ WEB = UnitName("web.service")
 # -- invocation ------------------------------------------------------------------------------------------
 
 
+def test_help_lists_the_keys_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fleetd", "--help"], {}) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: fleetd [--config PATH]")
+    assert "etcd_servers" in out and "agent_ttl" in out
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fleetd", "--version"], {}) == 0
     assert main(["fleetd", "version"], {}) == 0
@@ -49,7 +56,7 @@ def test_positional_arguments_point_at_fleetctl(capsys: pytest.CaptureFixture[st
     assert main(["/usr/bin/fleetd", "list-units"], {}) == 1
     err = capsys.readouterr().err
     assert err.startswith("/usr/bin/fleetd takes no arguments. Did you mean to invoke fleetctl instead?\n")
-    assert "Usage: fleetd [--config PATH] [--version]" in err
+    assert "Usage: fleetd [--config PATH] [--KEY VALUE ...] [--version] [--help]" in err
 
 
 def test_a_bad_value_stops_startup_with_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

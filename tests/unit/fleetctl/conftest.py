@@ -35,6 +35,7 @@ class FakeCluster:
     kv: MemoryKV = field(default_factory=lambda: MemoryKV(clock=lambda: 0.0))
     agent: bool = True
     fail_active: set[str] = field(default_factory=set)  # units whose systemd start "fails"
+    stuck_activating: set[str] = field(default_factory=set)  # units systemd keeps starting
     requests: int = 0
     lease: int = 0
 
@@ -89,19 +90,14 @@ class FakeCluster:
         for name, unit in units.items():
             if unit.is_global or unit.target_state is TargetState.INACTIVE:
                 continue
-            launched = unit.target_state is TargetState.LAUNCHED
-            active = "active" if launched and name not in self.fail_active else "inactive"
-            if launched and name in self.fail_active:
-                active = "failed"
-            want = UnitState(
-                name,
-                home,
-                "loaded",
-                active,
-                "running" if active == "active" else "dead",
-                unit.hash,
-                unit.target_state,
-            )
+            active, sub = "inactive", "dead"
+            if unit.target_state is TargetState.LAUNCHED:
+                active, sub = "active", "running"
+                if name in self.fail_active:
+                    active, sub = "failed", "failed"
+                elif name in self.stuck_activating:
+                    active, sub = "activating", "start"
+            want = UnitState(name, home, "loaded", active, sub, unit.hash, unit.target_state)
             if states.get((name, home)) != want:
                 await self.registry.publish_state(want, self.lease)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fleetctl.cli import _go_bools, cli
+from fleetctl.cli import cli
 from fleetctl.client import FleetClient
 from fleetctl.context import App, GlobalOptions, UsageFailed, unreachable_message
+from fleetctl.global_flags import FleetCommand, go_bools
 from fleetd.errors import RegistryError, RegistryUnavailable
 from fleetd.model import VERSION
 from tests.unit.fleetctl.conftest import FakeCluster
@@ -77,7 +79,7 @@ def test_empty_env_var_is_ignored() -> None:
 
 
 def test_go_style_boolean_flags() -> None:
-    assert _go_bools(["--strict-host-key-checking=false", "--debug=true", "x=false"]) == [
+    assert go_bools(["--strict-host-key-checking=false", "--debug=true", "x=false"]) == [
         "--no-strict-host-key-checking",
         "--debug",
         "x=false",
@@ -91,6 +93,73 @@ def test_tunnel_gets_the_default_port() -> None:
     recorder = Recorder()
     assert invoke(["--tunnel", "bastion", "list-units"], recorder).exit_code == 0
     assert recorder.options is not None and recorder.options.tunnel == "bastion:22"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list-machines", "--tunnel", "bastion", "--endpoint", "http://e:1", "--ssh-username", "u"],
+        [
+            "--endpoint",
+            "http://a:2",
+            "list-machines",
+            "--tunnel=bastion",
+            "--endpoint=http://e:1",
+            "--ssh-username=u",
+        ],
+        ["list-m", "--ssh-username", "u", "--tunnel", "bastion"],
+    ],
+    ids=["all after the command", "after wins over before", "after a prefix"],
+)
+def test_global_flags_after_the_command(args: list[str]) -> None:
+    recorder = Recorder()
+    result = invoke(args, recorder, {"FLEETCTL_ENDPOINT": "http://e:1"})
+    assert result.exit_code == 0, result.stderr
+    assert recorder.options is not None
+    assert recorder.options.tunnel == "bastion:22"
+    assert recorder.options.ssh_username == "u"
+    assert recorder.options.endpoints == ("http://e:1",)
+
+
+def test_global_flags_after_the_command_override_the_environment_and_keep_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("ca")
+    recorder = Recorder()
+    env = {"FLEETCTL_TUNNEL": "from-env", "FLEETCTL_REQUEST_TIMEOUT": "7"}
+    args = ["list-units", "--tunnel", "h:2222", "--etcd-cafile", str(tmp_path / "ca.pem"), "--debug=false"]
+    assert invoke(args, recorder, env).exit_code == 0
+    assert recorder.options is not None
+    assert recorder.options.tunnel == "h:2222"
+    assert recorder.options.request_timeout == 7.0
+    assert recorder.options.ca_file == str(tmp_path / "ca.pem")
+    assert recorder.options.debug is False
+
+
+def test_bad_values_after_the_command_are_usage_errors_too() -> None:
+    recorder = Recorder()
+    result = invoke(["list-units", "--ssh-timeout", "nan"], recorder)
+    assert result.exit_code == 2
+    assert "Invalid value for '--ssh-timeout'" in result.stderr
+    result = invoke(["list-units", "--driver", "api"], recorder)
+    assert result.exit_code == 1
+    assert result.stderr == 'Unable to initialize client: unrecognized driver "api"\n'
+    assert recorder.options is None
+
+
+def test_version_and_help_after_the_command() -> None:
+    assert invoke(["list-units", "--version"], Recorder()).stdout.startswith("fleetctl version ")
+    for spelling in ("-h", "--h", "--help"):
+        result = invoke(["start", spelling], Recorder())
+        assert result.exit_code == 0
+        assert "Global options" in result.stdout and "FLEETCTL_TUNNEL" in result.stdout
+
+
+def test_every_command_takes_the_global_flags() -> None:
+    assert all(isinstance(command, FleetCommand) for command in cli.commands.values())
+
+
+def test_go_style_booleans_stop_at_double_dash_and_at_positionals_when_asked() -> None:
+    assert go_bools(["--debug=false", "--", "--debug=false"]) == ["--no-debug", "--", "--debug=false"]
+    assert go_bools(["m", "--debug=false"], interspersed=False) == ["m", "--debug=false"]
 
 
 @pytest.mark.parametrize("args", [["list-m"], ["list-unit-f"], ["list-units"]])
@@ -239,3 +308,65 @@ def test_out_of_range_command_flags_are_usage_errors(args: list[str]) -> None:
     result = invoke(args, Recorder())
     assert result.exit_code == 2
     assert "Invalid value for" in result.stderr
+
+
+def test_etcd_user_and_password_from_flags_and_environment() -> None:
+    recorder = Recorder()
+    env = {"FLEETCTL_USERNAME": "root", "FLEETCTL_PASSWORD": "s3cret"}
+    assert invoke(["list-units"], recorder, env).exit_code == 0
+    assert recorder.options is not None
+    assert (recorder.options.username, recorder.options.password) == ("root", "s3cret")
+    assert "s3cret" not in repr(recorder.options)
+    assert invoke(["list-units", "--username", "ops", "--password", "pw"], recorder, env).exit_code == 0
+    assert (recorder.options.username, recorder.options.password) == ("ops", "pw")
+
+
+def test_connect_etcd_authenticates_with_the_user_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetctl.client import connect_etcd  # noqa: PLC0415
+    from fleetd.registry import etcd  # noqa: PLC0415
+
+    made: dict[str, object] = {}
+
+    class FakeEtcdKV:
+        def __init__(self, endpoints: list[str], **kwargs: object) -> None:
+            made.update(kwargs, endpoints=endpoints)
+
+        async def close(self) -> None:
+            made["closed"] = True
+
+    monkeypatch.setattr(etcd, "EtcdKV", FakeEtcdKV)
+
+    async def go() -> None:
+        async with connect_etcd(GlobalOptions(username="root", password="pw")):
+            pass
+
+    asyncio.run(go())
+    assert (made["username"], made["password"], made["closed"]) == ("root", "pw", True)
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (
+            ["--ca-file", "{ca}"],
+            "WARNING: --ca-file not used for http://127.0.0.1:2379: TLS needs an https://",
+        ),
+        (["--endpoint", "https://e:2379,http://f:2379", "--ca-file", "{ca}"], "not used for http://f:2379:"),
+        (["--password", "pw"], "WARNING: an etcd password without --username/FLEETCTL_USERNAME is not used"),
+        (["--endpoint", "https://e:2379", "--ca-file", "{ca}"], None),
+        (["--username", "u", "--password", "pw"], None),
+    ],
+    ids=["TLS with the default http endpoint", "one http endpoint of two", "password alone", "https", "auth"],
+)
+def test_settings_that_cannot_work_are_warned_about(
+    tmp_path: Path, args: list[str], warning: str | None
+) -> None:
+    (tmp_path / "ca.pem").write_text("ca")
+    args = [arg.format(ca=tmp_path / "ca.pem") for arg in args]
+    result = invoke(["list-units", *args], Recorder())
+    assert result.exit_code == 0
+    if warning is None:
+        assert result.stderr == ""
+    else:
+        assert warning in result.stderr
+        assert result.stderr.count("\n") == 1

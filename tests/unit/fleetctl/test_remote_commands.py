@@ -237,8 +237,24 @@ def test_ssh_argument_matching_both_a_machine_and_a_unit_is_ambiguous(
         (["-A", "--ssh-port", "2200", "1a2b3c"], ("shell", MACHINE_A.id, (), 2200, True), (True, False)),
         (["--machine", "1a2b9", "uptime"], ("ssh", MACHINE_C.id, ("uptime",), 22, False), (False, True)),
         (["--unit", "hello", "--", "x; y"], ("ssh", MACHINE_A.id, ("x; y",), 22, False), (False, True)),
+        (["--A", "hello"], ("shell", MACHINE_A.id, (), 22, True), (True, False)),
+        (["--tunnel", "b", "hello", "true"], ("ssh", MACHINE_A.id, ("true",), 22, False), (False, True)),
+        (
+            ["hello", "cmd", "--debug=false", "--tunnel", "x"],
+            ("ssh", MACHINE_A.id, ("cmd", "--debug=false", "--tunnel", "x"), 22, False),
+            (False, True),
+        ),
     ],
-    ids=["unit with command", "double dash", "machine prefix shell with agent", "machine flag", "unit flag"],
+    ids=[
+        "unit with command",
+        "double dash",
+        "machine prefix shell with agent",
+        "machine flag",
+        "unit flag",
+        "the original's --A",
+        "global flag before the target",
+        "flags after the target belong to the remote command",
+    ],
 )
 def test_ssh_targets_and_commands(
     fake: FakeCluster,
@@ -252,6 +268,57 @@ def test_ssh_targets_and_commands(
     assert result.exit_code == 42
     assert runner.calls == [call]
     assert runner.made_with == [made_with]
+
+
+@pytest.mark.parametrize("follow", ["-f", "--follow", "--f"])
+def test_journal_follow_in_every_spelling(fake: FakeCluster, runner: RecordingRunner, follow: str) -> None:
+    assert invoke(fake, commands.journal, [follow, "--lines", "3", "hello"]).exit_code == 0
+    argv = runner.calls[0][2]
+    assert argv[-1] == "-f" and "3" in argv
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def run(self, command: str, **_kwargs: object) -> int:
+        self.commands.append(command)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("words", "sent"),
+    [
+        (["journalctl -u x | grep err"], "journalctl -u x | grep err"),
+        (["ls", "-l", "/run", ">", "/tmp/out"], "ls -l /run > /tmp/out"),
+        (["echo", "$HOME"], "echo $HOME"),
+    ],
+    ids=["one quoted pipeline", "words and a redirection", "a variable for the remote shell"],
+)
+def test_ssh_sends_the_words_joined_with_spaces_for_the_remote_shell(
+    monkeypatch: pytest.MonkeyPatch, words: list[str], sent: str
+) -> None:
+    from fleetctl import tunnel  # noqa: PLC0415 (paramiko only where SSH is tested)
+
+    connection = FakeConnection()
+    monkeypatch.setattr(tunnel, "connect", lambda *_args, **_kwargs: connection)
+    settings = commands.ssh_settings(GlobalOptions(), forward_agent=False)
+    with remote.SSHRunner(settings) as ssh_runner:
+        assert ssh_runner.run_ssh(MACHINE_A, words, 22, False) == 0
+        assert ssh_runner.run(MACHINE_A, ["systemctl", "status", "a b"], 22) == 0
+    assert connection.commands == [sent, "systemctl status 'a b'"]
+
+
+def test_ssh_help_keeps_its_usage_lines_and_examples() -> None:
+    result = CliRunner().invoke(GROUP, ["ssh", "--help"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "  fleetctl ssh [-A] [--ssh-port N] --unit NAME [--] [COMMAND...]" in lines
+    assert "    fleetctl ssh 1a2b3c 'journalctl -u hello.service | grep -i error'" in lines
+    assert "joined with spaces and run by the remote shell" in " ".join(result.stdout.split())
 
 
 def test_quote_command_keeps_every_word_one_word() -> None:

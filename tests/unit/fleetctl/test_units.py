@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -83,11 +84,115 @@ def test_wait_times_out_after_the_attempts(cluster: FakeCluster, workdir: Path) 
     )
 
 
-def test_start_waits_for_systemd_active(cluster: FakeCluster, workdir: Path) -> None:
+def test_start_fails_within_seconds_when_systemd_reports_the_unit_failed(
+    cluster: FakeCluster, workdir: Path
+) -> None:
     cluster.fail_active.add("hello.service")
-    result = cluster.invoke(["start", "--block-attempts", "2", "hello"])
+    began = time.monotonic()
+    result = cluster.invoke(["start", "hello"])  # no budget: only the failure ends the wait
+    assert time.monotonic() - began < 5
     assert result.exit_code == 1
-    assert "to report state launched (systemd: loaded/failed/dead)" in result.stderr
+    assert result.stderr == (
+        "Error waiting for units: unit hello.service failed to start on 1a2b3c4d.../127.0.0.12"
+        " (systemd: loaded/failed/failed); see its journal: fleetctl journal hello.service\n"
+    )
+
+
+def test_start_of_several_names_every_failed_unit(cluster: FakeCluster, workdir: Path) -> None:
+    (workdir / "other.service").write_text(OTHER)
+    cluster.fail_active.update({"hello.service", "other.service"})
+    result = cluster.invoke(["start", "hello", "other"])
+    assert result.exit_code == 1
+    assert "unit hello.service failed to start" in result.stderr
+    assert "unit other.service failed to start" in result.stderr
+    assert "fleetctl journal other.service" in result.stderr
+
+
+def test_start_of_an_already_failed_unit_fails_at_once(cluster: FakeCluster, workdir: Path) -> None:
+    cluster.fail_active.add("hello.service")
+    assert cluster.invoke(["start", "--no-block", "hello"]).exit_code == 0
+    result = cluster.invoke(["start", "hello"])
+    assert result.exit_code == 1
+    assert "(systemd: loaded/failed/failed)" in result.stderr
+
+
+def test_restart_fails_when_the_start_fails(cluster: FakeCluster, workdir: Path) -> None:
+    assert cluster.invoke(["start", "hello"]).exit_code == 0
+    cluster.fail_active.add("hello.service")
+    result = cluster.invoke(["restart", "hello"])
+    assert result.exit_code == 1
+    assert "unit hello.service failed to start" in result.stderr
+
+
+def test_load_ignores_systemd_failure(cluster: FakeCluster, workdir: Path) -> None:
+    cluster.fail_active.add("hello.service")
+    assert cluster.invoke(["load", "hello"]).exit_code == 0
+
+
+def test_timeout_names_systemds_states_and_the_journal(cluster: FakeCluster, workdir: Path) -> None:
+    cluster.stuck_activating.add("hello.service")
+    result = cluster.invoke(["start", "--timeout", "300ms", "hello"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error waiting for units: timed out waiting for unit hello.service to report state launched"
+        " (systemd: loaded/activating/start); see its journal: fleetctl journal hello.service\n"
+    )
+
+
+@pytest.mark.parametrize("timeout", ["0.2", "200ms"])
+def test_timeout_overrides_block_attempts(cluster: FakeCluster, workdir: Path, timeout: str) -> None:
+    cluster.agent = False
+    began = time.monotonic()
+    result = cluster.invoke(["start", "--block-attempts", "10000", "--timeout", timeout, "hello"])
+    assert time.monotonic() - began < 5
+    assert result.exit_code == 1
+    assert "timed out waiting for unit hello.service to report state launched" in result.stderr
+
+
+def _running(cluster: FakeCluster) -> None:
+    cluster.submit("hello.service", HELLO, TargetState.LAUNCHED)
+    cluster.publish(
+        UnitState(
+            UnitName("hello.service"), MACHINE_A.id, "loaded", "active", "running", "h", TargetState.LAUNCHED
+        )
+    )
+    cluster.agent = False
+
+
+@pytest.mark.parametrize(
+    ("command", "stderr"),
+    [
+        ("load", "Error waiting for units: timed out waiting for unit hello.service to report state loaded"),
+        ("stop", "Failed to stop units [hello.service]. err: timed out waiting for unit hello.service"),
+        ("unload", "Failed to unload units [hello.service]. err: timed out waiting for unit hello.service"),
+        (
+            "destroy",
+            "Error destroying units: timed out waiting for unit hello.service to report state inactive",
+        ),
+    ],
+)
+def test_every_blocking_command_takes_a_timeout(
+    cluster: FakeCluster, workdir: Path, command: str, stderr: str
+) -> None:
+    if command == "load":
+        cluster.agent = False
+    else:
+        _running(cluster)
+    result = cluster.invoke([command, "--timeout", "0.2", "hello.service"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(stderr)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1s", "25h", "nan"])
+def test_bad_timeouts_are_usage_errors(cluster: FakeCluster, value: str) -> None:
+    result = cluster.invoke(["start", "--timeout", value, "hello"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--timeout'" in result.stderr
+
+
+def test_timeout_zero_means_no_limit(cluster: FakeCluster, workdir: Path) -> None:
+    result = cluster.invoke(["start", "--block-attempts", "1", "--timeout", "0", "hello"])
+    assert result.exit_code == 0, result.stderr
 
 
 def test_templates_instances_from_a_local_template(cluster: FakeCluster, workdir: Path) -> None:
