@@ -274,10 +274,9 @@ async def _run(machines: int, units: int, calls: int, *, cold_runs: int, cold_bu
 
 
 def run(quick: bool) -> list[Figure]:
-    machines, units, calls, cold, budget = (
-        (100, 1_000, 5, 5, 30.0) if quick else (1_000, 10_000, 40, 100, 120.0)
-    )
-    return asyncio.run(_run(machines, units, calls, cold, budget))
+    if quick:
+        return asyncio.run(_run(100, 1_000, 5, cold_runs=5, cold_budget=30.0))
+    return asyncio.run(_run(1_000, 10_000, 40, cold_runs=100, cold_budget=120.0))
 
 
 if __name__ == "__main__":
