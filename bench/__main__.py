@@ -33,6 +33,9 @@ def planner(quick: bool) -> list[Figure]:
     mixed_s, mixed_rate = p.rate(p.mixed(units, machines), units)
     _, plain_rate = p.rate(p.web(web, web, conflicts=False), web)
     _, conflict_rate = p.rate(p.web(web, web, conflicts=True), web)
+    open_s, _ = p.rate(p.blocked(web, web, conflicts=False), web)
+    blocked_s, _ = p.rate(p.blocked(web, web, conflicts=True), web)
+    adversarial, open_rate, blocked_rate = open_s / blocked_s, web / open_s, web / blocked_s
     steady_s, _ = p.rate(p.placed(p.mixed(units, machines)), 0)
     ratio = conflict_rate / plain_rate
     print(
@@ -55,6 +58,15 @@ def planner(quick: bool) -> list[Figure]:
             f"{ratio:.2f}",
             ratio >= 0.5,
             f"{conflict_rate:,.0f} vs {plain_rate:,.0f} units/s",
+        ),
+        Figure(
+            "planner",
+            f"adversarial Conflicts: {web:,} web@N with Conflicts=db@* onto {web:,} machines whose least"
+            " loaded half each runs a db@N: rate vs the same without Conflicts",
+            ">= 0.5",
+            f"{adversarial:.2f}",
+            adversarial >= 0.5,
+            f"{blocked_rate:,.0f} vs {open_rate:,.0f} units/s, best of 5",
         ),
         Figure(
             "planner",
