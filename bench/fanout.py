@@ -111,7 +111,8 @@ async def measure(
         elapsed, fraction, cpu_used, published, etcd_used = await _one(
             cluster, f"fanout-{index}.service", machines, etcd_pid
         )
-        times.append(elapsed)
+        # the clock stops when every machine's state is listed (published), as fleetctl list-units shows it
+        times.append(elapsed + published if published is not None else float("inf"))
         cpu.append(cpu_used)
         etcd_cpu.append(etcd_used)
         worst_fraction = min(worst_fraction, fraction)
@@ -129,7 +130,8 @@ async def measure(
     figures = [
         Figure(
             "fanout",
-            f"Global unit active on 100% of {machines:,} machines within {TARGET_S:.0f} s",
+            f"Global unit active and published (listed) on 100% of {machines:,} machines within"
+            f" {TARGET_S:.0f} s",
             f"{runs} runs out of {runs}",
             f"{within} of {len(times)}",
             within == runs,
@@ -138,7 +140,7 @@ async def measure(
         ),
         Figure(
             "fanout",
-            f"simulator CPU per run ({WORKERS} worker processes drive the machines, the engine runs apart)"
+            f"simulator CPU per run ({WORKERS} worker processes drive the machines, agent + candidate each)"
             if WORKERS
             else "simulator CPU per run (one Python process drives every machine)",
             "",

@@ -52,6 +52,26 @@ def web(units: int = 5_000, machines: int = 5_000, *, conflicts: bool) -> Cluste
     return ClusterSnapshot(1, _machines(machines), table, {})
 
 
+def blocked(units: int = 5_000, machines: int = 5_000, *, conflicts: bool) -> ClusterSnapshot:
+    """The adversarial Conflicts case: the least-loaded machines are the blocked ones. Half the machines run
+    one ``db@N`` each (load 1), the other half two filler units each (load 2); ``units`` new ``web@N`` units
+    (with ``Conflicts=db@*``, or without for the baseline) must skip every least-loaded machine."""
+    ids = sorted(_machines(machines))
+    table: dict[UnitName, Unit] = {}
+    schedule: dict[UnitName, ScheduledUnit] = {}
+    for index, machine in enumerate(ids):
+        names = [f"db@{index}.service"] if index % 2 == 0 else [f"fill-{index}-{k}.service" for k in (0, 1)]
+        for name in names:
+            placed_unit = _unit(name, Requirements())
+            table[placed_unit.name] = placed_unit
+            schedule[placed_unit.name] = ScheduledUnit(machine, placed_unit.hash, TargetState.LAUNCHED)
+    requirements = Requirements(conflicts=("db@*",) if conflicts else ())
+    for i in range(units):
+        new = _unit(f"web@{i}.service", requirements)
+        table[new.name] = new
+    return ClusterSnapshot(1, {m: MachineState(m) for m in ids}, table, schedule)
+
+
 def placed(snap: ClusterSnapshot) -> ClusterSnapshot:
     """``snap`` after applying its plan: every unit where the planner put it (a steady state)."""
     schedule = {

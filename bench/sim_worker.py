@@ -1,11 +1,11 @@
 """Simulated machines spread over worker processes, for benchmarks one Python process cannot drive.
 
 Each worker is a spawned process with its own asyncio loop, its own EtcdKV clients and a ``SimCluster``
-without engines running a disjoint range of machines. It reports every first start of a unit on one of its
+running a disjoint range of machines, each an agent and an engine candidate as fleetd runs by default (the
+leader is whichever candidate wins, in either worker). It reports every first start of a unit on one of its
 machines (unit, machine, ``time.monotonic()``: CLOCK_MONOTONIC, shared by every process on Linux) to the
-coordinator through a pipe, in batches every 20 ms. The coordinator (``ProcCluster``) runs the engine on
-clients of its own and offers what the fan-out benchmark reads: ``registry``, ``kvs``, ``active``,
-``changed``.
+coordinator through a pipe, in batches every 20 ms. The coordinator (``ProcCluster``) runs no engine; it
+offers what the fan-out benchmark reads: ``registry``, ``kvs``, ``active``, ``changed``.
 
     async with ProcCluster(etcd.endpoint, workers=2, ttl=30.0, clients=8) as cluster:
         await cluster.add_machines(5000)
@@ -93,7 +93,7 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
         stop.set()
 
     loop.add_reader(conn.fileno(), readable)
-    sim = SimCluster(spec.endpoint, ttl=spec.ttl, clients=spec.clients, engines=0, prefix=spec.prefix)
+    sim = SimCluster(spec.endpoint, ttl=spec.ttl, clients=spec.clients, prefix=spec.prefix)
     async with sim as cluster:
         cluster.listener = lambda name, machine, at: started.append((name, machine, at))
         await cluster.add_machines(spec.count, first=spec.first)
@@ -111,7 +111,8 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
 
 
 class ProcCluster:
-    """Engines here, simulated machines in ``workers`` spawned processes (``clients`` EtcdKV clients each)."""
+    """Simulated fleetds (agent + engine candidate) in ``workers`` spawned processes; each worker has
+    ``clients`` EtcdKV clients for its agents and as many for its candidates."""
 
     def __init__(
         self,
@@ -129,7 +130,7 @@ class ProcCluster:
         self._workers = workers
         self._clients = clients
         self._local = SimCluster(
-            endpoint, ttl=ttl, clients=1, engines=1, prefix=prefix, request_timeout=request_timeout
+            endpoint, ttl=ttl, clients=1, engines=0, prefix=prefix, request_timeout=request_timeout
         )
         self._procs: list[BaseProcess] = []
         self._conns: list[Connection] = []

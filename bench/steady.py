@@ -17,15 +17,21 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.cluster_sim import PREFIX, unit
+from bench.fleetd_proc import run_fleetd, status_mb
 from bench.report import Figure
 from devcluster.etcd import EtcdServer
 from fleetd.registry.etcd import EtcdKV
 from fleetd.registry.registry import Registry
+
+if TYPE_CHECKING:
+    from fleetd.engine.engine import Engine
+    from fleetd.server import Components
+    from fleetd.systemd.fake import FakeUnitManager
 
 __all__ = ["child", "run"]
 
@@ -33,26 +39,10 @@ UNITS = 100
 RSS_TARGET_MB = 80.0
 
 
-def _status(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def child(window: float) -> int:
     """Run fleetd with a counted fake systemd; print the figures after ``window`` idle seconds; stop."""
-    from fleetd import server  # noqa: PLC0415 (the child alone imports fleetd's composition root)
-    from fleetd.agent.agent import Agent, Handover  # noqa: PLC0415
-    from fleetd.agent.identity import machine_state  # noqa: PLC0415
-    from fleetd.config import Config  # noqa: PLC0415
-    from fleetd.engine.engine import Engine  # noqa: PLC0415
-    from fleetd.model import MachineID  # noqa: PLC0415
-    from fleetd.systemd.fake import FakeUnitManager  # noqa: PLC0415
 
-    tasks: list[asyncio.Task[None]] = []
-
-    async def measure(components: server.Components, manager: FakeUnitManager) -> None:
+    async def measure(components: Components, manager: FakeUnitManager, _engine: Engine) -> None:
         agent = components.agent
         deadline = time.monotonic() + 120
         while len(agent.publisher.published) < UNITS or agent.publisher.dirty:
@@ -75,50 +65,13 @@ def child(window: float) -> int:
             "writes": after - before,
             "states_calls": sum(c[0] == "states" for c in during),
             "other_calls": sum(c[0] != "states" for c in during),
-            "rss_mb": _status("VmRSS"),
-            "hwm_mb": _status("VmHWM"),
+            "rss_mb": status_mb("VmRSS"),
+            "hwm_mb": status_mb("VmHWM"),
         }
         print(json.dumps(figures), flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    async def fake_factory(
-        cfg: Config, machine_id: MachineID, handover: Handover | None
-    ) -> server.Components:
-        kv = EtcdKV(cfg.etcd_servers, request_timeout=cfg.etcd_request_timeout)
-        manager = FakeUnitManager()
-        machine = machine_state(machine_id, cfg.public_ip, dict(cfg.metadata))
-        agent = Agent(
-            Registry(kv, cfg.etcd_key_prefix), manager, machine, ttl=cfg.agent_ttl, handover=handover
-        )
-        interval = cfg.engine_reconcile_interval
-        engine = Engine(
-            kv,
-            str(machine_id),
-            prefix=cfg.etcd_key_prefix,
-            interval=interval,
-            ttl=server.ENGINE_TTL_FACTOR * interval,
-            grace=cfg.agent_ttl,
-        )
-        components = server.Components(kv, manager, agent, engine)
-        tasks.append(asyncio.get_running_loop().create_task(measure(components, manager)))
-        return components
-
-    with tempfile.TemporaryDirectory(prefix="fleet-steady-") as tmp:
-        conf = Path(tmp) / "fleet.conf"
-        conf.write_text("")
-        machine_id = Path(tmp) / "machine-id"
-        machine_id.write_text("5eadbeef" * 4 + "\n")
-        env = {
-            "FLEET_ETCD_SERVERS": os.environ["BENCH_ETCD"],
-            "FLEET_PUBLIC_IP": "127.0.0.1",
-            "FLEET_VERBOSITY": "0",
-        }
-        return server.main(
-            ["fleetd", "--config", str(conf)],
-            env,
-            factory=fake_factory,
-            machine_id_path=str(machine_id),
-        )
+    return run_fleetd("5eadbeef" * 4, measure)
 
 
 async def _submit(endpoint: str) -> None:

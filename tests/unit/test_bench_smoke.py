@@ -24,8 +24,8 @@ from fleetd.model import MachineID
 
 def test_quick_planner_figures_have_targets() -> None:
     figures = entry.planner(True)
-    assert [f.bench for f in figures] == ["planner"] * 3
-    assert all(f.target and f.measured and f.passed is not None for f in figures[:2])
+    assert [f.bench for f in figures] == ["planner"] * 4
+    assert all(f.target and f.measured and f.passed is not None for f in figures[:3])
 
 
 def test_report_replaces_its_own_section_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -73,3 +73,16 @@ def test_worker_processes_report_activations_and_exit_with_the_coordinator() -> 
     for pid in pids:  # close() stopped every worker
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="needs the etcd binary")
+def test_every_simulated_machine_is_an_engine_candidate_and_clocks_stop_at_list_units() -> None:
+    from bench import herd  # noqa: PLC0415
+
+    async def scenario() -> herd.Herd:
+        with EtcdServer() as etcd:
+            return await herd.measure(etcd, 3, 1)
+
+    got = asyncio.run(scenario())
+    assert got.machines == 3 and got.events_per_start > 0
+    assert got.watchers_per_standby == pytest.approx(3.0)  # agent: 2 watches, candidate: the leader key

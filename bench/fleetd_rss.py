@@ -1,0 +1,178 @@
+"""One fleetd process beside a large cluster: its RSS as a standby and as the leader, and the watchers it
+holds.
+
+Method: the parent starts etcd and fills it (``bench.fill``): machine records, units submitted and placed by
+a leading engine in the parent. Then it runs a child process that is fleetd itself (``fleetd.server.main``:
+configuration, one EtcdKV, the Agent and the Engine as ``build_components`` wires them) with one difference,
+the unit manager: a FakeUnitManager stands in for systemd (no unit is scheduled to the child's machine, so
+the agent holds nothing; the figure is the engine's). The child prints its VmRSS (and VmHWM, the peak) as
+one JSON line once settled:
+
+- standby: the parent's engine leads; settled when the child's agent is registered and its engine candidate
+  knows the leader. While it runs, the parent reads etcd's ``etcd_debugging_mvcc_watcher_total``: the
+  watchers the child added are the watchers one standby fleetd holds.
+- leader: the parent's engine resigns first, so the child wins the election, lists the registry into its
+  mirror and plans; settled when a pass found everything placed and a later wake-up had nothing new.
+- anchor: a standby whose engine is a ``bench.engines.MirroringEngine`` (standby mirrors on, as before
+  issue 15), settled when its mirror is listed.
+
+    .venv/bin/python -m bench fleetd_rss [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.cluster_sim import PREFIX
+from bench.fill import Filled
+from bench.fleetd_proc import run_fleetd, status_mb
+from bench.herd import metric
+from bench.report import Figure
+from devcluster.etcd import EtcdServer
+from fleetd.registry.etcd import EtcdKV
+
+if TYPE_CHECKING:
+    from fleetd.engine.engine import Engine
+    from fleetd.server import Components
+    from fleetd.systemd.fake import FakeUnitManager
+
+__all__ = ["child", "run"]
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDBY_TARGET_MB, LEADER_TARGET_MB = 40.0, 300.0
+SETTLE = 2.0
+
+
+def child(mode: str) -> int:
+    """Run fleetd with a fake systemd (mode ``anchor``: a mirroring engine); print its RSS once settled."""
+    from bench.engines import MirroringEngine  # noqa: PLC0415
+
+    async def report(components: Components, _manager: FakeUnitManager, engine: Engine) -> None:
+        agent = components.agent
+        started = time.monotonic()
+
+        def settled() -> bool:
+            if not agent.registered:
+                return False
+            if mode == "leader":
+                return engine.is_leader and engine.passes >= 1 and engine.skipped >= 1
+            if engine.election.leader is None or engine.is_leader:
+                return False
+            standby = getattr(engine, "standby_mirror", None)
+            return mode != "anchor" or (standby is not None and standby.ready.is_set())
+
+        while not settled():  # noqa: ASYNC110 - flags and counters of three components
+            await asyncio.sleep(0.1)
+        ready = time.monotonic() - started
+        await asyncio.sleep(SETTLE)
+        gc.collect()
+        figures: dict[str, Any] = {
+            "mode": mode,
+            "rss_mb": status_mb("VmRSS"),
+            "hwm_mb": status_mb("VmHWM"),
+            "settled_s": ready,
+            "leader": engine.is_leader,
+        }
+        print(json.dumps(figures), flush=True)
+
+    machine = {"standby": "5ba9db1e", "anchor": "a9c40000", "leader": "1eade700"}[mode] * 4
+    return run_fleetd(machine, report, MirroringEngine if mode == "anchor" else None)
+
+
+async def _child(endpoint: str, mode: str, limit: float) -> tuple[dict[str, Any], float]:
+    """Run a child until it reports; (its figures, watchers it added while running)."""
+    before = metric(endpoint, "etcd_debugging_mvcc_watcher_total")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.fleetd_rss", "--child", mode,
+        env={**os.environ, "BENCH_ETCD": endpoint}, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    err = await proc.stderr.read() if proc.stderr else b""
+                    raise RuntimeError(f"fleetd child ({mode}) exited: {err.decode()[-2000:]}")
+                if line.startswith(b"{"):
+                    break
+        got: dict[str, Any] = json.loads(line)
+        watchers = metric(endpoint, "etcd_debugging_mvcc_watcher_total") - before
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(30):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    return got, watchers
+
+
+async def _run(machines: int, units: int, limit: float) -> list[Figure]:
+    with EtcdServer(extra_args=("--quota-backend-bytes", str(8 << 30))) as etcd:
+        kv = EtcdKV([etcd.endpoint], request_timeout=60.0)
+        try:
+            async with Filled(kv, PREFIX, machines) as filled:
+                fill_s = await filled.add_units(units)
+                print(f"fleetd_rss: {units} units placed on {machines} machines in {fill_s:.0f}s", flush=True)
+                standby, watchers = await _child(etcd.endpoint, "standby", limit)
+                anchor, anchor_watchers = await _child(etcd.endpoint, "anchor", limit)
+                await filled.stop_engine()
+                leader, _ = await _child(etcd.endpoint, "leader", limit)
+        finally:
+            await kv.close()
+    print(
+        f"fleetd_rss: standby {standby}, {watchers:.0f} watchers; anchor {anchor}; leader {leader}",
+        flush=True,
+    )
+    size = f"{units:,} units on {machines:,} machines"
+    return [
+        Figure(
+            "fleetd_rss",
+            f"standby fleetd RSS (agent + engine candidate), {size}",
+            f"<= {STANDBY_TARGET_MB:.0f} MB",
+            f"{standby['rss_mb']:.1f} MB",
+            standby["rss_mb"] <= STANDBY_TARGET_MB,
+            f"anchor, standby mirror on: {anchor['rss_mb']:.1f} MB; one process, VmRSS {SETTLE:.0f} s after"
+            " settling",
+        ),
+        Figure(
+            "fleetd_rss",
+            f"leader fleetd RSS, {size}",
+            f"<= {LEADER_TARGET_MB:.0f} MB",
+            f"{leader['rss_mb']:.1f} MB",
+            leader["rss_mb"] <= LEADER_TARGET_MB and bool(leader["leader"]),
+            f"peak {leader['hwm_mb']:.1f} MB; listed and planned in {leader['settled_s']:.1f} s",
+        ),
+        Figure(
+            "fleetd_rss",
+            "watchers held by one standby fleetd (etcd_debugging_mvcc_watcher_total while it runs)",
+            "<= 3",
+            f"{watchers:.0f}",
+            watchers <= 3,
+            f"anchor, standby mirror on: {anchor_watchers:.0f}",
+        ),
+    ]
+
+
+def run(quick: bool) -> list[Figure]:
+    machines, units = (100, 2_000) if quick else (5_000, 100_000)
+    return asyncio.run(_run(machines, units, 300.0))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        sys.exit(child(sys.argv[2]))
+    for f in run("--quick" in sys.argv):
+        print(f.line())
