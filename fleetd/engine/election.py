@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+from fleetd.cancel import raise_if_cancelling
 from fleetd.errors import RegistryError
 from fleetd.registry.kv import KV, Compare, CompareOp, CompareTarget, Delete, EventType, Get, Put
 from fleetd.retry import Backoff, Sleep
@@ -54,15 +55,18 @@ class Election:
     async def run(self) -> None:
         """Campaign until cancelled; keeps the lease alive meanwhile."""
         while True:
+            failure: BaseException | None = None
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._keep_alive())
                     group.create_task(self._campaign())
             except* RegistryError as errors:
-                self._set_term(0, None)
-                logger.warning("engine election failed, retrying: %s", errors.exceptions[0])
-                await self._sleep(self._backoff.next())
-                await self._drop_expired_lease()
+                failure = errors.exceptions[0]
+            raise_if_cancelling()
+            self._set_term(0, None)
+            logger.warning("engine election failed, retrying: %s", failure)
+            await self._sleep(self._backoff.next())
+            await self._drop_expired_lease()
 
     async def resign(self) -> None:
         """Give up leadership (delete the key if it is still ours) and revoke the lease."""

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
+from fleetd.cancel import raise_if_cancelling
 from fleetd.errors import RegistryError
 from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent, range_paged
 
@@ -70,6 +71,7 @@ class Mirror:
         first = True
         closed = False
         while not closed:
+            failure: BaseException | None = None
             try:
                 revision = await self._list()
                 if not first:
@@ -82,8 +84,10 @@ class Mirror:
             except* WatchCompacted as group:
                 logger.info("mirror relisting: %s", group.exceptions[0])
             except* RegistryError as group:
-                error = group.exceptions[0]
-                logger.warning("mirror failed, relisting in %.1fs: %s", self._retry_delay, error)
+                failure = group.exceptions[0]
+            raise_if_cancelling()
+            if failure is not None and not closed:
+                logger.warning("mirror failed, relisting in %.1fs: %s", self._retry_delay, failure)
                 await asyncio.sleep(self._retry_delay)
 
     async def _list(self) -> int:

@@ -1,0 +1,43 @@
+"""A cancelled election or mirror ends even when its TaskGroup's children fail while winding down (Python
+3.11's TaskGroup then raises their errors and drops the outside cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fleetd.engine.election import Election
+from fleetd.registry.memory import MemoryKV
+from fleetd.registry.mirror import Mirror
+
+
+async def _cancel_after_close(kv: MemoryKV, task: asyncio.Task[None]) -> None:
+    await kv.close()  # the children now fail with KVClosed as they wind down
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 3)  # TimeoutError here: the cancellation was lost
+    assert task.cancelled()
+
+
+def test_an_election_cancelled_while_its_client_closes_ends() -> None:
+    async def main() -> None:
+        kv = MemoryKV()
+        election = Election(kv, "/leader", "m1", 1.0)
+        task = asyncio.create_task(election.run())
+        async with asyncio.timeout(3):
+            while not election.is_leader:  # noqa: ASYNC110 - the election has no event for "won"
+                await asyncio.sleep(0.01)
+        await _cancel_after_close(kv, task)
+
+    asyncio.run(main())
+
+
+def test_a_mirror_cancelled_while_its_client_closes_ends() -> None:
+    async def main() -> None:
+        kv = MemoryKV()
+        mirror = Mirror(kv, ["/a/", "/b/"], retry_delay=0.01)
+        task = asyncio.create_task(mirror.run())
+        await mirror.ready.wait()
+        await _cancel_after_close(kv, task)
+
+    asyncio.run(main())
