@@ -1,20 +1,33 @@
-"""Cancellation that survives Python 3.11's TaskGroup.
+"""Running sibling loops whose first failure the caller handles, with cancellation that always propagates.
 
-When a task is cancelled from outside while a child of its TaskGroup fails during the wind-down (a watch
-closing on a closed client, say), 3.11's TaskGroup raises the children's ExceptionGroup and the outside
-cancellation is lost: a loop that catches that group with ``except*`` and retries would run on after
-``cancel()``, and fleetd would not stop. Such loops call ``raise_if_cancelling()`` after the handler.
+Python 3.11's TaskGroup is unreliable for a caller that catches its children's errors and retries: when the
+task is cancelled from outside while a child fails during the wind-down, the TaskGroup raises the child's
+error and the cancellation is lost (the loop runs on after ``cancel()``; fleetd would not stop); and when a
+child fails while the group is already exiting, a stale cancellation request is left on the task.
+``first_failure`` has neither problem.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
-__all__ = ["raise_if_cancelling"]
+__all__ = ["first_failure"]
 
 
-def raise_if_cancelling() -> None:
-    """Raise CancelledError when the current task has a cancellation request pending."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+async def first_failure(*coroutines: Coroutine[Any, Any, object]) -> BaseException | None:
+    """Run ``coroutines`` as tasks until the first one ends; cancel the others and wait for them to go.
+
+    Returns what the first to end raised (None when it returned). A cancellation of the caller propagates,
+    after every child is gone.
+    """
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    first = next(task for task in tasks if task in done)
+    return None if first.cancelled() else first.exception()

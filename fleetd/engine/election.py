@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from fleetd.cancel import raise_if_cancelling
+from fleetd.cancel import first_failure
 from fleetd.errors import RegistryError
 from fleetd.registry.kv import KV, Compare, CompareOp, CompareTarget, Delete, EventType, Get, Put
 from fleetd.retry import Backoff, Sleep
@@ -55,14 +55,9 @@ class Election:
     async def run(self) -> None:
         """Campaign until cancelled; keeps the lease alive meanwhile."""
         while True:
-            failure: BaseException | None = None
-            try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._keep_alive())
-                    group.create_task(self._campaign())
-            except* RegistryError as errors:
-                failure = errors.exceptions[0]
-            raise_if_cancelling()
+            failure = await first_failure(self._keep_alive(), self._campaign())
+            if not isinstance(failure, RegistryError):
+                raise failure or RuntimeError("an election loop ended")
             self._set_term(0, None)
             logger.warning("engine election failed, retrying: %s", failure)
             await self._sleep(self._backoff.next())

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from fleetd.cancel import raise_if_cancelling
+from fleetd.cancel import first_failure
 from fleetd.errors import RegistryError
 from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent, range_paged
 
@@ -69,26 +69,30 @@ class Mirror:
     async def run(self) -> None:
         """List, then follow the watches until the KV closes; relist on compaction or failure."""
         first = True
-        closed = False
-        while not closed:
-            failure: BaseException | None = None
+        while True:
             try:
                 revision = await self._list()
-                if not first:
-                    self.relists += 1
-                first = False
-                await self._follow(revision)
-                return  # every watch ended: the KV was closed
-            except* KVClosed:
-                closed = True
-            except* WatchCompacted as group:
-                logger.info("mirror relisting: %s", group.exceptions[0])
-            except* RegistryError as group:
-                failure = group.exceptions[0]
-            raise_if_cancelling()
-            if failure is not None and not closed:
-                logger.warning("mirror failed, relisting in %.1fs: %s", self._retry_delay, failure)
-                await asyncio.sleep(self._retry_delay)
+            except KVClosed:
+                return
+            except RegistryError as exc:
+                await self._retry_later(exc)
+                continue
+            if not first:
+                self.relists += 1
+            first = False
+            failure = await first_failure(*(self._watch(p, revision + 1) for p in self.prefixes))
+            if failure is None or isinstance(failure, KVClosed):
+                return  # a watch ended: the KV was closed
+            if isinstance(failure, WatchCompacted):
+                logger.info("mirror relisting: %s", failure)
+            elif isinstance(failure, RegistryError):
+                await self._retry_later(failure)
+            else:
+                raise failure
+
+    async def _retry_later(self, error: RegistryError) -> None:
+        logger.warning("mirror failed, relisting in %.1fs: %s", self._retry_delay, error)
+        await asyncio.sleep(self._retry_delay)
 
     async def _list(self) -> int:
         data: dict[str, dict[str, KeyValue]] = {}
@@ -101,11 +105,6 @@ class Mirror:
         await self._advance(dict.fromkeys(self.prefixes, revision))
         self.ready.set()
         return revision
-
-    async def _follow(self, revision: int) -> None:
-        async with asyncio.TaskGroup() as group:
-            for prefix in self.prefixes:
-                group.create_task(self._watch(prefix, revision + 1))
 
     async def _watch(self, prefix: str, start: int) -> None:
         async for batch in self._kv.watch(prefix, start):

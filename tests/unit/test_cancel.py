@@ -1,5 +1,6 @@
-"""A cancelled election or mirror ends even when its TaskGroup's children fail while winding down (Python
-3.11's TaskGroup then raises their errors and drops the outside cancellation)."""
+"""A cancelled election or mirror ends even when its children fail while winding down (Python 3.11's
+TaskGroup then raised their errors and dropped the outside cancellation), and a child's own failure is
+handled without leaving a stale cancellation behind (``fleetd.cancel.first_failure``)."""
 
 from __future__ import annotations
 
