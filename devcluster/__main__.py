@@ -58,29 +58,55 @@ def run_demo(state: ClusterState) -> None:
     _show(state, "list-units")
 
 
+def environment(state: ClusterState) -> dict[str, str]:
+    """The FLEETCTL_* variables that point fleetctl at this cluster: etcd, and SSH to its machines."""
+    return {
+        "FLEETCTL_ENDPOINT": state.endpoint,
+        "FLEETCTL_IDENTITY_FILE": str(state.key),
+        "FLEETCTL_KNOWN_HOSTS_FILE": str(state.known_hosts),
+        "FLEETCTL_SSH_USERNAME": "root",
+    }
+
+
 def usage(state: ClusterState) -> str:
     fleetctl_path = FLEETCTL.relative_to(CHECKOUT)
     first = state.machines[0]
-    endpoint = "" if state.endpoint == "http://127.0.0.1:2379" else f"--endpoint {state.endpoint} "
+    env = environment(state)
     return "\n".join([
         "",
         f"The cluster {state.name!r} is up: etcd at {state.endpoint}, machines "
         + ", ".join(f"{m.name} ({m.address})" for m in state.machines) + ".",
         "",
-        "Use fleetctl from this host, directly against etcd:",
-        f"    {fleetctl_path} --endpoint {state.endpoint} list-units",
-        f"    export FLEETCTL_ENDPOINT={state.endpoint}    # then plain: {fleetctl_path} list-machines",
+        "Use fleetctl from this host (in the checkout), with the cluster's settings in your shell:",
+        f'    eval "$(scripts/demo env{_name_flag(state)})"',
+        f"    {fleetctl_path} list-units",
+        f"    {fleetctl_path} journal hello@1.service",
+        f"    {fleetctl_path} ssh hello@1.service hostname",
         "",
-        "or through an SSH tunnel to a machine (etcd as seen from that machine):",
-        f"    {fleetctl_path} {endpoint}--tunnel {first.address} --identity-file {state.key} \\",
-        f"        --known-hosts-file {state.known_hosts} list-machines",
+        "or with every setting on the command line, through an SSH tunnel to a machine:",
+        f"    {fleetctl_path} --tunnel {first.address} --identity-file {env['FLEETCTL_IDENTITY_FILE']} \\",
+        f"        --known-hosts-file {env['FLEETCTL_KNOWN_HOSTS_FILE']} --ssh-username root list-machines",
         "",
         "Log in to a machine:",
         f"    ssh -i {state.key} -o UserKnownHostsFile={state.known_hosts} root@{first.address}",
         "",
         "Tear down (stops every process it started, by PID):",
-        "    scripts/demo down",
+        f"    scripts/demo down{_name_flag(state)}",
     ])
+
+
+def _name_flag(state: ClusterState) -> str:
+    return "" if state.name == "fleet" else f" --name {shlex.quote(state.name)}"
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    state = load_state(args.name)
+    if state is None:
+        print(f"Error: no cluster {args.name!r}; start one with scripts/demo", file=sys.stderr)
+        return 1
+    for name, value in environment(state).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -139,7 +165,9 @@ def parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_down)
     status = sub.add_parser("status", help="show the cluster's processes and machines")
     status.set_defaults(func=cmd_status)
-    for command in (up, down, status):
+    env = sub.add_parser("env", help="print export lines for FLEETCTL_* pointing at the cluster (eval them)")
+    env.set_defaults(func=cmd_env)
+    for command in (up, down, status, env):
         command.add_argument("--name", default="fleet", help="cluster name (default fleet)")
     return top
 

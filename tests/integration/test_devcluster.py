@@ -6,6 +6,7 @@ address claim or state behind.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -17,6 +18,7 @@ import pytest
 from devcluster.addresses import CLAIMS_DIRECTORY
 from devcluster.cloudconfig import render, written_files
 from devcluster.cluster import (
+    FLEETCTL,
     ClusterState,
     bring_down,
     fleetctl,
@@ -93,6 +95,7 @@ def test_up_status_up_again_and_down_leave_nothing(cluster_name: str) -> None:
     assert status.returncode == 0, status.stdout + status.stderr
     for m in state.machines:
         assert m.name in status.stdout and m.machine_id in status.stdout
+    _check_printed_environment(cluster_name, up.stdout, state)
 
     again = _devcluster("up", "--machines", "2", "--no-demo", "--name", cluster_name)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -124,6 +127,23 @@ def test_a_broken_cluster_is_recreated(cluster_name: str) -> None:
     assert fresh.machines[0].machine_id != state.machines[0].machine_id
     assert not set(old) & set(running_pids(fresh))
     _check_running(fresh)
+
+
+def _check_printed_environment(cluster_name: str, printed: str, state: ClusterState) -> None:
+    """The usage text's `eval "$(scripts/demo env ...)"` line, run as printed in a shell, then fleetctl with
+    no flags lists the machines and reaches one over SSH (known host, identity and user from the env)."""
+    lines = [text.strip() for text in printed.splitlines()]
+    line = next(text for text in lines if text.startswith('eval "$(scripts/demo'))
+    assert f"--name {cluster_name}" in line
+    machine = state.machines[0]
+    script = f"{line} && {FLEETCTL} list-machines --no-legend --full"
+    script += f" && {FLEETCTL} ssh {machine.machine_id} hostname"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCTL_")}
+    done = subprocess.run(["bash", "-c", script], cwd=CHECKOUT, capture_output=True, text=True, timeout=120,
+                          check=False, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(m.machine_id in done.stdout for m in state.machines)
+    assert done.stdout.strip().splitlines()[-1] == machine.name
 
 
 def _check_running(state: ClusterState) -> None:
