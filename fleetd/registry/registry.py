@@ -15,9 +15,17 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from fleetd.engine.plan import Action, EnginePlan, Schedule
 from fleetd.errors import CASConflict, NotFound, RegistryError
-from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.model import (
+    Action,
+    EnginePlan,
+    MachineID,
+    MachineState,
+    Schedule,
+    TargetState,
+    UnitName,
+    UnitState,
+)
 from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import (
