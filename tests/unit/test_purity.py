@@ -19,6 +19,8 @@ PURE = [
     "fleetd/agent/plan.py",
     "fleetd/registry/keyspace.py",
     "fleetd/registry/snapshot.py",
+    "fleetd/registry/kv.py",
+    "fleetd/registry/txn.py",
     "fleetctl/output.py",
     "fleetctl/known_hosts.py",
 ]
