@@ -357,7 +357,9 @@ class Registry:
         """States of the named units (or all) and the revision they were read at: one paged range per
         unit's prefix, all at the first one's revision, for a few units; the whole ``states/`` paged for
         more (fewer requests than one range per unit then)."""
-        if names and len(names) <= MAX_TXN_OPS:
+        if names is not None and not names:
+            return {}, 0
+        if names is not None and len(names) <= MAX_TXN_OPS:
             first, *rest = sorted(set(names))
             read = await range_paged(self.kv, self.keys.unit_states(first))
             pages: list[RangeResult] = [read]

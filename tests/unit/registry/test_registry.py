@@ -365,3 +365,11 @@ def test_a_burst_of_state_changes_costs_at_most_two_txns_on_the_lease() -> None:
         assert kv.revision - before == 3  # 200 states: two Txns
 
     run(t)
+
+
+def test_states_of_no_unit_read_nothing() -> None:
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        assert await reg.list_unit_states([]) == ()
+        assert kv.ranges == [] and kv.txn_sizes == []
+
+    run(t)
