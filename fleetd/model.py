@@ -9,13 +9,17 @@ from typing import NewType
 
 __all__ = [
     "VERSION",
+    "Action",
+    "EnginePlan",
     "MachineID",
     "MachineState",
     "Requirements",
+    "Schedule",
     "TargetState",
     "Unit",
     "UnitName",
     "UnitState",
+    "Unschedule",
 ]
 
 VERSION = "0.1.0"
@@ -121,3 +125,37 @@ class UnitState:
     sub_state: str
     hash: str
     state: TargetState = TargetState.LOADED
+
+
+# The engine's plan: what ``fleetd.engine.plan.plan_cluster`` computes and ``Registry.apply_plan`` writes.
+# The values live here, with the other types shared across packages, so the registry imports nothing of the
+# engine (``fleetd.engine.plan`` re-exports them).
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Write ``schedule/<machine>/<unit>`` = (hash, state): place the unit there, or update its entry."""
+
+    unit: UnitName
+    machine_id: MachineID
+    hash: str
+    state: TargetState  # LOADED or LAUNCHED
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unschedule:
+    """Delete ``schedule/<machine>/<unit>``."""
+
+    unit: UnitName
+    machine_id: MachineID
+    reason: str
+
+
+Action = Schedule | Unschedule
+
+
+@dataclass(frozen=True, slots=True)
+class EnginePlan:
+    revision: int  # the snapshot revision the plan was built from
+    actions: tuple[Action, ...]

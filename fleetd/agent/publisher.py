@@ -2,8 +2,9 @@
 
 Names are marked dirty (by a PropertiesChanged-driven ``changes()`` event, by a task the agent ran, or by the
 periodic resync); ``flush`` reads all dirty names' states from systemd in one batched call and writes only
-those that differ from what was last published, on the agent's lease. A name the agent no longer runs has
-its published state removed. A failed write keeps the name dirty for the next flush.
+those that differ from what was last published, on the agent's lease, all in one packed write
+(``Registry.publish_states``: one Txn for up to 128 changes). A name the agent no longer runs has its
+published state removed in the same write. A failed write keeps the names dirty for the next flush.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ class StatePublisher:
     async def flush(self, applied: Mapping[UnitName, CurrentUnit]) -> int:
         """Publish the dirty names' changed states; returns how many records were written or removed.
 
-        Raises RegistryError (the unwritten names stay dirty) or SystemdError (all stay dirty).
+        All the changes of one flush go out together, in as few Txns as the registry's packer allows (a
+        burst of 100 changes is one Txn), every state on the agent's lease.
+        Raises RegistryError or SystemdError; the flush's names then stay dirty (a Txn already written is
+        written again by the next flush: the same value, no harm).
         """
         if not self._dirty:
             return 0
@@ -59,52 +63,63 @@ class StatePublisher:
         # Taken out of the dirty set before reading systemd: a change signalled while this flush runs marks
         # the name again and is published by the next flush, not lost.
         self._dirty.difference_update(names)
-        done: set[UnitName] = set()
         try:
             running = [name for name in names if name in applied]
-            states = await self._units.states(running) if running else {}
-            writes = 0
-            for name in names:
-                writes += await self._flush_one(name, applied.get(name), states.get(name))
-                done.add(name)
-            return writes
+            systemd = await self._units.states(running) if running else {}
+            changed, removed = self._changes(names, applied, systemd)
+            if changed or removed:
+                await self._registry.publish_states(
+                    changed, self.lease, [(name, self._machine_id) for name in removed]
+                )
         except BaseException:
-            self._dirty.update(n for n in names if n not in done)
+            self._dirty.update(names)
             raise
-
-    async def _flush_one(self, name: UnitName, unit: CurrentUnit | None, systemd: SystemdState | None) -> int:
-        if unit is None or systemd is None:
-            if name not in self.published:
-                return 0
-            await self._registry.remove_state(name, self._machine_id)
+        for state in changed:
+            self.published[state.name] = state
+            logger.debug(
+                "unit state published unit=%s state=%s/%s/%s",
+                state.name,
+                state.load_state,
+                state.active_state,
+                state.sub_state,
+            )
+        for name in removed:
             del self.published[name]
             logger.debug("unit state removed unit=%s", name)
-            return 1
-        state = UnitState(
-            name=name,
-            machine_id=self._machine_id,
-            load_state=systemd.load_state,
-            active_state=systemd.active_state,
-            sub_state=systemd.sub_state,
-            hash=unit.hash,
-            state=unit.state,
-        )
-        if self.published.get(name) == state:
-            return 0
-        await self._registry.publish_state(state, self.lease)
-        self.published[name] = state
-        logger.debug(
-            "unit state published unit=%s state=%s/%s/%s",
-            name,
-            state.load_state,
-            state.active_state,
-            state.sub_state,
-        )
-        return 1
+        return len(changed) + len(removed)
+
+    def _changes(
+        self,
+        names: Iterable[UnitName],
+        applied: Mapping[UnitName, CurrentUnit],
+        systemd: Mapping[UnitName, SystemdState],
+    ) -> tuple[list[UnitState], list[UnitName]]:
+        """States that differ from what was published, and published names no longer run."""
+        changed: list[UnitState] = []
+        removed: list[UnitName] = []
+        for name in names:
+            unit, current = applied.get(name), systemd.get(name)
+            if unit is None or current is None:
+                if name in self.published:
+                    removed.append(name)
+                continue
+            state = UnitState(
+                name=name,
+                machine_id=self._machine_id,
+                load_state=current.load_state,
+                active_state=current.active_state,
+                sub_state=current.sub_state,
+                hash=unit.hash,
+                state=unit.state,
+            )
+            if self.published.get(name) != state:
+                changed.append(state)
+        return changed, removed
 
     async def remove_all(self) -> None:
-        """Remove every state this machine published (shutdown)."""
-        for name in sorted(self.published):
-            await self._registry.remove_state(name, self._machine_id)
-            del self.published[name]
+        """Remove every state this machine published (shutdown), in as few Txns as the packer allows."""
+        names = sorted(self.published)
+        if names:
+            await self._registry.publish_states((), self.lease, [(name, self._machine_id) for name in names])
+        self.published.clear()
         self._dirty.clear()

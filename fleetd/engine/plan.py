@@ -5,10 +5,19 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 from fleetd.engine.placement import ConflictIndex, LoadIndex, can_run, has_patterns, replaced_units
-from fleetd.model import MachineID, MachineState, TargetState, Unit, UnitName
+from fleetd.model import (
+    Action,
+    EnginePlan,
+    MachineID,
+    MachineState,
+    Schedule,
+    TargetState,
+    Unit,
+    UnitName,
+    Unschedule,
+)
 from fleetd.registry.snapshot import ClusterSnapshot
 
 __all__ = [
@@ -20,6 +29,7 @@ __all__ = [
     "UNSCHEDULE_DUPLICATE",
     "UNSCHEDULE_GLOBAL",
     "UNSCHEDULE_INACTIVE",
+    "Action",
     "EnginePlan",
     "Schedule",
     "Unschedule",
@@ -34,35 +44,6 @@ UNSCHEDULE_INACTIVE = "target state inactive"
 UNSCHEDULE_DUPLICATE = "duplicate schedule entry"
 MACHINE_WENT_AWAY = "target Machine({machine}) went away"
 MACHINE_UNABLE = "target Machine({machine}) unable to run unit: {reason}"
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """Write ``schedule/<machine>/<unit>`` = (hash, state): place the unit there, or update its entry."""
-
-    unit: UnitName
-    machine_id: MachineID
-    hash: str
-    state: TargetState  # LOADED or LAUNCHED
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unschedule:
-    """Delete ``schedule/<machine>/<unit>``."""
-
-    unit: UnitName
-    machine_id: MachineID
-    reason: str
-
-
-Action = Schedule | Unschedule
-
-
-@dataclass(frozen=True, slots=True)
-class EnginePlan:
-    revision: int  # the snapshot revision the plan was built from
-    actions: tuple[Action, ...]
 
 
 def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:

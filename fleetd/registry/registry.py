@@ -1,7 +1,10 @@
 """Registry operations on the KV port: what fleetctl, the agent and the engine do to the keyspace.
 
-Every multi-key change is one Txn of at most ``MAX_TXN_OPS`` ops (larger changes are split into several, each
-atomic per unit). Reads of many keys go through Txns of Gets so they are served at one revision.
+Every multi-key change goes through the one Txn packer (``fleetd.registry.txn``): Txns of at most
+``MAX_TXN_OPS`` compares plus ops and ``MAX_TXN_BYTES`` of keys and values; a larger change is split into
+several, each atomic per unit (per action, per body), and a unit too large for one Txn is refused before
+anything is written (``TxnTooLarge``). Reads of many keys by name go through Txns of Gets packed the same way;
+every read of a prefix is paginated (``range_paged``), so no request or reply grows with the cluster.
 
 Readers skip a record that does not decode (``BadRecord``: a malformed value, or a key whose name is not a
 valid unit name, machine ID or hash) with one WARNING naming the key, once per (key, mod revision) for the
@@ -12,12 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from fleetd.engine.plan import Action, EnginePlan, Schedule
 from fleetd.errors import CASConflict, NotFound, RegistryError
-from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.model import (
+    Action,
+    EnginePlan,
+    MachineID,
+    MachineState,
+    Schedule,
+    TargetState,
+    UnitName,
+    UnitState,
+)
 from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import (
@@ -32,15 +44,21 @@ from fleetd.registry.kv import (
     KeyValue,
     Op,
     Put,
+    RangeResult,
+    range_paged,
 )
 from fleetd.registry.snapshot import ScheduledUnit
+from fleetd.registry.txn import Batch, Group, pack
 
 __all__ = ["DuplicateMachine", "Registry", "UnitRecord"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _SET_TARGET_ATTEMPTS = 5
-_IN_FLIGHT = 8  # Txns of one bulk change sent concurrently
+_IN_FLIGHT = 8  # requests of one bulk change or read sent concurrently
+_BODIES_PER_READ = 16  # bodies per Txn of Gets: a reply holds at most 16 MiB of bodies within the body policy
 
 
 class DuplicateMachine(RegistryError):
@@ -57,16 +75,15 @@ class _Versioned:
     mod_revision: int  # of units/<name>
 
 
-def _chunks(groups: Iterable[Sequence[Op]], room: int) -> Iterable[list[Op]]:
-    """Pack op groups (each kept whole, so each unit's change stays atomic) into lists of at most ``room``."""
-    batch: list[Op] = []
-    for group in groups:
-        if len(batch) + len(group) > room:
-            yield batch
-            batch = []
-        batch.extend(group)
-    if batch:
-        yield batch
+async def _limited(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await ``calls``, at most ``_IN_FLIGHT`` at once (etcd commits concurrent requests together)."""
+    limit = asyncio.Semaphore(_IN_FLIGHT)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with limit:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
 
 
 class Registry:
@@ -129,7 +146,7 @@ class Registry:
         raise CASConflict(f"machine {state.id}: record kept changing while registering")
 
     async def list_machines(self) -> tuple[MachineState, ...]:
-        result = await self.kv.range(self.keys.machines)
+        result = await range_paged(self.kv, self.keys.machines)
         machines = []
         for kv in result.kvs:
             try:
@@ -147,16 +164,12 @@ class Registry:
 
     # Units ----------------------------------------------------------------------------------------------
 
-    async def _gets(self, keys: Sequence[str]) -> dict[str, KeyValue]:
-        """Read many single keys with Txns of Gets; absent keys are absent from the result."""
-        found: dict[str, KeyValue] = {}
-        for start in range(0, len(keys), MAX_TXN_OPS):
-            chunk = keys[start : start + MAX_TXN_OPS]
-            result = await self.kv.txn([], [Get(k) for k in chunk])
-            for response in result.responses:
-                for kv in response:
-                    found[kv.key] = kv
-        return found
+    async def _gets(self, keys: Sequence[str], per_txn: int = MAX_TXN_OPS) -> dict[str, KeyValue]:
+        """Read many single keys with packed Txns of Gets (at most ``per_txn`` each, a few at once); absent
+        keys are absent from the result."""
+        batches = pack((Group(k, (Get(k),)) for k in keys), max_ops=per_txn)
+        results = await _limited(self.kv.txn([], batch.ops) for batch in batches)
+        return {kv.key: kv for result in results for response in result.responses for kv in response}
 
     def _decode_unit(self, name: UnitName, unit: KeyValue, target: KeyValue | None) -> UnitRecord:
         state = ks.decode_target(target.key, target.value) if target else TargetState.INACTIVE
@@ -191,8 +204,8 @@ class Registry:
 
     async def list_units(self) -> tuple[UnitRecord, ...]:
         """Every unit sorted by name; malformed records are logged and left out."""
-        units = await self.kv.range(self.keys.units)
-        targets = await self.kv.range(self.keys.targets, revision=units.revision)
+        units = await range_paged(self.kv, self.keys.units)
+        targets = await range_paged(self.kv, self.keys.targets, revision=units.revision)
         by_key = {kv.key: kv for kv in targets.kvs}
         records = []
         for kv in units.kvs:
@@ -212,7 +225,7 @@ class Registry:
     async def get_bodies(self, hashes: Iterable[str]) -> Mapping[str, str]:
         """Texts by hash (absent ones and bodies that are not UTF-8 left out), read in batches."""
         unique = sorted(set(hashes))
-        found = await self._gets([self.keys.body(h) for h in unique])
+        found = await self._gets([self.keys.body(h) for h in unique], _BODIES_PER_READ)
         out: dict[str, str] = {}
         for unit_hash in unique:
             kv = found.get(self.keys.body(unit_hash))
@@ -224,47 +237,32 @@ class Registry:
                 self.skip(exc, kv.mod_revision)
         return out
 
-    def _unit_ops(self, record: UnitRecord) -> list[Op]:
+    def _unit_ops(self, record: UnitRecord, text: str) -> tuple[Op, ...]:
         ops: list[Op] = [
             Put(self.keys.unit(record.name), ks.encode_unit(record)),
+            Put(self.keys.body(record.hash), text),
             Put(self.keys.target(record.name), record.target_state.value),
         ]
         if record.is_global:
             ops.append(Put(self.keys.global_unit(record.name), ks.encode_global(record)))
         else:
             ops.append(Delete(self.keys.global_unit(record.name)))
-        return ops
+        return tuple(ops)
 
     async def put_units(self, units: Sequence[tuple[UnitRecord, str]]) -> int:
         """Create or replace units with their bodies (always written, so a concurrent body GC fails its
         compare). Each unit is written atomically; a large change is split into Txns sent a few at a time.
-        Returns the highest revision written (0 when there was nothing to do)."""
-        batches: list[list[Op]] = []
-        batch: list[Op] = []
-        bodies: set[str] = set()
+        Returns the highest revision written (0 when there was nothing to do). TxnTooLarge (nothing
+        written) when one unit does not fit in a Txn."""
+        texts: dict[str, str] = {}  # one text per hash (the first given), so units sharing it put one body
         for record, text in units:
-            group = self._unit_ops(record)
-            if len(batch) + len(group) + 1 > MAX_TXN_OPS:
-                batches.append(batch)
-                batch, bodies = [], set()
-            if record.hash not in bodies:
-                bodies.add(record.hash)
-                group.insert(0, Put(self.keys.body(record.hash), text))
-            batch.extend(group)
-        if batch:
-            batches.append(batch)
-        return await self._write_all(batches)
+            texts.setdefault(record.hash, text)
+        return await self._write_all(Group(r.name, self._unit_ops(r, texts[r.hash])) for r, _ in units)
 
-    async def _write_all(self, batches: Sequence[Sequence[Op]]) -> int:
-        """Unguarded Txns, up to ``_IN_FLIGHT`` at once (etcd commits concurrent requests together)."""
-        limit = asyncio.Semaphore(_IN_FLIGHT)
-
-        async def write(ops: Sequence[Op]) -> int:
-            async with limit:
-                return (await self.kv.txn([], ops)).revision
-
-        revisions = await asyncio.gather(*(write(ops) for ops in batches))
-        return max(revisions, default=0)
+    async def _write_all(self, groups: Iterable[Group[str]]) -> int:
+        """Unguarded packed Txns, a few at once; the highest revision written (0: nothing to write)."""
+        results = await _limited(self.kv.txn([], batch.ops) for batch in pack(groups))
+        return max((r.revision for r in results), default=0)
 
     async def set_target_states(self, targets: Mapping[str, TargetState]) -> int:
         """Set target states (and the globals/ entry of global units); NotFound for an unknown unit.
@@ -279,19 +277,19 @@ class Registry:
             for name in sorted(pending):
                 if UnitName(name) not in current:
                     raise NotFound("unit", name)
-            groups: list[tuple[list[str], list[Compare], list[Op]]] = []
+            groups: list[Group[str]] = []
             for name, entry in current.items():
                 record = UnitRecord(name, entry.record.hash, entry.record.is_global, pending[name])
                 ops: list[Op] = [Put(self.keys.target(name), record.target_state.value)]
                 if record.is_global:
                     ops.append(Put(self.keys.global_unit(name), ks.encode_global(record)))
                 guard = Compare(self.keys.unit(name), CompareTarget.MOD, CompareOp.EQUAL, entry.mod_revision)
-                groups.append(([name], [guard], ops))
-            for names, compares, ops in _merge(groups):
-                result = await self.kv.txn(compares, ops)
+                groups.append(Group(name, tuple(ops), (guard,)))
+            for batch in pack(groups):
+                result = await self.kv.txn(batch.compares, batch.ops)
                 if result.succeeded:
                     revision = result.revision
-                    for name in names:
+                    for name in batch.tags:
                         pending.pop(name)
             if not pending:
                 return revision
@@ -299,17 +297,17 @@ class Registry:
 
     async def destroy_units(self, names: Iterable[str]) -> int:
         """Delete units (record, target, global entry); the engine then cleans their schedules and bodies."""
-        groups = [
-            [Delete(self.keys.unit(n)), Delete(self.keys.target(n)), Delete(self.keys.global_unit(n))]
+        keys = self.keys
+        return await self._write_all(
+            Group(n, (Delete(keys.unit(n)), Delete(keys.target(n)), Delete(keys.global_unit(n))))
             for n in names
-        ]
-        return await self._write_all(list(_chunks(groups, MAX_TXN_OPS)))
+        )
 
     # Schedule -------------------------------------------------------------------------------------------
 
     async def list_schedule(self) -> Mapping[UnitName, list[ScheduledUnit]]:
         """Where each unit is scheduled, over all machines (one range); malformed entries are logged."""
-        result = await self.kv.range(self.keys.schedules)
+        result = await range_paged(self.kv, self.keys.schedules)
         out: dict[UnitName, list[ScheduledUnit]] = {}
         for kv in result.kvs:
             try:
@@ -321,7 +319,7 @@ class Registry:
 
     async def machine_schedule(self, machine_id: str) -> Mapping[UnitName, ScheduledUnit]:
         prefix = self.keys.schedule(machine_id)
-        result = await self.kv.range(prefix)
+        result = await range_paged(self.kv, prefix)
         out: dict[UnitName, ScheduledUnit] = {}
         for kv in result.kvs:
             try:
@@ -356,10 +354,20 @@ class Registry:
         return out
 
     async def _read_states(self, names: Sequence[str] | None) -> tuple[dict[str, UnitState], int]:
+        """States of the named units (or all) and the revision they were read at: one paged range per
+        unit's prefix, all at the first one's revision, for a few units; the whole ``states/`` paged for
+        more (fewer requests than one range per unit then)."""
+        if names is not None and not names:
+            return {}, 0
         if names is not None and len(names) <= MAX_TXN_OPS:
-            result = await self.kv.txn([], [Get(self.keys.unit_states(n), prefix=True) for n in names])
-            return self._decode_states(kv for r in result.responses for kv in r), result.revision
-        listed = await self.kv.range(self.keys.states)
+            first, *rest = sorted(set(names))
+            read = await range_paged(self.kv, self.keys.unit_states(first))
+            pages: list[RangeResult] = [read]
+            pages += await _limited(
+                range_paged(self.kv, self.keys.unit_states(n), revision=read.revision) for n in rest
+            )
+            return self._decode_states(kv for page in pages for kv in page.kvs), read.revision
+        listed = await range_paged(self.kv, self.keys.states)
         states = self._decode_states(listed.kvs)
         if names is not None:
             wanted = set(names)
@@ -372,9 +380,23 @@ class Registry:
         return _sorted_states(states.values())
 
     async def publish_state(self, state: UnitState, lease: int) -> int:
-        return await self.kv.put(
-            self.keys.unit_state(state.name, state.machine_id), ks.encode_unit_state(state), lease=lease
-        )
+        return await self.publish_states([state], lease)
+
+    async def publish_states(
+        self, states: Iterable[UnitState], lease: int, removed: Iterable[tuple[str, str]] = ()
+    ) -> int:
+        """Write unit states on ``lease`` and delete the ``removed`` (name, machine) states, in as few packed
+        Txns as the limits allow, one after the other. Returns the last revision (0: nothing to do)."""
+        groups: list[Group[str]] = [
+            Group(s.name, (Put(key, ks.encode_unit_state(s), lease),))
+            for s in states
+            for key in [self.keys.unit_state(s.name, s.machine_id)]
+        ]
+        groups += [Group(name, (Delete(self.keys.unit_state(name, m)),)) for name, m in removed]
+        revision = 0
+        for batch in pack(groups):
+            revision = (await self.kv.txn([], batch.ops)).revision
+        return revision
 
     async def remove_state(self, name: str, machine_id: str) -> None:
         await self.kv.delete(self.keys.unit_state(name, machine_id))
@@ -423,10 +445,10 @@ class Registry:
         Returns the revision of the last Txn (0 for an empty plan). Batches already written stay written:
         the caller re-plans from fresh data after a conflict.
         """
-        ops = [self._action_op(action) for action in plan.actions]
         revision = 0
-        for start in range(0, len(ops), MAX_TXN_OPS - 1):
-            result = await self.kv.txn([leadership], ops[start : start + MAX_TXN_OPS - 1])
+        groups = (Group(action, (self._action_op(action),)) for action in plan.actions)
+        for batch in pack(groups, (leadership,)):
+            result = await self.kv.txn(batch.compares, batch.ops)
             if not result.succeeded:
                 raise CASConflict(f"engine leadership lost while applying a plan ({leadership.key} changed)")
             revision = result.revision
@@ -435,42 +457,23 @@ class Registry:
     async def collect_bodies(self, candidates: Mapping[str, int], leadership: Compare) -> int:
         """Delete unreferenced bodies, each guarded by the mod revision it was seen at (hash -> revision),
         so a body re-put by a concurrent submit survives. Returns how many were deleted."""
+        groups = [self._body_deletion(i, h, rev) for i, (h, rev) in enumerate(sorted(candidates.items()))]
         deleted = 0
-        items = sorted(candidates.items())
-        per_txn = (MAX_TXN_OPS - 1) // 2
-        for start in range(0, len(items), per_txn):
-            chunk = items[start : start + per_txn]
-            if await self._delete_bodies(chunk, leadership):
-                deleted += len(chunk)
-            elif len(chunk) > 1:
-                for item in chunk:  # one changed: retry them one by one so the others still go
-                    deleted += await self._delete_bodies([item], leadership)
+        for batch in pack(groups, (leadership,)):
+            if await self._holds(batch):
+                deleted += len(batch.tags)
+            elif len(batch.tags) > 1:
+                for i in batch.tags:  # one changed: retry them one by one so the others still go
+                    [alone] = pack([groups[i]], (leadership,))
+                    deleted += await self._holds(alone)
         return deleted
 
-    async def _delete_bodies(self, items: Sequence[tuple[str, int]], leadership: Compare) -> bool:
-        compares = [leadership] + [
-            Compare(self.keys.body(h), CompareTarget.MOD, CompareOp.EQUAL, rev) for h, rev in items
-        ]
-        ops: list[Op] = [Delete(self.keys.body(h)) for h, _ in items]
-        return (await self.kv.txn(compares, ops)).succeeded
+    def _body_deletion(self, index: int, unit_hash: str, mod_revision: int) -> Group[int]:
+        key = self.keys.body(unit_hash)
+        return Group(index, (Delete(key),), (Compare(key, CompareTarget.MOD, CompareOp.EQUAL, mod_revision),))
 
-
-def _merge(
-    groups: Sequence[tuple[list[str], list[Compare], list[Op]]],
-) -> Iterable[tuple[list[str], list[Compare], list[Op]]]:
-    """Pack (names, compares, ops) groups into Txns with at most MAX_TXN_OPS compares plus ops."""
-    names: list[str] = []
-    compares: list[Compare] = []
-    ops: list[Op] = []
-    for group_names, group_compares, group_ops in groups:
-        if len(compares) + len(ops) + len(group_compares) + len(group_ops) > MAX_TXN_OPS:
-            yield names, compares, ops
-            names, compares, ops = [], [], []
-        names += group_names
-        compares += group_compares
-        ops += group_ops
-    if ops:
-        yield names, compares, ops
+    async def _holds(self, batch: Batch[int]) -> bool:
+        return (await self.kv.txn(batch.compares, batch.ops)).succeeded
 
 
 def _sorted_states(states: Iterable[UnitState]) -> tuple[UnitState, ...]:

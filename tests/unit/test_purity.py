@@ -19,6 +19,8 @@ PURE = [
     "fleetd/agent/plan.py",
     "fleetd/registry/keyspace.py",
     "fleetd/registry/snapshot.py",
+    "fleetd/registry/kv.py",
+    "fleetd/registry/txn.py",
     "fleetctl/output.py",
     "fleetctl/known_hosts.py",
 ]
@@ -63,3 +65,38 @@ def test_pure_module_imports_no_io(path: Path) -> None:
 
 def test_the_pure_list_is_not_empty() -> None:
     assert len(_files()) >= 3
+
+
+# Arrows run one way: the engine and the agent build on the registry, never the reverse (nor fleetctl).
+LAYERS = {
+    "fleetd/registry": ("fleetd.engine", "fleetd.agent", "fleetd.server", "fleetctl"),
+    "fleetd/model.py": ("fleetd.engine", "fleetd.agent", "fleetd.registry", "fleetd.server", "fleetctl"),
+}
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module named by an import anywhere in the file (also inside functions or TYPE_CHECKING)."""
+    names = _imports(path)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("path", "forbidden"),
+    [
+        (path, forbidden)
+        for entry, forbidden in LAYERS.items()
+        for path in (sorted((ROOT / entry).rglob("*.py")) if (ROOT / entry).is_dir() else [ROOT / entry])
+    ],
+    ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else "",
+)
+def test_lower_layers_do_not_import_higher_ones(path: Path, forbidden: tuple[str, ...]) -> None:
+    for name in _all_imports(path):
+        for layer in forbidden:
+            assert name != layer and not name.startswith(layer + "."), f"{path.name} imports {name}"
+
+
+def test_the_layered_list_is_not_empty() -> None:
+    assert len(list((ROOT / "fleetd/registry").glob("*.py"))) >= 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
@@ -10,9 +11,20 @@ import pytest
 from fleetd.engine.plan import EnginePlan, Schedule, Unschedule
 from fleetd.errors import CASConflict, NotFound, RegistryError
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
-from fleetd.registry.kv import MAX_TXN_OPS, Compare, CompareOp, CompareTarget, Op, TxnResult
+from fleetd.registry.kv import (
+    MAX_TXN_OPS,
+    RANGE_PAGE,
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Get,
+    Op,
+    RangeResult,
+    TxnResult,
+)
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.registry import DuplicateMachine, Registry, UnitRecord
+from fleetd.registry.txn import MAX_TXN_BYTES, TxnTooLarge, size
 
 P = "/t/"
 HA = "a" * 40
@@ -20,17 +32,30 @@ HB = "b" * 40
 
 
 class CountingKV(MemoryKV):
-    """MemoryKV that records the size of every Txn (ops per branch)."""
+    """MemoryKV that records every Txn (compares, ops per branch, request bytes) and every range."""
 
     def __init__(self) -> None:
         super().__init__()
         self.txn_sizes: list[int] = []
+        self.txn_bytes: list[int] = []
+        self.txn_compares: list[tuple[Compare, ...]] = []
+        self.txn_ops: list[tuple[Op, ...]] = []
+        self.ranges: list[tuple[str, int]] = []  # (prefix, limit)
 
     async def txn(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
         self.txn_sizes.append(len(compares) + len(success))
+        self.txn_bytes.append(sum(size(e) for e in (*compares, *success, *failure)))
+        self.txn_compares.append(tuple(compares))
+        self.txn_ops.append(tuple(success))
         return await super().txn(compares, success, failure)
+
+    async def range(
+        self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = ""
+    ) -> RangeResult:
+        self.ranges.append((prefix, limit))
+        return await super().range(prefix, revision=revision, limit=limit, start=start)
 
 
 def run(test: Callable[[CountingKV, Registry], Awaitable[None]]) -> None:
@@ -157,6 +182,8 @@ def test_schedule_listing_and_plan_application_guarded_by_leadership() -> None:
         )
         await reg.apply_plan(plan, leading)
         assert max(kv.txn_sizes) <= MAX_TXN_OPS
+        assert len(kv.txn_compares) == 2
+        assert all(compares == (leading,) for compares in kv.txn_compares), "leadership in every Txn"
         schedule = await reg.list_schedule()
         assert len(schedule) == 200
         assert schedule[UnitName("u4.service")][0].machine_id == "m1"
@@ -247,5 +274,102 @@ def test_list_unit_states_skips_and_logs_each_bad_record_once(caplog: pytest.Log
             "skipping bad record at /t/states/c.service/m1: malformed JSON"
             " (Expecting property name enclosed in double quotes)",
         ]
+
+    run(t)
+
+
+def test_large_bodies_are_split_by_bytes_and_a_unit_too_large_for_a_txn_writes_nothing() -> None:
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        units = [(unit(f"u{i}.service", f"{i:040x}"), chr(ord("a") + i) * 400_000) for i in range(5)]
+        await reg.put_units(units)
+        assert len(kv.txn_sizes) == 3  # two 400 kB bodies per Txn, under the 1 MiB budget
+        assert max(kv.txn_bytes) <= MAX_TXN_BYTES
+        assert await reg.get_bodies([u.hash for u, _ in units]) == {u.hash: text for u, text in units}
+        before = kv.revision
+        with pytest.raises(TxnTooLarge, match=r"^the change to /t/units/big\.service is too large"):
+            await reg.put_units([(unit("small.service", HB), "B"), (unit("big.service"), "x" * 2**20)])
+        assert kv.revision == before, "nothing of the change is written"
+
+    run(t)
+
+
+def test_units_sharing_a_body_each_carry_it_and_it_is_put_once_per_txn() -> None:
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        await reg.put_units([(unit(f"u{i:03}.service"), "A") for i in range(100)])
+        for ops in kv.txn_ops:
+            assert [op.key for op in ops].count("/t/bodies/" + HA) == 1
+        assert len(kv.txn_ops) == 3  # 3 ops per unit, the body once per Txn: 42 units per Txn
+
+    run(t)
+
+
+def test_collect_bodies_guards_every_txn_with_leadership() -> None:
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        leading = Compare("/t/engine/leader", CompareTarget.CREATE, CompareOp.EQUAL, 0)
+        await reg.put_units([(unit(f"u{i}.service", f"{i:040x}"), "b") for i in range(100)])
+        seen = {kv_.key.rsplit("/", 1)[1]: kv_.mod_revision for kv_ in (await kv.range("/t/bodies/")).kvs}
+        kv.txn_compares.clear()
+        assert await reg.collect_bodies(seen, leading) == 100
+        assert len(kv.txn_compares) == 2  # 1 + 2 x 63 per Txn
+        assert all(compares[0] == leading for compares in kv.txn_compares)
+
+    run(t)
+
+
+def test_every_prefix_read_is_paged_and_reads_by_name_are_txns_of_single_gets() -> None:
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        lease = await kv.grant(30)
+        for i in range(3):
+            await reg.register_machine(MachineState(MachineID(f"m{i}")), lease)
+        await reg.put_units([(unit(f"u{i}.service", state=TargetState.LAUNCHED), "A") for i in range(3)])
+        await reg.apply_plan(
+            EnginePlan(0, (Schedule(UnitName("u0.service"), MachineID("m0"), HA, TargetState.LOADED, "r"),)),
+            Compare("/t/engine/leader", CompareTarget.CREATE, CompareOp.EQUAL, 0),
+        )
+        states = [UnitState(UnitName(f"u{i}.service"), MachineID("m0"), "l", "a", "", HA) for i in range(3)]
+        await reg.publish_states(states, lease)
+        kv.ranges.clear()
+        kv.txn_ops.clear()
+        assert len(await reg.list_machines()) == 3
+        assert len(await reg.list_units()) == 3
+        assert len(await reg.list_schedule()) == 1
+        assert len(await reg.machine_schedule("m0")) == 1
+        assert len(await reg.list_unit_states()) == 3
+        assert len(await reg.list_unit_states(["u0.service", "u2.service"])) == 2
+        assert len(await reg.get_units(["u0.service", "u1.service"])) == 2
+        assert await reg.get_bodies([HA]) == {HA: "A"}
+        watch = reg.watch_unit_states(["u1.service"])
+        assert len(await anext(watch)) == 1
+        await watch.aclose()  # type: ignore[attr-defined]
+        assert len(kv.ranges) >= 9
+        assert all(limit == RANGE_PAGE for _, limit in kv.ranges), kv.ranges
+        assert all(isinstance(op, Get) and not op.prefix for ops in kv.txn_ops for op in ops)
+
+    run(t)
+
+
+def test_a_burst_of_state_changes_costs_at_most_two_txns_on_the_lease() -> None:
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        lease = await kv.grant(30)
+        states = [
+            UnitState(UnitName(f"u{i:03}.service"), MachineID("m1"), "loaded", "active", "running", HA)
+            for i in range(100)
+        ]
+        before = kv.revision
+        await reg.publish_states(states, lease, removed=[("gone.service", "m1")])
+        assert kv.revision - before == 1
+        assert len(kv.txn_sizes) == 1
+        assert {k.lease for k in (await kv.range("/t/states/")).kvs} == {lease}
+        elsewhere = [dataclasses.replace(s, machine_id=MachineID("m2")) for s in states]
+        await reg.publish_states(states + elsewhere, lease)
+        assert kv.revision - before == 3  # 200 states: two Txns
+
+    run(t)
+
+
+def test_states_of_no_unit_read_nothing() -> None:
+    async def t(kv: CountingKV, reg: Registry) -> None:
+        assert await reg.list_unit_states([]) == ()
+        assert kv.ranges == [] and kv.txn_sizes == []
 
     run(t)
