@@ -159,3 +159,5 @@ Action = Schedule | Unschedule
 class EnginePlan:
     revision: int  # the snapshot revision the plan was built from
     actions: tuple[Action, ...]
+    # Units that need a machine and found none, with why (published for fleetctl; not actions).
+    unplaceable: Mapping[UnitName, str] = field(default_factory=dict)

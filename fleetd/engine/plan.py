@@ -25,6 +25,12 @@ __all__ = [
     "MACHINE_WENT_AWAY",
     "SCHEDULE_PLACED",
     "SCHEDULE_UPDATED",
+    "UNPLACEABLE_MACHINE_ID",
+    "UNPLACEABLE_METADATA",
+    "UNPLACEABLE_MOVES",
+    "UNPLACEABLE_NO_MACHINES",
+    "UNPLACEABLE_PEER",
+    "UNPLACEABLE_REFUSED",
     "UNSCHEDULE_DESTROYED",
     "UNSCHEDULE_DUPLICATE",
     "UNSCHEDULE_GLOBAL",
@@ -44,6 +50,12 @@ UNSCHEDULE_INACTIVE = "target state inactive"
 UNSCHEDULE_DUPLICATE = "duplicate schedule entry"
 MACHINE_WENT_AWAY = "target Machine({machine}) went away"
 MACHINE_UNABLE = "target Machine({machine}) unable to run unit: {reason}"
+UNPLACEABLE_PEER = "its MachineOf peer {peer} is not scheduled"
+UNPLACEABLE_NO_MACHINES = "no machine is in the cluster"
+UNPLACEABLE_MACHINE_ID = "the machine named by MachineID ({machine}) is not in the cluster"
+UNPLACEABLE_METADATA = "no machine has the metadata {metadata}"
+UNPLACEABLE_REFUSED = "no machine can run it; the least loaded candidate ({machine}): {reason}"
+UNPLACEABLE_MOVES = "every machine able to run it would have to replace a unit that may not move now"
 
 
 def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
@@ -52,7 +64,9 @@ def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
     Deterministic: units are visited in name order and machines in (load, machine ID) order, so the
     plan does not depend on the snapshot mappings' iteration order.
     """
-    return EnginePlan(snapshot.revision, _Fold(snapshot).run())
+    fold = _Fold(snapshot)
+    actions = fold.run()
+    return EnginePlan(snapshot.revision, actions, fold.unplaceable())
 
 
 _SMALL_POOL = 32  # metadata matching this few machines: sort them per unit rather than keep an index
@@ -145,6 +159,40 @@ class _Fold:
         self._check_placed()
         self._place_unplaced()
         return self._net_actions()
+
+    def unplaceable(self) -> dict[UnitName, str]:
+        """Every unit that needs a machine and has none after the pass, with why (after ``run``)."""
+        return {
+            name: self._why_unplaced(unit)
+            for name, unit in sorted(self.units.items())
+            if not unit.is_global and unit.target_state is not TargetState.INACTIVE
+            and name not in self.placed and name not in self.held
+        }
+
+    def _why_unplaced(self, unit: Unit) -> str:
+        """The first of: a peer not scheduled, a MachineID or metadata no machine has, else what the least
+        loaded candidate says (deterministic, so an unchanged cluster publishes the same reason)."""
+        req = unit.requirements
+        peers = [UnitName(peer) for peer in req.peers if peer != unit.name]
+        if peers and self.placed.get(peers[0]) is None and not any(
+            peers[0] in host.globals for host in self.hosts.values()
+        ):
+            return UNPLACEABLE_PEER.format(peer=peers[0])
+        if not self.hosts:
+            return UNPLACEABLE_NO_MACHINES
+        if req.machine_id is not None and req.machine_id not in self.hosts and not self.short_ids.get(
+            req.machine_id
+        ):
+            return UNPLACEABLE_MACHINE_ID.format(machine=req.machine_id)
+        if req.metadata and not self._pool(req.metadata)[0]:
+            pairs = sorted(req.metadata.items())
+            wanted = ", ".join(f"{key}={'|'.join(sorted(values))}" for key, values in pairs)
+            return UNPLACEABLE_METADATA.format(metadata=wanted)
+        first = next(self._candidates(unit), None)
+        verdict = can_run(self.hosts[first], unit) if first is not None else None
+        if first is not None and verdict is not None and not verdict.ok:
+            return UNPLACEABLE_REFUSED.format(machine=first, reason=verdict.reason)
+        return UNPLACEABLE_MOVES
 
     def _keep_or_drop_entries(self) -> None:
         """Drop entries of destroyed, Global and inactive units and of dead machines; keep the rest as is."""

@@ -368,3 +368,26 @@ def test_plan(snap: ClusterSnapshot, expected: list[Action]) -> None:
     assert plan.revision == snap.revision
     assert list(plan.actions) == expected
     assert plan_cluster(apply(snap, plan)).actions == ()
+
+
+UNPLACEABLE_CASES = [
+    ("no machine has the metadata", snapshot([M1], [unit("a.service", metadata={"role": ["nonesuch"]})]),
+     {"a.service": "no machine has the metadata role=nonesuch"}),
+    ("the MachineID names an absent machine", snapshot([M1], [unit("a.service", machine_id="m9")]),
+     {"a.service": "the machine named by MachineID (m9) is not in the cluster"}),
+    ("the MachineOf peer is not scheduled", snapshot([M1], [unit("a.service", peers=["nope.service"])]),
+     {"a.service": "its MachineOf peer nope.service is not scheduled"}),
+    ("no machines at all", snapshot([], [hello]), {"hello.service": "no machine is in the cluster"}),
+    ("conflicts on every machine: the least loaded candidate says why",
+     snapshot([M1], [hello, unit("b.service", conflicts=["hello.*"])], {"hello.service": "m1"}),
+     {"b.service": "no machine can run it; the least loaded candidate (m1): found conflict with"
+                   " locally-scheduled Unit(hello.service)"}),
+    ("placed, global and inactive units are not listed",
+     snapshot([M1], [hello, unit("g.service", is_global=True), unit("i.service", INACTIVE)]), {}),
+]
+
+
+@pytest.mark.parametrize(("snap", "expected"), [c[1:] for c in UNPLACEABLE_CASES],
+                         ids=[c[0] for c in UNPLACEABLE_CASES])
+def test_units_no_machine_can_run_come_with_why(snap: ClusterSnapshot, expected: dict[str, str]) -> None:
+    assert dict(plan_cluster(snap).unplaceable) == expected
