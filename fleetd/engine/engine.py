@@ -32,10 +32,11 @@ from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
 from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
 from fleetd.errors import CASConflict, RegistryError
-from fleetd.model import SHORT_ID_LENGTH, MachineID
-from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord
+from fleetd.model import SHORT_ID_LENGTH, MachineID, UnitName
+from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord, Unplaceable
 from fleetd.registry.kv import KV, Compare
 from fleetd.registry.mirror import Mirror
+from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import body_requirements
 
@@ -92,6 +93,8 @@ class Engine:
         self._planned: tuple[int, bool] | None = None  # (mirror generation, holding) of the last pass
         self.passes = 0  # reconcile passes run as leader (for tests and benchmarks)
         self.skipped = 0  # wake-ups as leader with nothing new to plan
+        self.reasons = Reasons(self.registry)
+        self._published: dict[UnitName, Unplaceable] | None = None  # reasons in etcd (read once a term)
 
     @property
     def is_leader(self) -> bool:
@@ -137,6 +140,7 @@ class Engine:
         self.mirror, self._planned = mirror, None
         self._builder = SnapshotBuilder(keys, self._parse_body)
         self._hold_until, self._live = self._clock() + self.grace, frozenset()
+        self._published = None
         return mirror
 
     async def _wait(self, event: asyncio.Event) -> None:
@@ -207,6 +211,7 @@ class Engine:
                 return  # not applied: the next wake-up plans again
         else:
             logger.debug("engine pass at revision %d: nothing to do", plan.revision)
+        await self._publish_reasons(plan, built, leadership)
         if garbage:
             # A repeat before the mirror sees the deletes writes nothing: the compares on mod revision fail.
             deleted = await self.registry.collect_bodies(garbage, leadership)
@@ -229,6 +234,23 @@ class Engine:
         if now >= self._hold_until:
             return frozenset()
         return frozenset(e.machine_id for e in built.snapshot.schedule.values()) - live
+
+    async def _publish_reasons(self, plan: EnginePlan, built: Built, leadership: Compare) -> None:
+        """Write why units cannot be placed: only entries that changed since the last pass."""
+        if self._published is None:
+            self._published = await self.reasons.read()
+        units = built.snapshot.units
+        wanted = {name: Unplaceable(units[name].hash, reason) for name, reason in plan.unplaceable.items()}
+        changes: dict[UnitName, Unplaceable | None] = {
+            name: entry for name, entry in wanted.items() if self._published.get(name) != entry
+        }
+        changes.update((name, None) for name in self._published if name not in wanted)
+        if changes:
+            await self.reasons.publish(changes, leadership)
+            self._published = wanted
+            for name, entry in sorted(changes.items()):
+                if entry is not None:
+                    logger.info('action=unplaceable unit=%s reason="%s"', name, entry.reason)
 
     def _leading_mirror(self) -> Mirror:
         if self.mirror is None:

@@ -30,6 +30,7 @@ __all__ = [
     "Keyspace",
     "ReportOnce",
     "UnitRecord",
+    "Unplaceable",
     "check_machine_id",
     "check_unit_name",
     "decode_body",
@@ -39,11 +40,13 @@ __all__ = [
     "decode_target",
     "decode_unit",
     "decode_unit_state",
+    "decode_unplaceable",
     "encode_global",
     "encode_machine",
     "encode_schedule",
     "encode_unit",
     "encode_unit_state",
+    "encode_unplaceable",
 ]
 
 DEFAULT_PREFIX = "/_coreos.com/fleet/"
@@ -208,6 +211,14 @@ class Keyspace:
     @property
     def schedules(self) -> str:
         return self.prefix + "schedule/"
+
+    @property
+    def unplaceable(self) -> str:
+        """``unplaceable/<unit>``: why the engine found no machine for a unit (written by the leader)."""
+        return self.prefix + "unplaceable/"
+
+    def unplaceable_unit(self, name: str) -> str:
+        return self.unplaceable + name
 
     @property
     def states(self) -> str:
@@ -390,6 +401,24 @@ def decode_body(key: str, text: str) -> str:
 
 def encode_global(record: UnitRecord) -> str:
     return _dumps({"hash": record.hash, "state": record.target_state.value})
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaceable:
+    """``unplaceable/<name>``: no machine can run the unit at this hash, and why."""
+
+    hash: str
+    reason: str
+
+
+def encode_unplaceable(entry: Unplaceable) -> str:
+    return _dumps({"hash": entry.hash, "reason": entry.reason})
+
+
+@_total
+def decode_unplaceable(key: str, text: str) -> Unplaceable:
+    obj = _object(key, text)
+    return Unplaceable(hash=_hash(key, obj), reason=_str(key, obj, "reason"))
 
 
 @_total

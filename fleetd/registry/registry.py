@@ -164,7 +164,7 @@ class Registry:
 
     # Units ----------------------------------------------------------------------------------------------
 
-    async def _gets(self, keys: Sequence[str], per_txn: int = MAX_TXN_OPS) -> dict[str, KeyValue]:
+    async def get_many(self, keys: Sequence[str], per_txn: int = MAX_TXN_OPS) -> dict[str, KeyValue]:
         """Read many single keys with packed Txns of Gets (at most ``per_txn`` each, a few at once); absent
         keys are absent from the result."""
         batches = pack((Group(k, (Get(k),)) for k in keys), max_ops=per_txn)
@@ -177,7 +177,7 @@ class Registry:
 
     async def _versioned_units(self, names: Sequence[str]) -> dict[UnitName, _Versioned]:
         keys = [k for n in names for k in (self.keys.unit(n), self.keys.target(n))]
-        found = await self._gets(keys)
+        found = await self.get_many(keys)
         out: dict[UnitName, _Versioned] = {}
         for name in names:
             unit = found.get(self.keys.unit(name))
@@ -225,7 +225,7 @@ class Registry:
     async def get_bodies(self, hashes: Iterable[str]) -> Mapping[str, str]:
         """Texts by hash (absent ones and bodies that are not UTF-8 left out), read in batches."""
         unique = sorted(set(hashes))
-        found = await self._gets([self.keys.body(h) for h in unique], _BODIES_PER_READ)
+        found = await self.get_many([self.keys.body(h) for h in unique], _BODIES_PER_READ)
         out: dict[str, str] = {}
         for unit_hash in unique:
             kv = found.get(self.keys.body(unit_hash))

@@ -14,6 +14,7 @@ from fleetd.engine.plan import EnginePlan, Schedule
 from fleetd.errors import CASConflict
 from fleetd.model import MachineID, MachineState, TargetState, UnitName
 from fleetd.registry.memory import MemoryKV
+from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry, UnitRecord
 from fleetd.unitfile.unit import UnitFile
 
@@ -399,5 +400,32 @@ def test_a_leader_key_written_without_a_lease_does_not_block_the_election(
             return await placement(c.reg) == {"a.service": ["m1"]}
 
         await eventually(placed)
+
+    run(t)
+
+
+def test_why_a_unit_cannot_be_placed_is_published_once_and_removed_when_it_is_placed() -> None:
+    async def t(c: Cluster) -> None:
+        await c.add_machine("m1", role="web")
+        await submit(c.reg, "db.service", "[X-Fleet]\nMachineMetadata=role=db\n")
+        engine = c.start_engine("m1", interval=0.01)
+        await c.one_leader()
+        reasons = Reasons(c.reg)
+
+        async def published() -> bool:
+            return "db.service" in await reasons.read(["db.service"])
+
+        await eventually(published)
+        entry = (await reasons.read())[UnitName("db.service")]
+        assert entry.reason == "no machine has the metadata role=db"
+        skipped, revision = engine.skipped, c.kv.revision
+        await eventually(lambda: _true(engine.skipped >= skipped + 5))
+        assert c.kv.revision == revision  # written once, not on every pass
+        await c.add_machine("m2", role="db")
+
+        async def placed_and_cleared() -> bool:
+            return await placement(c.reg) == {"db.service": ["m2"]} and not await reasons.read()
+
+        await eventually(placed_and_cleared)
 
     run(t)
