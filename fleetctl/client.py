@@ -283,7 +283,7 @@ async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
         endpoints = options.endpoints
         if options.tunnel:
             from fleetctl.commands.remote import ssh_settings  # noqa: PLC0415 (paramiko only when tunnelling)
-            from fleetctl.tunnel import tunneled_endpoints  # noqa: PLC0415
+            from fleetctl.ssh.tunnel import tunneled_endpoints  # noqa: PLC0415
 
             settings = ssh_settings(options, forward_agent=False)
             endpoints = stack.enter_context(tunneled_endpoints(options.tunnel, endpoints, settings))

@@ -16,14 +16,14 @@ from contextlib import AbstractContextManager
 
 import click
 
-from fleetctl import remote
 from fleetctl.client import FleetClient
 from fleetctl.completion import complete_machines_and_units, complete_units
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
-from fleetctl.remote import RemoteRefused, Runner, UnitLocation
-from fleetctl.ssh_config import DEFAULT_SSH_PORT, SSHSettings
+from fleetctl.ssh import remote
+from fleetctl.ssh.config import DEFAULT_SSH_PORT, SSHSettings
+from fleetctl.ssh.remote import RemoteRefused, Runner, UnitLocation
 from fleetd.model import MachineState, TargetState, UnitName
 from fleetd.unitfile.names import mangle
 

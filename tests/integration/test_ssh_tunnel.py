@@ -24,7 +24,7 @@ import pytest
 
 from devcluster.etcd import EtcdServer
 from devcluster.sshd import SshAgent, SshServer, make_key
-from fleetctl import remote, tunnel
+from fleetctl.ssh import remote, tunnel
 from fleetd.errors import TunnelError
 from fleetd.model import MachineID, MachineState
 
@@ -378,7 +378,7 @@ def test_agent_forwarding_only_when_asked(tmp_path: Path, sshd: SshServer, agent
 
 _SHELL_SCRIPT = """
 import sys
-from fleetctl import tunnel
+from fleetctl.ssh import tunnel
 settings = tunnel.SSHSettings(user="root", strict=False, use_default_keys=False, timeout=5.0)
 with tunnel.connect(sys.argv[1], int(sys.argv[2]), settings) as connection:
     code = connection.shell()

@@ -20,7 +20,7 @@ PURE = [
     "fleetd/registry/keyspace.py",
     "fleetd/registry/snapshot.py",
     "fleetctl/output.py",
-    "fleetctl/known_hosts.py",
+    "fleetctl/ssh/known_hosts.py",
 ]
 
 FORBIDDEN = {

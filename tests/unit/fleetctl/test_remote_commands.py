@@ -10,10 +10,10 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from fleetctl import remote
 from fleetctl.cli import FleetGroup
 from fleetctl.commands import remote as commands
 from fleetctl.context import App, GlobalOptions
+from fleetctl.ssh import remote
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from tests.unit.fleetctl.conftest import MACHINE_A, FakeCluster
 
@@ -301,7 +301,7 @@ class FakeConnection:
 def test_ssh_sends_the_words_joined_with_spaces_for_the_remote_shell(
     monkeypatch: pytest.MonkeyPatch, words: list[str], sent: str
 ) -> None:
-    from fleetctl import tunnel  # noqa: PLC0415 (paramiko only where SSH is tested)
+    from fleetctl.ssh import tunnel  # noqa: PLC0415 (paramiko only where SSH is tested)
 
     connection = FakeConnection()
     monkeypatch.setattr(tunnel, "connect", lambda *_args, **_kwargs: connection)

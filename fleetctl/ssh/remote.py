@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from fleetctl.host_keys import Ask, Warn, ask_on_terminal, warn_on_stderr
-from fleetctl.ssh_config import SSHSettings, split_host_port
+from fleetctl.ssh.config import SSHSettings, split_host_port
+from fleetctl.ssh.host_keys import Ask, Warn, ask_on_terminal, warn_on_stderr
 from fleetd.errors import FleetError, TunnelError
 from fleetd.model import MachineState, TargetState
 
 if TYPE_CHECKING:
-    from fleetctl.tunnel import SSHConnection
+    from fleetctl.ssh.tunnel import SSHConnection
 
 __all__ = [
     "Lookup",
@@ -259,7 +259,7 @@ class SSHRunner:
         self._connections: dict[tuple[str, int], SSHConnection] = {}
 
     def _connection(self, address: str, port: int) -> SSHConnection:
-        from fleetctl import tunnel  # noqa: PLC0415 (paramiko only for commands that really use SSH)
+        from fleetctl.ssh import tunnel  # noqa: PLC0415 (paramiko only for commands that really use SSH)
 
         key = (address, port)
         if key in self._connections:
