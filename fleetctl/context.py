@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from fleetctl.ssh.config import SSHSettings
 from fleetd.errors import FleetError, RegistryError, RegistryUnavailable
 
 if TYPE_CHECKING:
@@ -80,6 +81,17 @@ class GlobalOptions:
     ssh_username: str = field(default_factory=_local_user)
     identity_file: str = ""
 
+    def ssh_settings(self, forward_agent: bool) -> SSHSettings:
+        """How to reach and trust SSH hosts, from the SSH flags."""
+        return SSHSettings(
+            user=self.ssh_username,
+            timeout=self.ssh_timeout,
+            known_hosts_file=self.known_hosts_file,
+            strict=self.strict_host_key_checking,
+            identity_file=self.identity_file or None,
+            forward_agent=forward_agent,
+        )
+
     @property
     def endpoint_text(self) -> str:
         return ",".join(self.endpoints)
@@ -111,7 +123,7 @@ Connector = Callable[[GlobalOptions], AbstractAsyncContextManager["FleetClient"]
 
 
 def _default_connector(options: GlobalOptions) -> AbstractAsyncContextManager[FleetClient]:
-    from fleetctl.client import connect_etcd  # noqa: PLC0415 (keeps gRPC out of `fleetctl version`)
+    from fleetctl.connect import connect_etcd  # noqa: PLC0415 (keeps gRPC out of `fleetctl version`)
 
     return connect_etcd(options)
 

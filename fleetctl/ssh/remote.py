@@ -14,7 +14,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from fleetctl.ssh.config import SSHSettings, split_host_port
@@ -23,6 +22,7 @@ from fleetd.errors import FleetError, TunnelError
 from fleetd.model import MachineState, TargetState
 
 if TYPE_CHECKING:
+    from fleetctl.client import UnitLocation
     from fleetctl.ssh.tunnel import SSHConnection
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "RemoteRefused",
     "Runner",
     "SSHRunner",
-    "UnitLocation",
     "journal",
     "journal_command",
     "local_machine_id",
@@ -53,21 +52,7 @@ class RemoteRefused(FleetError):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True, slots=True)
-class UnitLocation:
-    """Where a unit is.
-
-    ``state`` is its current fleet state (INACTIVE when not scheduled); ``machine`` the live machine it is
-    scheduled to (None when unscheduled or when that machine is gone).
-    """
-
-    name: str
-    is_global: bool
-    state: TargetState
-    machine: MachineState | None
-
-
-Lookup = Callable[[str], UnitLocation | None]
+Lookup = Callable[[str], "UnitLocation | None"]
 
 
 class Runner(Protocol):

@@ -322,7 +322,7 @@ def test_etcd_user_and_password_from_flags_and_environment() -> None:
 
 
 def test_connect_etcd_authenticates_with_the_user_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleetctl.client import connect_etcd  # noqa: PLC0415
+    from fleetctl.connect import connect_etcd  # noqa: PLC0415
     from fleetd.registry import etcd  # noqa: PLC0415
 
     made: dict[str, object] = {}
