@@ -17,7 +17,6 @@ import termios
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,19 +26,6 @@ from devcluster.sshd import SshAgent, SshServer, make_key
 from fleetctl.ssh import remote, tunnel
 from fleetd.errors import TunnelError
 from fleetd.model import MachineID, MachineState
-
-
-@pytest.fixture
-def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SshAgent]:
-    with SshAgent(tmp_path / "agent") as running:
-        monkeypatch.setenv("SSH_AUTH_SOCK", running.socket)
-        yield running
-
-
-@pytest.fixture
-def sshd(tmp_path: Path, agent: SshAgent) -> Iterator[SshServer]:
-    with SshServer(tmp_path / "sshd-a", [agent.public_key]) as server:
-        yield server
 
 
 class Answers:
