@@ -4,9 +4,14 @@ and its modules import no circle."""
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from fleetctl.cli import COMMAND_MODULES
 
 
 def test_importing_the_cli_loads_no_ssh_grpc_or_dbus() -> None:
@@ -16,6 +21,37 @@ def test_importing_the_cli_loads_no_ssh_grpc_or_dbus() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("command", ["version", "help"])
+def test_version_and_help_load_no_command_module_client_or_asyncio(command: str) -> None:
+    code = (
+        "import sys\n"
+        "from fleetctl.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('asyncio', 'fleetctl.client', 'fleetd.registry', 'fleetctl.commands.units',\n"
+        "         'fleetctl.ssh.remote', 'fleetctl.ssh.tunnel')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr.strip() == ""
+
+
+def test_the_command_list_matches_each_commands_own_help() -> None:
+    for name, (module_name, short) in COMMAND_MODULES.items():
+        module = importlib.import_module(module_name)
+        command = {command.name: command for command in module.COMMANDS}[name]
+        assert command.help is not None
+        assert " ".join(command.help.split("\n\n")[0].split()) == short, name
+    loaded = {
+        command.name
+        for module_name, _ in set(COMMAND_MODULES.values())
+        for command in importlib.import_module(module_name).COMMANDS
+    }
+    assert loaded == set(COMMAND_MODULES)
 
 
 def _imports(path: Path, modules: set[str]) -> set[str]:
