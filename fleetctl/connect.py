@@ -7,8 +7,8 @@ that do not reach the cluster (``version``, ``help``) load neither gRPC nor para
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -58,6 +58,25 @@ def tunnel_channel_factory(
     return make
 
 
+@contextmanager
+def _tunnel(options: GlobalOptions) -> Iterator[tuple[str, ...]]:
+    """``unix:`` endpoints through the tunnel: the reusable session's when allowed and usable, else this
+    command's own SSH connection."""
+    settings = options.ssh_settings(forward_agent=False)
+    if options.tunnel_reuse:
+        from fleetctl.ssh.reuse import shared_endpoints  # noqa: PLC0415
+
+        idle = options.tunnel_idle
+        with shared_endpoints(options.tunnel, options.endpoints, settings, idle=idle) as shared:
+            if shared is not None:
+                yield shared
+                return
+    from fleetctl.ssh.tunnel import tunneled_endpoints  # noqa: PLC0415 (paramiko only when tunnelling)
+
+    with tunneled_endpoints(options.tunnel, options.endpoints, settings) as own:
+        yield own
+
+
 def _originals(forwarded: Sequence[str], endpoints: Sequence[str]) -> dict[str, str]:
     return dict(zip(forwarded, endpoints, strict=True))
 
@@ -66,8 +85,9 @@ def _originals(forwarded: Sequence[str], endpoints: Sequence[str]) -> dict[str, 
 async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
     """A client on real etcd at the global options' endpoints (TLS files and request timeout applied).
 
-    With ``--tunnel`` every endpoint is reached through one SSH connection to the tunnel host, ``https://``
-    ones still over TLS with etcd's own name.
+    With ``--tunnel`` every endpoint is reached through one SSH connection to the tunnel host (kept by a
+    tunnel session for later commands unless ``--tunnel-reuse=false``), ``https://`` ones still over TLS
+    with etcd's own name.
     """
     from fleetd.registry.etcd import EtcdKV  # noqa: PLC0415 (the gRPC import is slow; keep it lazy)
 
@@ -75,10 +95,7 @@ async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
         endpoints = options.endpoints
         factory = None
         if options.tunnel:
-            from fleetctl.ssh.tunnel import tunneled_endpoints  # noqa: PLC0415 (paramiko only when tunnelling)
-
-            settings = options.ssh_settings(forward_agent=False)
-            endpoints = stack.enter_context(tunneled_endpoints(options.tunnel, endpoints, settings))
+            endpoints = stack.enter_context(_tunnel(options))
             factory = tunnel_channel_factory(
                 _originals(endpoints, options.endpoints), options.ca_file, options.cert_file, options.key_file
             )

@@ -74,6 +74,8 @@ class GlobalOptions:
     debug: bool = False
     # SSH settings: --tunnel carries every etcd request over one SSH connection; status/journal/ssh use all.
     tunnel: str = ""
+    tunnel_reuse: bool = True  # keep the tunnel's SSH connection in a session for later commands
+    tunnel_idle: float = 60.0  # seconds an unused tunnel session stays open
     known_hosts_file: str = "~/.fleetctl/known_hosts"
     strict_host_key_checking: bool = True
     ssh_timeout: float = 10.0

@@ -365,6 +365,12 @@ class SSHConnection:
         return tuple(out)
 
     @property
+    def host_key(self) -> tuple[str, bytes]:
+        """The host key this connection's host presented (and that was checked): type and blob."""
+        key = self._transport.get_remote_server_key()
+        return key.get_name(), key.asbytes()
+
+    @property
     def active(self) -> bool:
         return self._transport.is_active()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ def _options(url: str, sshd: SshServer, tmp_path: Path, pki: Pki, **overrides: o
         "strict_host_key_checking": False,
         "ssh_username": "root",
         "request_timeout": 2.0,
+        "tunnel_idle": 1.0,
     }
     values.update(overrides)
     return GlobalOptions(**values)  # type: ignore[arg-type]
@@ -159,10 +161,19 @@ async def _register_and_list(options: GlobalOptions, deadline: float) -> tuple[M
             await asyncio.sleep(0.2)
 
 
+@pytest.fixture(autouse=True)
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Tunnel sessions (short idle time in these tests) put their sockets here."""
+    with tempfile.TemporaryDirectory(prefix="fc-run-") as name:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", name)
+        yield Path(name)
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["own connection", "tunnel session"])
 def test_https_etcd_through_the_tunnel_keeps_tls_with_the_original_name(
-    tmp_path: Path, sshd: SshServer, pki: Pki, tls_etcd: str
+    tmp_path: Path, sshd: SshServer, pki: Pki, tls_etcd: str, reuse: bool
 ) -> None:
-    options = _options(tls_etcd, sshd, tmp_path, pki)
+    options = _options(tls_etcd, sshd, tmp_path, pki, tunnel_reuse=reuse)
     machines = asyncio.run(_register_and_list(options, time.monotonic() + 20))
     assert [(m.id, m.public_ip) for m in machines] == [("7" * 32, "10.0.0.7")]
 
