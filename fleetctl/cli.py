@@ -3,23 +3,62 @@ fleet errors become a line on stderr and an exit status."""
 
 from __future__ import annotations
 
+import importlib
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
-from fleetctl import completion
-from fleetctl.commands import cat, units, verify, version
-from fleetctl.commands import list as listing
-from fleetctl.commands import remote as remote_commands
 from fleetctl.context import App, CommandFailed, GlobalOptions, app_of
 from fleetctl.global_flags import FleetCommand, apply_flags, go_bools, root_params
 from fleetctl.output import say
 from fleetd.errors import FleetError
 from fleetd.model import VERSION
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMAND_MODULES", "cli", "main"]
+
+# Each command: the module that defines it (in its COMMANDS) and its one-line help. A command's module is
+# imported only when that command runs or completes, and the command list in the help is drawn from here, so
+# `fleetctl help` and `fleetctl version` load neither the cluster client nor SSH (test_startup_imports keeps
+# these lines equal to the commands' own help).
+COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
+    "cat": ("fleetctl.commands.cat", "Output the contents of a submitted unit."),
+    "completion": ("fleetctl.completion", "Print the shell completion script for SHELL (bash, zsh or fish)."),
+    "destroy": (
+        "fleetctl.commands.units",
+        "Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block).",
+    ),
+    "journal": ("fleetctl.commands.remote", "Print the journal of a unit in the cluster to stdout."),
+    "list-machines": ("fleetctl.commands.list", "Enumerate the current hosts in the cluster."),
+    "list-unit-files": ("fleetctl.commands.list", "List the units that exist in the cluster."),
+    "list-units": ("fleetctl.commands.list", "List the current state of units in the cluster."),
+    "load": (
+        "fleetctl.commands.units",
+        "Schedule one or more units in the cluster, first submitting them if necessary.",
+    ),
+    "restart": (
+        "fleetctl.commands.units",
+        "Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it.",
+    ),
+    "ssh": (
+        "fleetctl.commands.remote",
+        "Open interactive shell on a machine in the cluster, or run a command there.",
+    ),
+    "start": (
+        "fleetctl.commands.units",
+        "Instruct systemd to start one or more units, first submitting and loading them if necessary.",
+    ),
+    "status": ("fleetctl.commands.remote", "Output the status of one or more units in the cluster."),
+    "stop": ("fleetctl.commands.units", "Instruct systemd to stop one or more units in the cluster."),
+    "submit": ("fleetctl.commands.units", "Upload one or more units to the cluster without starting them."),
+    "unload": ("fleetctl.commands.units", "Unschedule one or more units in the cluster."),
+    "verify": (
+        "fleetctl.commands.verify",
+        "Check unit files (syntax, name, [X-Fleet] options) and print their short hashes.",
+    ),
+    "version": ("fleetctl.commands.version", "Print the version and exit."),
+}
 
 ROOT_HELP = """fleetctl is a command-line interface to fleet, the cluster-wide CoreOS init system.
 
@@ -37,15 +76,30 @@ Examples:
 
 
 class FleetGroup(click.Group):
-    """Commands found by unambiguous prefix; FleetError printed as one line with exit status 1 (or 2)."""
+    """Commands found by unambiguous prefix, ``lazy`` ones (name -> (module, short help)) imported on first
+    use; FleetError printed as one line with exit status 1 (or 2)."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def _command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module = importlib.import_module(self.lazy[name][0])
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, name)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
+        command = self._command(ctx, cmd_name)
         if command is not None:
             return command
         matches = [name for name in self.list_commands(ctx) if name.startswith(cmd_name)]
         if len(matches) == 1:
-            return super().get_command(ctx, matches[0])
+            return self._command(ctx, matches[0])
         if len(matches) > 1 and not ctx.resilient_parsing:  # completing: no error mid-line
             ctx.fail(f"ambiguous command {cmd_name!r}: could be {', '.join(sorted(matches))}")
         return None
@@ -69,6 +123,26 @@ class FleetGroup(click.Group):
             formatter.write_dl(records)
         self.format_commands(ctx, formatter)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's command list, with the short help of commands not imported yet taken from ``lazy``."""
+        names = [
+            name for name in self.list_commands(ctx) if name in self.lazy or not self.commands[name].hidden
+        ]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [
+            (
+                name,
+                self.commands[name].get_short_help_str(limit)
+                if name in self.commands
+                else click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit),
+            )
+            for name in names
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -89,6 +163,7 @@ class FleetGroup(click.Group):
     help=ROOT_HELP,
     epilog=f"VERSION: {VERSION}",
     params=root_params(),
+    lazy=COMMAND_MODULES,
     context_settings={"help_option_names": ["-h", "--h", "--help"]},
 )
 @click.pass_context
@@ -114,11 +189,6 @@ def help_command(ctx: click.Context, command: tuple[str, ...]) -> None:
         raise click.UsageError(f"unknown help topic {command[0]!r}", ctx)
     with click.Context(sub, info_name=sub.name, parent=root) as sub_ctx:
         click.echo(sub.get_help(sub_ctx))
-
-
-for _module in (listing, units, cat, verify, version, remote_commands, completion):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,11 +9,9 @@ per-unit prefix Gets) for named units.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from fleetctl.context import GlobalOptions
 from fleetd.errors import FleetError
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.keyspace import UnitRecord
@@ -24,9 +22,9 @@ __all__ = [
     "Goal",
     "UnitFailed",
     "UnitFileRow",
+    "UnitLocation",
     "UnitStateRow",
     "WaitTimeout",
-    "connect_etcd",
     "current_state",
 ]
 
@@ -47,6 +45,21 @@ class UnitFileRow:
     current: TargetState | None  # None for global units (they have no single current state)
     target: MachineState | MachineID | None  # where the engine placed it (the live machine when known)
     description: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitLocation:
+    """Where a unit is (for status, journal and ssh).
+
+    ``state`` is its current fleet state (INACTIVE when not scheduled); ``machine`` the live machine it is
+    scheduled to or has published a loaded or launched state from (None when unscheduled or when that machine
+    is gone).
+    """
+
+    name: str
+    is_global: bool
+    state: TargetState
+    machine: MachineState | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +205,29 @@ class FleetClient:
         grouped = _by_name(await self.registry.list_unit_states(names))
         return {name: current_state(grouped.get(name, ())) for name in names}
 
+    async def unit_locations(self, names: Sequence[str]) -> dict[str, UnitLocation | None]:
+        """Each named unit's globalness, current state and machine (None for a unit that does not exist):
+        the units, their published states (read once), the schedule and the machines."""
+        records = await self.registry.get_units(names)
+        present = [name for name in names if UnitName(name) in records]
+        if not present:
+            return dict.fromkeys(names)
+        published = _by_name(await self.registry.list_unit_states(present))
+        schedule = await self.registry.list_schedule()
+        machines = await self.machine_map()
+        out: dict[str, UnitLocation | None] = {}
+        for name in names:
+            record = records.get(UnitName(name))
+            if record is None:
+                out[name] = None
+                continue
+            states = published.get(name, ())
+            machine_ids = sorted(entry.machine_id for entry in schedule.get(UnitName(name), ()))
+            machine_ids += sorted(state.machine_id for state in states if state.state.rank > 0)
+            machine = next((machines[m] for m in machine_ids if m in machines), None)
+            out[name] = UnitLocation(name, record.is_global, current_state(states), machine)
+        return out
+
     # Writes ---------------------------------------------------------------------------------------------
 
     async def ensure_schema(self) -> None:
@@ -269,34 +305,3 @@ def _description(body: str) -> str:
         return UnitFile.from_text(body).description
     except FleetError:
         return ""
-
-
-@asynccontextmanager
-async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
-    """A client on real etcd at the global options' endpoints (TLS files and request timeout applied).
-
-    With ``--tunnel`` every endpoint is reached through one SSH connection to the tunnel host.
-    """
-    from fleetd.registry.etcd import EtcdKV  # noqa: PLC0415 (the gRPC import is slow; keep it lazy)
-
-    with ExitStack() as stack:
-        endpoints = options.endpoints
-        if options.tunnel:
-            from fleetctl.commands.remote import ssh_settings  # noqa: PLC0415 (paramiko only when tunnelling)
-            from fleetctl.tunnel import tunneled_endpoints  # noqa: PLC0415
-
-            settings = ssh_settings(options, forward_agent=False)
-            endpoints = stack.enter_context(tunneled_endpoints(options.tunnel, endpoints, settings))
-        kv = EtcdKV(
-            list(endpoints),
-            request_timeout=options.request_timeout,
-            ca_file=options.ca_file or None,
-            cert_file=options.cert_file or None,
-            key_file=options.key_file or None,
-            username=options.username or None,
-            password=options.password or None,
-        )
-        try:
-            yield FleetClient(Registry(kv, options.etcd_key_prefix))
-        finally:
-            await kv.close()

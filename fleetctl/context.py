@@ -3,7 +3,6 @@ command-level failures the CLI prints verbatim, and the one runner that opens a 
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 import sys
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from fleetctl.ssh.config import SSHSettings
 from fleetd.errors import FleetError, RegistryError, RegistryUnavailable
 
 if TYPE_CHECKING:
@@ -74,11 +74,24 @@ class GlobalOptions:
     debug: bool = False
     # SSH settings: --tunnel carries every etcd request over one SSH connection; status/journal/ssh use all.
     tunnel: str = ""
+    tunnel_reuse: bool = True  # keep the tunnel's SSH connection in a session for later commands
+    tunnel_idle: float = 60.0  # seconds an unused tunnel session stays open
     known_hosts_file: str = "~/.fleetctl/known_hosts"
     strict_host_key_checking: bool = True
     ssh_timeout: float = 10.0
     ssh_username: str = field(default_factory=_local_user)
     identity_file: str = ""
+
+    def ssh_settings(self, forward_agent: bool) -> SSHSettings:
+        """How to reach and trust SSH hosts, from the SSH flags."""
+        return SSHSettings(
+            user=self.ssh_username,
+            timeout=self.ssh_timeout,
+            known_hosts_file=self.known_hosts_file,
+            strict=self.strict_host_key_checking,
+            identity_file=self.identity_file or None,
+            forward_agent=forward_agent,
+        )
 
     @property
     def endpoint_text(self) -> str:
@@ -111,7 +124,7 @@ Connector = Callable[[GlobalOptions], AbstractAsyncContextManager["FleetClient"]
 
 
 def _default_connector(options: GlobalOptions) -> AbstractAsyncContextManager[FleetClient]:
-    from fleetctl.client import connect_etcd  # noqa: PLC0415 (keeps gRPC out of `fleetctl version`)
+    from fleetctl.connect import connect_etcd  # noqa: PLC0415 (keeps gRPC out of `fleetctl version`)
 
     return connect_etcd(options)
 
@@ -164,6 +177,8 @@ def run(ctx: click.Context, action: Callable[[FleetClient], Awaitable[T]]) -> T:
     app = app_of(ctx)
     for warning in app.options.warnings():
         click.echo(warning, err=True)
+
+    import asyncio  # noqa: PLC0415 (its import costs `fleetctl version` and `help` 15 ms)
 
     async def body() -> T:
         async with app.connect(app.options) as client:

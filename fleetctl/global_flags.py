@@ -25,6 +25,7 @@ from fleetctl.context import DEFAULT_ENDPOINT, DEFAULT_KEY_PREFIX, CommandFailed
 from fleetctl.params import (
     REQUEST_TIMEOUT_BOUNDS,
     SSH_TIMEOUT_BOUNDS,
+    TUNNEL_IDLE_BOUNDS,
     Endpoints,
     KeyPrefix,
     ReadableFile,
@@ -151,6 +152,23 @@ _FLAGS = (
     ),
     _Flag(("--tunnel",), "SSH host[:port] to tunnel the etcd connection through.", "FLEETCTL_TUNNEL"),
     _Flag(
+        ("--tunnel-reuse/--no-tunnel-reuse",),
+        "Keep the tunnel's SSH connection open in a background session (a private socket under"
+        " $XDG_RUNTIME_DIR/fleetctl or ~/.fleetctl/sessions) for the next commands.",
+        "FLEETCTL_TUNNEL_REUSE",
+        True,
+        is_flag=True,
+        show_default=True,
+    ),
+    _Flag(
+        ("--tunnel-idle",),
+        "Seconds an unused tunnel session stays open (1s to 1h).",
+        "FLEETCTL_TUNNEL_IDLE",
+        60.0,
+        Seconds(TUNNEL_IDLE_BOUNDS),
+        show_default=True,
+    ),
+    _Flag(
         ("--known-hosts-file",),
         "SSH known hosts file.",
         "FLEETCTL_KNOWN_HOSTS_FILE",
@@ -243,6 +261,8 @@ def apply_flags(flags: Mapping[str, Any], base: GlobalOptions) -> GlobalOptions:
         "known_hosts_file",
         "strict_host_key_checking",
         "ssh_timeout",
+        "tunnel_reuse",
+        "tunnel_idle",
         "identity_file",
         "username",
         "password",

@@ -14,6 +14,7 @@ from fleetd.values import Bounds, parse_endpoint, parse_key_prefix, parse_second
 __all__ = [
     "REQUEST_TIMEOUT_BOUNDS",
     "SSH_TIMEOUT_BOUNDS",
+    "TUNNEL_IDLE_BOUNDS",
     "Endpoints",
     "KeyPrefix",
     "ReadableFile",
@@ -22,6 +23,7 @@ __all__ = [
 
 REQUEST_TIMEOUT_BOUNDS = Bounds(0.1, 300.0)  # --request-timeout: 100ms .. 5m
 SSH_TIMEOUT_BOUNDS = Bounds(0.1, 300.0)  # --ssh-timeout: 100ms .. 5m
+TUNNEL_IDLE_BOUNDS = Bounds(1.0, 3600.0)  # --tunnel-idle: 1s .. 1h
 
 
 class Seconds(click.ParamType[float]):

@@ -1,4 +1,4 @@
-"""status, journal, ssh: the click commands over fleetctl.remote.
+"""status, journal, ssh: the click commands over fleetctl.ssh.remote.
 
 Each command reads what it needs from the cluster first (through ``ctx.obj``'s connector, then the client is
 closed), then runs the command on the unit's machine: locally on this machine, else over SSH, through the
@@ -11,23 +11,23 @@ How the SSH side is made can be replaced for tests: ``ctx.obj.remote_runner`` (w
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
 import click
 
-from fleetctl import remote
-from fleetctl.client import FleetClient
+from fleetctl.client import FleetClient, UnitLocation
 from fleetctl.completion import complete_machines_and_units, complete_units
 from fleetctl.context import CommandFailed, GlobalOptions, UsageFailed, app_of, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
-from fleetctl.remote import RemoteRefused, Runner, UnitLocation
-from fleetctl.ssh_config import DEFAULT_SSH_PORT, SSHSettings
-from fleetd.model import MachineState, TargetState, UnitName
+from fleetctl.ssh import remote
+from fleetctl.ssh.config import DEFAULT_SSH_PORT
+from fleetctl.ssh.remote import RemoteRefused, Runner
+from fleetd.model import MachineState
 from fleetd.unitfile.names import mangle
 
-__all__ = ["COMMANDS", "RunnerFactory", "default_runner", "locate_units", "ssh_settings"]
+__all__ = ["COMMANDS", "RunnerFactory", "default_runner"]
 
 SSH_PORT = click.IntRange(1, 65535)
 
@@ -35,22 +35,10 @@ SSH_PORT = click.IntRange(1, 65535)
 RunnerFactory = Callable[[GlobalOptions, bool, bool], AbstractContextManager[Runner]]
 
 
-def ssh_settings(options: GlobalOptions, forward_agent: bool) -> SSHSettings:
-    """SSH settings from the global flags (``identity_file`` is read when GlobalOptions has it)."""
-    return SSHSettings(
-        user=options.ssh_username,
-        timeout=options.ssh_timeout,
-        known_hosts_file=options.known_hosts_file,
-        strict=options.strict_host_key_checking,
-        identity_file=getattr(options, "identity_file", "") or None,
-        forward_agent=forward_agent,
-    )
-
-
 def default_runner(options: GlobalOptions, forward_agent: bool, forward_stdin: bool) -> remote.SSHRunner:
     stdin = sys.stdin.buffer if forward_stdin and not sys.stdin.isatty() else None
     return remote.SSHRunner(
-        ssh_settings(options, forward_agent),
+        options.ssh_settings(forward_agent),
         options.tunnel,
         local_id=remote.local_machine_id(),
         stdin=stdin,
@@ -63,27 +51,6 @@ def _runner(
     app = app_of(ctx)
     factory: RunnerFactory = getattr(app, "remote_runner", None) or default_runner
     return factory(app.options, forward_agent, forward_stdin)
-
-
-async def locate_units(client: FleetClient, names: Sequence[str]) -> dict[str, UnitLocation | None]:
-    """Each named unit's globalness, current state and machine (None for a unit that does not exist)."""
-    records = await client.units(names)
-    present = [name for name in names if UnitName(name) in records]
-    states = await client.current_states(present) if present else {}
-    published = await client.registry.list_unit_states(present) if present else ()
-    schedule = await client.registry.list_schedule() if present else {}
-    machines = await client.machine_map() if present else {}
-    out: dict[str, UnitLocation | None] = {}
-    for name in names:
-        record = records.get(UnitName(name))
-        if record is None:
-            out[name] = None
-            continue
-        machine_ids = sorted(entry.machine_id for entry in schedule.get(UnitName(name), ()))
-        machine_ids += sorted(s.machine_id for s in published if s.name == name and s.state.rank > 0)
-        machine = next((machines[m] for m in machine_ids if m in machines), None)
-        out[name] = UnitLocation(name, record.is_global, states.get(name, TargetState.INACTIVE), machine)
-    return out
 
 
 def _lookup(locations: Mapping[str, UnitLocation | None]) -> remote.Lookup:
@@ -118,7 +85,7 @@ def status(ctx: click.Context, ssh_port: int, units: tuple[str, ...]) -> None:
     names = [mangle(unit) for unit in units]
 
     async def action(client: FleetClient) -> dict[str, UnitLocation | None]:
-        return await locate_units(client, names)
+        return await client.unit_locations(names)
 
     locations = run(ctx, action)
     try:
@@ -180,7 +147,7 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
     name = mangle(units[0])
 
     async def action(client: FleetClient) -> dict[str, UnitLocation | None]:
-        return await locate_units(client, [name])
+        return await client.unit_locations([name])
 
     locations = run(ctx, action)
     try:
@@ -260,7 +227,7 @@ def ssh(  # noqa: PLR0917 (click passes options as keywords)
 
     async def action(client: FleetClient) -> tuple[tuple[MachineState, ...], dict[str, UnitLocation | None]]:
         machines = await client.machines()
-        return machines, (await locate_units(client, [wanted]) if wanted else {})
+        return machines, (await client.unit_locations([wanted]) if wanted else {})
 
     machines, locations = run(ctx, action)
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.integration.fixtures_cluster import *  # noqa: F403
 from tests.integration.fixtures_etcd import *  # noqa: F403
+from tests.integration.fixtures_ssh import *  # noqa: F403
 
 _NEEDS = ("etcd", "systemd-nspawn", "sshd")
 

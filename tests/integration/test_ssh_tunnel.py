@@ -17,29 +17,15 @@ import termios
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devcluster.etcd import EtcdServer
 from devcluster.sshd import SshAgent, SshServer, make_key
-from fleetctl import remote, tunnel
+from fleetctl.ssh import remote, tunnel
 from fleetd.errors import TunnelError
 from fleetd.model import MachineID, MachineState
-
-
-@pytest.fixture
-def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SshAgent]:
-    with SshAgent(tmp_path / "agent") as running:
-        monkeypatch.setenv("SSH_AUTH_SOCK", running.socket)
-        yield running
-
-
-@pytest.fixture
-def sshd(tmp_path: Path, agent: SshAgent) -> Iterator[SshServer]:
-    with SshServer(tmp_path / "sshd-a", [agent.public_key]) as server:
-        yield server
 
 
 class Answers:
@@ -378,7 +364,7 @@ def test_agent_forwarding_only_when_asked(tmp_path: Path, sshd: SshServer, agent
 
 _SHELL_SCRIPT = """
 import sys
-from fleetctl import tunnel
+from fleetctl.ssh import tunnel
 settings = tunnel.SSHSettings(user="root", strict=False, use_default_keys=False, timeout=5.0)
 with tunnel.connect(sys.argv[1], int(sys.argv[2]), settings) as connection:
     code = connection.shell()

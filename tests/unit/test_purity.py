@@ -22,7 +22,7 @@ PURE = [
     "fleetd/registry/kv.py",
     "fleetd/registry/txn.py",
     "fleetctl/output.py",
-    "fleetctl/known_hosts.py",
+    "fleetctl/ssh/known_hosts.py",
 ]
 
 FORBIDDEN = {

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -154,7 +155,9 @@ def test_version_and_help_after_the_command() -> None:
 
 
 def test_every_command_takes_the_global_flags() -> None:
-    assert all(isinstance(command, FleetCommand) for command in cli.commands.values())
+    with click.Context(cli) as ctx:
+        commands = [cli.get_command(ctx, name) for name in cli.list_commands(ctx)]
+    assert all(isinstance(command, FleetCommand) for command in commands)
 
 
 def test_go_style_booleans_stop_at_double_dash_and_at_positionals_when_asked() -> None:
@@ -322,7 +325,7 @@ def test_etcd_user_and_password_from_flags_and_environment() -> None:
 
 
 def test_connect_etcd_authenticates_with_the_user_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleetctl.client import connect_etcd  # noqa: PLC0415
+    from fleetctl.connect import connect_etcd  # noqa: PLC0415
     from fleetd.registry import etcd  # noqa: PLC0415
 
     made: dict[str, object] = {}

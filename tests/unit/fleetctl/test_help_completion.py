@@ -10,13 +10,13 @@ import pytest
 from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
-from fleetctl.cli import cli
+from fleetctl.cli import COMMAND_MODULES, cli
 from fleetctl.client import FleetClient
 from fleetctl.context import App, GlobalOptions
 from fleetd.errors import RegistryUnavailable
 from tests.unit.fleetctl.conftest import HELLO, MACHINE_A, FakeCluster
 
-COMMANDS_WITH_EXAMPLES = sorted(set(cli.commands) - {"help", "version"})
+COMMANDS_WITH_EXAMPLES = sorted((set(cli.commands) | set(COMMAND_MODULES)) - {"help", "version"})
 
 
 def help_of(args: list[str]) -> str:

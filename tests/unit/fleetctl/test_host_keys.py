@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import known_hosts as kh
-from fleetctl.host_keys import HostKeyGate, ask_on_terminal
+from fleetctl.ssh import known_hosts as kh
+from fleetctl.ssh.host_keys import HostKeyGate, ask_on_terminal
 from fleetd.errors import TunnelError
 
 
@@ -49,7 +49,7 @@ def test_an_undecodable_line_is_skipped_with_one_warning_and_the_rest_still_work
         b"10.0.0.1 ssh-ed25519 AAAA\xff\xfeAAAA\n10.0.0.2 ssh-ed25519 caf\xc3\xa9\n" + LINE.encode()
     )
     terminal = Terminal()
-    with caplog.at_level(logging.WARNING, logger="fleetctl.host_keys"):
+    with caplog.at_level(logging.WARNING, logger="fleetctl.ssh.host_keys"):
         gate = _gate(path, terminal)
     gate.check("ssh-ed25519", KEY)
     assert [r.getMessage() for r in caplog.records] == [

@@ -8,8 +8,8 @@ import hmac
 
 import pytest
 
-from fleetctl import known_hosts as kh
-from fleetctl.known_hosts import HostKeyCheck
+from fleetctl.ssh import known_hosts as kh
+from fleetctl.ssh.known_hosts import HostKeyCheck
 
 
 def _blob(key_type: str, body: bytes) -> bytes:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
-from fleetctl import remote
 from fleetctl.cli import FleetGroup
+from fleetctl.client import FleetClient
 from fleetctl.commands import remote as commands
 from fleetctl.context import App, GlobalOptions
+from fleetctl.ssh import remote
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from tests.unit.fleetctl.conftest import MACHINE_A, FakeCluster
 
@@ -301,11 +303,11 @@ class FakeConnection:
 def test_ssh_sends_the_words_joined_with_spaces_for_the_remote_shell(
     monkeypatch: pytest.MonkeyPatch, words: list[str], sent: str
 ) -> None:
-    from fleetctl import tunnel  # noqa: PLC0415 (paramiko only where SSH is tested)
+    from fleetctl.ssh import tunnel  # noqa: PLC0415 (paramiko only where SSH is tested)
 
     connection = FakeConnection()
     monkeypatch.setattr(tunnel, "connect", lambda *_args, **_kwargs: connection)
-    settings = commands.ssh_settings(GlobalOptions(), forward_agent=False)
+    settings = GlobalOptions().ssh_settings(forward_agent=False)
     with remote.SSHRunner(settings) as ssh_runner:
         assert ssh_runner.run_ssh(MACHINE_A, words, 22, False) == 0
         assert ssh_runner.run(MACHINE_A, ["systemctl", "status", "a b"], 22) == 0
@@ -353,3 +355,22 @@ def test_journal_glues_the_unit_name_and_output_mode_to_their_options(
     assert remote.quote_command(argv) == (
         "journalctl --unit=-H.service --no-pager -n 10 '--output=-x; reboot'"
     )
+
+
+def test_unit_locations_read_the_unit_states_once(fake: FakeCluster) -> None:
+    reads: list[object] = []
+    original = fake.registry.list_unit_states
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return await original(*args, **kwargs)
+
+    fake.registry.list_unit_states = counted  # type: ignore[method-assign]
+    client = FleetClient(fake.registry)
+    found = fake.run(client.unit_locations(["hello.service", "idle.service", "nope.service"]))
+    assert len(reads) == 1
+    hello = found["hello.service"]
+    assert hello is not None and hello.machine == MACHINE_A and hello.state is TargetState.LAUNCHED
+    idle = found["idle.service"]
+    assert idle is not None and idle.machine is None and idle.state is TargetState.INACTIVE
+    assert found["nope.service"] is None

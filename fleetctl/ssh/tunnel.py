@@ -3,7 +3,7 @@ importer).
 
 ``connect(host, port, settings)`` dials TCP (TCP_NODELAY and keep-alives on), completes the SSH handshake with
 the host-key algorithms restricted to the types on file for that host, checks the host key against our own
-known_hosts parser (fleetctl.known_hosts), and authenticates with the ssh-agent's keys, then
+known_hosts parser (fleetctl.ssh.known_hosts), and authenticates with the ssh-agent's keys, then
 ``--identity-file``, then the user's default keys. The ``SSHConnection`` it returns runs commands (remote exit
 codes propagate), opens an interactive shell, hops to another machine (``direct-tcpip`` + a second,
 host-key-checked handshake) and forwards a TCP endpoint as a private unix socket for gRPC. Every failure is a
@@ -25,11 +25,11 @@ from urllib.parse import urlsplit
 import paramiko
 from paramiko.agent import AgentRequestHandler
 
-from fleetctl import known_hosts as kh
-from fleetctl.forwarder import UnixForwarder
-from fleetctl.host_keys import Ask, HostKeyGate, Warn, ask_on_terminal, warn_on_stderr
-from fleetctl.session import pump_command, pump_interactive
-from fleetctl.ssh_config import DEFAULT_KNOWN_HOSTS_FILE, DEFAULT_SSH_PORT, SSHSettings, split_host_port
+from fleetctl.ssh import known_hosts as kh
+from fleetctl.ssh.config import DEFAULT_KNOWN_HOSTS_FILE, DEFAULT_SSH_PORT, SSHSettings, split_host_port
+from fleetctl.ssh.forwarder import UnixForwarder
+from fleetctl.ssh.host_keys import Ask, HostKeyGate, Warn, ask_on_terminal, warn_on_stderr
+from fleetctl.ssh.session import pump_command, pump_interactive
 from fleetd.errors import TunnelError
 
 __all__ = [
@@ -363,6 +363,12 @@ class SSHConnection:
                 raise TunnelError(f"cannot tunnel endpoint {endpoint!r}: no host")
             out.append(self.forward(parts.hostname, parts.port or 2379).endpoint)
         return tuple(out)
+
+    @property
+    def host_key(self) -> tuple[str, bytes]:
+        """The host key this connection's host presented (and that was checked): type and blob."""
+        key = self._transport.get_remote_server_key()
+        return key.get_name(), key.asbytes()
 
     @property
     def active(self) -> bool:

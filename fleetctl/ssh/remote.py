@@ -14,23 +14,22 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from fleetctl.host_keys import Ask, Warn, ask_on_terminal, warn_on_stderr
-from fleetctl.ssh_config import SSHSettings, split_host_port
+from fleetctl.ssh.config import SSHSettings, split_host_port
+from fleetctl.ssh.host_keys import Ask, Warn, ask_on_terminal, warn_on_stderr
 from fleetd.errors import FleetError, TunnelError
 from fleetd.model import MachineState, TargetState
 
 if TYPE_CHECKING:
-    from fleetctl.tunnel import SSHConnection
+    from fleetctl.client import UnitLocation
+    from fleetctl.ssh.tunnel import SSHConnection
 
 __all__ = [
     "Lookup",
     "RemoteRefused",
     "Runner",
     "SSHRunner",
-    "UnitLocation",
     "journal",
     "journal_command",
     "local_machine_id",
@@ -53,21 +52,7 @@ class RemoteRefused(FleetError):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True, slots=True)
-class UnitLocation:
-    """Where a unit is.
-
-    ``state`` is its current fleet state (INACTIVE when not scheduled); ``machine`` the live machine it is
-    scheduled to (None when unscheduled or when that machine is gone).
-    """
-
-    name: str
-    is_global: bool
-    state: TargetState
-    machine: MachineState | None
-
-
-Lookup = Callable[[str], UnitLocation | None]
+Lookup = Callable[[str], "UnitLocation | None"]
 
 
 class Runner(Protocol):
@@ -259,7 +244,7 @@ class SSHRunner:
         self._connections: dict[tuple[str, int], SSHConnection] = {}
 
     def _connection(self, address: str, port: int) -> SSHConnection:
-        from fleetctl import tunnel  # noqa: PLC0415 (paramiko only for commands that really use SSH)
+        from fleetctl.ssh import tunnel  # noqa: PLC0415 (paramiko only for commands that really use SSH)
 
         key = (address, port)
         if key in self._connections:

@@ -1,6 +1,6 @@
 """Host-key policy for fleetctl's SSH: our known_hosts file, the original's prompt, the loud warning.
 
-``HostKeyGate`` reads the known_hosts file once per connection (fleetctl.known_hosts parses and matches),
+``HostKeyGate`` reads the known_hosts file once per connection (fleetctl.ssh.known_hosts parses and matches),
 restricts the host-key algorithms offered to the key types on file for the host, and decides on the key the
 host presents: a key marked ``@revoked`` for the host prints the REVOKED HOST KEY block and fails (whatever
 other lines say); a known key passes; a changed key prints the REMOTE HOST IDENTIFICATION HAS CHANGED block
@@ -16,8 +16,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from fleetctl import known_hosts as kh
 from fleetctl.output import visible
+from fleetctl.ssh import known_hosts as kh
 from fleetd.errors import TunnelError
 
 __all__ = ["Ask", "HostKeyGate", "Warn", "ask_on_terminal", "host_key_family", "warn_on_stderr"]

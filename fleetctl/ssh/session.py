@@ -1,7 +1,7 @@
 """Byte pumps for SSH sessions: a remote command's output, and an interactive terminal.
 
 The channel is anything with the small ``SessionChannel`` surface (a paramiko Channel in practice; paramiko
-itself is imported only by fleetctl.tunnel). Both pumps return the channel's exit status, or -1 when the
+itself is imported only by fleetctl.ssh.tunnel). Both pumps return the channel's exit status, or -1 when the
 channel ended without one (the caller decides whether the connection was lost).
 """
 
