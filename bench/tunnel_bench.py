@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from devcluster.etcd import EtcdServer  # noqa: E402
 from devcluster.sshd import SshAgent, SshServer  # noqa: E402
-from fleetctl import tunnel  # noqa: E402
+from fleetctl.ssh import tunnel  # noqa: E402
 from fleetd.model import MachineID, MachineState  # noqa: E402
 from fleetd.registry.etcd import EtcdKV  # noqa: E402
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     rounds = parser.parse_args().rounds
-    from fleetctl import remote  # noqa: PLC0415
+    from fleetctl.ssh import remote  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="fleet-tunnel-bench-") as tmp_text:
         tmp = Path(tmp_text)

@@ -217,6 +217,8 @@ def boot_fleet_cluster(state_dir: Path, count: int = 3, etcd_members: int = 1) -
             for m, role in zip(machines, machine_roles(count), strict=True)
         }
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEETCTL_", "SSH_AUTH_SOCK"))}
+        # every fleetctl here connects by itself: no session process outlives the command that started it
+        env["FLEETCTL_TUNNEL_REUSE"] = "false"
         cluster = FleetCluster(
             etcd, tuple(machines), metadata, state_dir, client_key(state_dir),
             write_known_hosts(machines, state_dir / "known_hosts"), env,
