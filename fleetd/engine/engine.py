@@ -26,7 +26,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 
 from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
 from fleetd.engine.election import Election
@@ -34,7 +35,7 @@ from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
 from fleetd.errors import CASConflict, RegistryError
 from fleetd.model import SHORT_ID_LENGTH, MachineID, UnitName
 from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord, Unplaceable
-from fleetd.registry.kv import KV, Compare
+from fleetd.registry.kv import KV, Compare, KeyValue
 from fleetd.registry.mirror import Mirror
 from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry
@@ -177,19 +178,40 @@ class Engine:
 
     def build(self) -> Built:
         """A snapshot of the mirror as it is now (bad data reported once, at WARNING). Leader only."""
-        m, keys = self._leading_mirror(), self.registry.keys
-        built = self._builder.build(
-            m.revision,
-            machines=m.items(keys.machines),
-            units=m.items(keys.units),
-            targets=m.items(keys.targets),
-            bodies=m.items(keys.bodies),
-            schedule=m.items(keys.schedules),
-            bodies_revision=m.revision_of(keys.bodies),
-        )
+        built = self._copy_mirror().build()
         for problem in built.problems:
             logger.warning("%s", problem)
         return built
+
+    def _copy_mirror(self) -> _Copy:
+        """The mirror's prefixes copied (plain dict copies: quick), to build from off the event loop."""
+        m, keys = self._leading_mirror(), self.registry.keys
+        machines, units, targets, bodies, schedule = (
+            dict(m.items(prefix))
+            for prefix in (keys.machines, keys.units, keys.targets, keys.bodies, keys.schedules)
+        )
+        build = partial(
+            self._builder.build, m.revision, machines=machines, units=units, targets=targets, bodies=bodies,
+            schedule=schedule, bodies_revision=m.revision_of(keys.bodies),
+        )
+        return _Copy(build, bodies, min(m.revision_of(keys.units), m.revision_of(keys.schedules)))
+
+    async def _build_and_plan(self) -> tuple[Built, EnginePlan, dict[str, int]]:
+        """Build the snapshot and plan it in a worker thread: at 100k units a pass takes long enough to
+        starve the lease keep-alives and watches if it ran on the event loop (the thread gives the loop
+        the interpreter every few milliseconds). The held machines are decided on the loop, in between.
+        Also returns the unreferenced bodies, judged on the same copy."""
+        copy = self._copy_mirror()
+        built = await asyncio.to_thread(copy.build)
+        for problem in built.problems:
+            logger.warning("%s", problem)
+        held = self._held_machines(built)
+        if held:
+            built = dataclasses.replace(
+                built, snapshot=dataclasses.replace(built.snapshot, held_machines=held)
+            )
+        garbage = self._unreferenced_bodies(built, copy)
+        return built, await asyncio.to_thread(plan_cluster, built.snapshot), garbage
 
     async def reconcile(self) -> None:
         """One pass: snapshot, plan, apply, then collect unreferenced bodies. Leader only."""
@@ -198,14 +220,7 @@ class Engine:
             return
         self.passes += 1
         generation = self.mirror.generation
-        built = self.build()
-        held = self._held_machines(built)
-        if held:
-            built = dataclasses.replace(
-                built, snapshot=dataclasses.replace(built.snapshot, held_machines=held)
-            )
-        garbage = self._unreferenced_bodies(built)  # now: the mirror moves on while we await below
-        plan = plan_cluster(built.snapshot)
+        built, plan, garbage = await self._build_and_plan()
         if plan.actions:
             if not await self._apply(plan, leadership):
                 return  # not applied: the next wake-up plans again
@@ -268,16 +283,15 @@ class Engine:
         await self._caught_up(revision, self.registry.keys.schedules)
         return True
 
-    def _unreferenced_bodies(self, built: Built) -> dict[str, int]:
-        """Bodies (hash -> mod revision) that nothing in ``built`` references, as the mirror is now.
+    def _unreferenced_bodies(self, built: Built, copy: _Copy) -> dict[str, int]:
+        """Bodies (hash -> mod revision) of ``copy`` that nothing in ``built`` (made from it) references.
 
-        A body newer than what the units/ or schedule/ watch has delivered may belong to a unit that is not
+        A body newer than what the units/ or schedule/ watch had delivered may belong to a unit that was not
         mirrored yet (they are written in one Txn but arrive on different watches): it is kept.
         """
-        keys, m = self.registry.keys, self._leading_mirror()
-        horizon = min(m.revision_of(keys.units), m.revision_of(keys.schedules))
+        keys, horizon = self.registry.keys, copy.horizon
         garbage: dict[str, int] = {}
-        for kv in m.items(keys.bodies).values():
+        for kv in copy.bodies.values():
             try:
                 unit_hash = keys.body_hash(kv.key)  # other keys under bodies/ are not ours to delete
             except BadRecord:
@@ -291,6 +305,16 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.ttl):
                 await self._leading_mirror().wait_for(revision, prefix)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Copy:
+    """The mirror as one pass sees it: a build of the snapshot, the bodies, and the revision up to which
+    both units/ and schedule/ had been delivered (bodies newer than that may be a new unit's)."""
+
+    build: Callable[[], Built]
+    bodies: Mapping[str, KeyValue]
+    horizon: int
 
 
 def _describe(action: Action) -> str:
