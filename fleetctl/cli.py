@@ -1,8 +1,9 @@
 """fleetctl's root command: global flags (also from ``FLEETCTL_*``), command prefixes, and the one place where
-fleet errors become a line on stderr and an exit status."""
+fleet errors and Ctrl-C become a line on stderr and an exit status."""
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,9 @@ from fleetctl.output import say
 from fleetd.errors import FleetError
 from fleetd.model import VERSION
 
-__all__ = ["cli", "main"]
+__all__ = ["EXIT_INTERRUPTED", "cli", "main"]
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 
 ROOT_HELP = """fleetctl is a command-line interface to fleet, the cluster-wide CoreOS init system.
 
@@ -37,7 +40,8 @@ Examples:
 
 
 class FleetGroup(click.Group):
-    """Commands found by unambiguous prefix; FleetError printed as one line with exit status 1 (or 2)."""
+    """Commands found by unambiguous prefix; FleetError printed as one line with exit status 1 (or 2), Ctrl-C
+    as ``Interrupted`` with exit status 130."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -81,6 +85,15 @@ class FleetGroup(click.Group):
                 ctx.exit(exc.exit_code)
             say(f"Error: {exc}", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt:
+            # Ctrl-C anywhere in a command: a wait, a --watch, an SSH handshake or session. asyncio.run has
+            # already cancelled the command's task (its cleanup ran: progress line cleared, tunnel closed);
+            # click's own handler would print "Aborted!" and exit 1.
+            if app_of(ctx).options.debug:
+                click.echo(traceback.format_exc().rstrip("\n"), err=True)
+            closes_echo = "\n" if sys.stderr.isatty() else ""  # the terminal echoed "^C" with no newline
+            click.echo(f"{closes_echo}Interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(
