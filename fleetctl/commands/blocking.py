@@ -20,7 +20,7 @@ import click
 
 from fleetctl.client import FleetClient, Goal, UnitFailed, WaitTimeout, unit_state_feed
 from fleetctl.context import App, CommandFailed
-from fleetctl.output import machine_legend, say, visible
+from fleetctl.output import machine_legend, say, short_hash, visible
 from fleetctl.params import Seconds
 from fleetd.errors import FleetError
 from fleetd.model import SHORT_ID_LENGTH, MachineID, MachineState, UnitState
@@ -82,17 +82,21 @@ def progress_line(
     pending: Sequence[Goal], done: int, total: int, latest: Mapping[str, Sequence[UnitState]], elapsed: float
 ) -> str:
     """What a wait is at, for the progress line: the first unit still pending (by name), where it last
-    reported and systemd's states there, how many are done when there are several, and the time taken.
+    reported and systemd's states there (preferring a record of the version waited for, as the wait does),
+    how many are done when there are several, and the time taken.
 
     ``waiting for hello.service: launched on 1a2b3c4d, systemd activating/start (3.2s)``;
     ``waiting for hello@2.service (1/3 done): no state reported yet (0.4s)``."""
     goal = min(pending, key=lambda pending_goal: pending_goal.name)
     count = f" ({done}/{total} done)" if total > 1 else ""
     states = latest.get(goal.name, ())
+    current = [state for state in states if not goal.hash or state.hash == goal.hash]
     if states:
-        seen = states[0]
+        seen = (current or states)[0]
         where = f"{seen.state.value} on {seen.machine_id[:SHORT_ID_LENGTH]}"
         status = f"{where}, systemd {seen.active_state or '-'}/{seen.sub_state or '-'}"
+        if not current:  # what the wait ignores: the machine still runs another version of the unit
+            status += f", older version {short_hash(seen.hash, full=False) or '-'}"
     else:
         status = "no state reported yet"
     return f"waiting for {goal.name}{count}: {status} ({elapsed:.1f}s)"

@@ -31,9 +31,10 @@ def hello(cluster: FakeCluster) -> FakeCluster:
     return cluster
 
 
-def _activating(name: str) -> UnitState:
+def _activating(name: str, unit_hash: str = "h") -> UnitState:
+    machine = MachineID("1a2b3c4d5e6f")
     return UnitState(
-        UnitName(name), MachineID("1a2b3c4d5e6f"), "loaded", "activating", "start", "h", TargetState.LAUNCHED
+        UnitName(name), machine, "loaded", "activating", "start", unit_hash, TargetState.LAUNCHED
     )
 
 
@@ -69,8 +70,30 @@ LAUNCH = Goal("hello.service", TargetState.LAUNCHED, active=True)
             },
             "waiting for hello.service: loaded on 1a2b3c4d, systemd -/- (3.2s)",
         ),
+        (
+            [Goal("hello.service", TargetState.LAUNCHED, "cd" * 20, active=True)],
+            0,
+            1,
+            {"hello.service": [running("hello.service", "ab" * 20)]},
+            "waiting for hello.service: launched on 1a2b3c4d, systemd active/running,"
+            " older version abababa (3.2s)",
+        ),
+        (
+            [Goal("hello.service", TargetState.LAUNCHED, "cd" * 20, active=True)],
+            0,
+            1,
+            {"hello.service": [running("hello.service", "ab" * 20), _activating("hello.service", "cd" * 20)]},
+            "waiting for hello.service: launched on 1a2b3c4d, systemd activating/start (3.2s)",
+        ),
     ],
-    ids=["one unit activating", "nothing reported", "first pending of several", "systemd states unknown"],
+    ids=[
+        "one unit activating",
+        "nothing reported",
+        "first pending of several",
+        "systemd states unknown",
+        "another version runs",
+        "the version waited for is preferred",
+    ],
 )
 def test_progress_line(
     pending: list[Goal], done: int, total: int, latest: dict[str, list[UnitState]], expected: str
