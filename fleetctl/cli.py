@@ -1,9 +1,10 @@
 """fleetctl's root command: global flags (also from ``FLEETCTL_*``), command prefixes, and the one place where
-fleet errors become a line on stderr and an exit status."""
+fleet errors and Ctrl-C become a line on stderr and an exit status."""
 
 from __future__ import annotations
 
 import importlib
+import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +17,9 @@ from fleetctl.output import say
 from fleetd.errors import FleetError
 from fleetd.model import VERSION
 
-__all__ = ["COMMAND_MODULES", "cli", "main"]
+__all__ = ["COMMAND_MODULES", "EXIT_INTERRUPTED", "cli", "main"]
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 
 # Each command: the module that defines it (in its COMMANDS) and its one-line help. A command's module is
 # imported only when that command runs or completes, and the command list in the help is drawn from here, so
@@ -77,7 +80,8 @@ Examples:
 
 class FleetGroup(click.Group):
     """Commands found by unambiguous prefix, ``lazy`` ones (name -> (module, short help)) imported on first
-    use; FleetError printed as one line with exit status 1 (or 2)."""
+    use; FleetError printed as one line with exit status 1 (or 2), Ctrl-C as ``Interrupted`` with exit
+    status 130."""
 
     def __init__(self, *args: Any, lazy: Mapping[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,6 +159,15 @@ class FleetGroup(click.Group):
                 ctx.exit(exc.exit_code)
             say(f"Error: {exc}", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt:
+            # Ctrl-C anywhere in a command: a wait, a --watch, an SSH handshake or session. asyncio.run has
+            # already cancelled the command's task (its cleanup ran: progress line cleared, tunnel closed);
+            # click's own handler would print "Aborted!" and exit 1.
+            if app_of(ctx).options.debug:
+                click.echo(traceback.format_exc().rstrip("\n"), err=True)
+            closes_echo = "\n" if sys.stderr.isatty() else ""  # the terminal echoed "^C" with no newline
+            click.echo(f"{closes_echo}Interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(

@@ -9,12 +9,14 @@ per-unit prefix Gets) for named units.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from fleetd.errors import FleetError
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.keyspace import UnitRecord
+from fleetd.registry.kv import WatchCompacted
 from fleetd.registry.registry import Registry
 
 __all__ = [
@@ -305,3 +307,39 @@ def _description(body: str) -> str:
         return UnitFile.from_text(body).description
     except FleetError:
         return ""
+
+
+# Watching for live views (``list-units --watch``, progress lines) ---------------------------------------
+# Module-level functions on a FleetClient so that this block stays apart from the code above.
+
+WatchArea = Literal["machines", "states", "units", "targets", "schedule", "globals"]
+
+
+async def changes(client: FleetClient, areas: Sequence[WatchArea]) -> AsyncIterator[None]:
+    """Wake-ups for a live view: once now, then after every batch of changes to keys in ``areas`` of the
+    registry (``states`` is ``states/``, ...). Level-triggered: the caller re-reads what it shows after each
+    wake-up. One watch (on the area, or on the whole registry prefix for several); a compacted revision
+    restarts it from the current revision, with one more wake-up. Ends when the registry closes."""
+    registry = client.registry
+    prefixes = tuple(str(getattr(registry.keys, area)) for area in areas)
+    watched = prefixes[0] if len(prefixes) == 1 else registry.keys.prefix
+    while True:
+        revision = (await registry.kv.range(watched, limit=1)).revision
+        yield
+        events = registry.kv.watch(watched, revision + 1)
+        try:
+            async for batch in events:
+                if any(event.kv.key.startswith(prefixes) for event in batch):
+                    yield
+        except WatchCompacted:
+            continue
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+        return
+
+
+def unit_state_feed(client: FleetClient, names: Sequence[str]) -> AsyncIterator[tuple[UnitState, ...]]:
+    """The named units' published states: as read now, then again after every change (one watch)."""
+    return client.registry.watch_unit_states(names)

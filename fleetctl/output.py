@@ -116,10 +116,15 @@ def _padded(column: list[str]) -> list[str]:
     return [cell + tabs[len(cell)] for cell in column]
 
 
-def render_json(table: Table) -> str:
-    """A JSON array of objects holding the requested fields, one object per row, for scripts."""
-    rows = [{name: row[name] for name in table.fields} for row in table.rows]
-    return json.dumps(rows, indent=2, sort_keys=False) + "\n"
+def render_json(document: object, *, compact: bool = False) -> str:
+    """``document`` as one JSON text ending in a newline (indented, or on one line with ``compact``).
+
+    ASCII only: every control character, DEL, C1 control and non-ASCII character is a ``\\uXXXX`` escape,
+    so registry text cannot reach the terminal raw and ``visible`` is not applied (it would find nothing
+    to escape); lone surrogates come through as escapes too instead of failing to encode."""
+    if compact:
+        return json.dumps(document, ensure_ascii=True, separators=(",", ":")) + "\n"
+    return json.dumps(document, ensure_ascii=True, indent=2) + "\n"
 
 
 def short_hash(digest: str, *, full: bool) -> str:

@@ -1,28 +1,37 @@
 """Waiting for units (spec §1.6): the --no-block/--block-attempts/--timeout flags, the wait itself with its
-report lines (``Unit X launched on 1a2b3c4d.../10.0.0.1``) and a live progress count on a terminal.
+report lines (``Unit X launched on 1a2b3c4d.../10.0.0.1``) and, on a terminal only, one progress line redrawn
+in place with what the wait is at and the time it has taken
+(``waiting for hello.service: launched on 1a2b3c4d, systemd activating/start (3.2s)``). Without a terminal
+scripts see only the original's lines.
 
 A start ends early when systemd reports the unit failed (``loaded/failed/failed``): the error names systemd's
 states, the machine, and the command that shows why (``fleetctl journal UNIT``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from fleetctl.client import FleetClient, Goal, UnitFailed, WaitTimeout
+from fleetctl.client import FleetClient, Goal, UnitFailed, WaitTimeout, unit_state_feed
 from fleetctl.context import App, CommandFailed
-from fleetctl.output import machine_legend, say
+from fleetctl.output import machine_legend, say, short_hash, visible
 from fleetctl.params import Seconds
-from fleetd.model import MachineID, MachineState, UnitState
+from fleetd.errors import FleetError
+from fleetd.model import SHORT_ID_LENGTH, MachineID, MachineState, UnitState
 from fleetd.values import Bounds
 
-__all__ = ["Budget", "block_options", "budget_for", "report_triggered", "wait_for"]
+__all__ = ["Budget", "block_options", "budget_for", "progress_line", "report_triggered", "wait_for"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PROGRESS_MIN_UNITS = 2  # a progress line for one unit would only flicker
+PROGRESS_TICK = 0.1  # seconds between redraws of the progress line's elapsed time
+ERASE_LINE = "\r\x1b[K"  # carriage return, erase to the end of the line
 MAX_BLOCK_ATTEMPTS = 43_200  # 24 hours of 2-second attempts; more is a typo, not a plan
 TIMEOUT_BOUNDS = Bounds(0.0, 86_400.0)  # --timeout: 0 (no limit) .. 24h
 
@@ -69,22 +78,85 @@ def report_triggered(names: Sequence[str], verb: str, *, is_global: bool = False
         say(f"Triggered {kind} {name} {verb}")
 
 
-class _Progress:
-    """``Waiting for units: 3/10`` redrawn in place on a terminal; erased before any other line."""
+def progress_line(
+    pending: Sequence[Goal], done: int, total: int, latest: Mapping[str, Sequence[UnitState]], elapsed: float
+) -> str:
+    """What a wait is at, for the progress line: the first unit still pending (by name), where it last
+    reported and systemd's states there (preferring a record of the version waited for, as the wait does),
+    how many are done when there are several, and the time taken.
 
-    def __init__(self, enabled: bool) -> None:
+    ``waiting for hello.service: launched on 1a2b3c4d, systemd activating/start (3.2s)``;
+    ``waiting for hello@2.service (1/3 done): no state reported yet (0.4s)``."""
+    goal = min(pending, key=lambda pending_goal: pending_goal.name)
+    count = f" ({done}/{total} done)" if total > 1 else ""
+    states = latest.get(goal.name, ())
+    current = [state for state in states if not goal.hash or state.hash == goal.hash]
+    if states:
+        seen = (current or states)[0]
+        where = f"{seen.state.value} on {seen.machine_id[:SHORT_ID_LENGTH]}"
+        status = f"{where}, systemd {seen.active_state or '-'}/{seen.sub_state or '-'}"
+        if not current:  # what the wait ignores: the machine still runs another version of the unit
+            status += f", older version {short_hash(seen.hash, full=False) or '-'}"
+    else:
+        status = "no state reported yet"
+    return f"waiting for {goal.name}{count}: {status} ({elapsed:.1f}s)"
+
+
+class _Progress:
+    """The progress line on a terminal: redrawn in place on every change the wait sees and every
+    PROGRESS_TICK (for the elapsed time), cut to the terminal's width so it stays one line, and erased
+    before any other line and at the end. Disabled, it prints nothing and watches nothing."""
+
+    def __init__(
+        self, enabled: bool, goals: Sequence[Goal], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.enabled = enabled
+        self.goals = tuple(goals)
+        self.clock = clock
+        self.started = clock()
+        self.met: set[str] = set()
+        self.latest: dict[str, list[UnitState]] = {}
         self.shown = False
 
-    def draw(self, done: int, total: int) -> None:
-        if self.enabled and done < total:
-            click.echo(f"\r\x1b[KWaiting for units: {done}/{total} done", nl=False, color=True)
-            self.shown = True
+    def draw(self) -> None:
+        pending = [goal for goal in self.goals if goal.name not in self.met]
+        if not self.enabled or not pending:
+            return
+        line = progress_line(
+            pending, len(self.met), len(self.goals), self.latest, self.clock() - self.started
+        )
+        width = shutil.get_terminal_size().columns - 1
+        click.echo(ERASE_LINE + visible(line)[:width], nl=False, color=True)
+        self.shown = True
 
     def clear(self) -> None:
         if self.shown:
-            click.echo("\r\x1b[K", nl=False, color=True)
+            click.echo(ERASE_LINE, nl=False, color=True)
             self.shown = False
+
+    async def run(self, client: FleetClient) -> None:
+        """Keep the line current until cancelled: one watch on the units' states (the wait has its own;
+        this one only feeds the display) and a redraw every PROGRESS_TICK."""
+        feed = asyncio.create_task(self._follow(client))
+        try:
+            while True:
+                self.draw()
+                await asyncio.sleep(PROGRESS_TICK)
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+
+    async def _follow(self, client: FleetClient) -> None:
+        try:
+            async for states in unit_state_feed(client, sorted(goal.name for goal in self.goals)):
+                latest: dict[str, list[UnitState]] = {}
+                for state in states:
+                    latest.setdefault(state.name, []).append(state)
+                self.latest = latest
+                self.draw()
+        except FleetError:
+            return  # the display goes without states; the wait itself reports registry failures
 
 
 async def wait_for(
@@ -101,33 +173,38 @@ async def wait_for(
     if not goals:
         return
     machines: dict[MachineID, MachineState] = {} if quiet else await client.machine_map()
-    progress = _Progress(app.is_tty and len(goals) >= PROGRESS_MIN_UNITS and not quiet)
+    progress = _Progress(app.is_tty and not quiet, goals)
     printed: set[str] = set()
     by_name = {goal.name: goal for goal in goals}
 
-    def on_progress(done: int, total: int, met: dict[str, UnitState | None]) -> None:
+    def on_progress(_done: int, _total: int, met: dict[str, UnitState | None]) -> None:
         progress.clear()
+        progress.met = set(met)
         if not quiet:
             for name in sorted(set(met) - printed):
                 printed.add(name)
                 say(_report_line(by_name[name], met[name], machines))
-        progress.draw(done, total)
+        progress.draw()
 
+    display = asyncio.create_task(progress.run(client)) if progress.enabled else None
     try:
         await client.wait(goals, budget=budget, progress=on_progress)
     except WaitTimeout as exc:
-        progress.clear()
         problem = str(exc)
         if exc.goal.active and exc.last:
             problem += f"; {_journal_hint(exc.goal.name)}"
         raise CommandFailed(failure(problem)) from exc
     except UnitFailed as exc:
-        progress.clear()
         if not machines:
             machines = await client.machine_map()
         problems = [_failure_line(goal, seen, machines) for goal, seen in exc.failures]
         raise CommandFailed(failure("; ".join(problems))) from exc
-    progress.clear()
+    finally:  # also on Ctrl-C: the line is gone before "Interrupted"
+        if display is not None:
+            display.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await display
+        progress.clear()
 
 
 def _failure_line(goal: Goal, seen: UnitState, machines: dict[MachineID, MachineState]) -> str:

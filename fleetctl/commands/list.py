@@ -1,13 +1,16 @@
-"""list-machines, list-units, list-unit-files: tables of spec §1.9 (or JSON with ``--output json``)."""
+"""list-machines, list-units, list-unit-files: tables of spec §1.9, or JSON with ``--output json`` (schema in
+docs/fleetctl-json.md); ``--watch`` keeps the view live, redrawn after each change the registry watch reports.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
-from fleetctl.client import FleetClient, UnitFileRow, UnitStateRow
+from fleetctl.client import FleetClient, UnitFileRow, UnitStateRow, WatchArea, changes
 from fleetctl.context import CommandFailed, app_of, registry_problem, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import (
@@ -19,12 +22,16 @@ from fleetctl.output import (
     render_table,
     short_hash,
 )
+from fleetctl.records import Record, machine_record, unit_file_record, unit_state_record
 from fleetd.errors import RegistryError
 from fleetd.model import MachineState
 
 __all__ = ["COMMANDS"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase the display: a --watch redraw on a terminal
 
 MACHINE_FIELDS = ("machine", "ip", "metadata")
 UNIT_FIELDS = ("active", "hash", "load", "machine", "sub", "unit")
@@ -58,7 +65,15 @@ def _table_options(default_fields: str) -> Callable[[F], F]:
                     type=click.Choice(["table", "json"]),
                     default="table",
                     show_default=True,
-                    help="Output format (json: for scripts, values never shortened).",
+                    help="Output format (json: one document for scripts; --fields, --full and --no-legend"
+                    " shape tables only).",
+                ),
+                click.option(
+                    "--watch",
+                    "-w",
+                    is_flag=True,
+                    help="Keep running: print the view again whenever it changes (a terminal is redrawn;"
+                    " JSON prints one document per line). Ctrl-C ends it.",
                 ),
             ]
         ):
@@ -75,9 +90,60 @@ def _columns(fields: str, valid: tuple[str, ...]) -> tuple[str, ...]:
         raise CommandFailed(str(exc)) from exc
 
 
-def _emit(table: Table, output: str, no_legend: bool) -> None:
-    text = render_json(table) if output == "json" else render_table(table, legend=not no_legend)
-    click.echo(text, nl=False)
+@dataclass(frozen=True, slots=True)
+class View:
+    """How the user asked to see a list: format, legend, and whether to keep watching."""
+
+    output: str
+    no_legend: bool
+    watch: bool
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+
+def _show(
+    ctx: click.Context,
+    view: View,
+    *,
+    read: Callable[[FleetClient], Awaitable[R]],
+    table: Callable[[R], Table],
+    records: Callable[[R], list[Record]],
+    areas: Sequence[WatchArea],
+) -> None:
+    """Read and print the list once, or with ``view.watch`` again after every change in ``areas`` until
+    interrupted (Ctrl-C: exit 130, in the CLI's one handler).
+
+    Watching is level-triggered: each wake-up of the registry watch re-reads the whole list, and prints it
+    only when its text changed. On a terminal a table is redrawn on a cleared screen; otherwise each new
+    table follows the last after a blank line. JSON prints one document per line (JSON Lines) while
+    watching."""
+
+    def render(rows: R) -> str:
+        if view.json:
+            return render_json(records(rows), compact=view.watch)
+        return render_table(table(rows), legend=not view.no_legend)
+
+    if not view.watch:
+        click.echo(render(run(ctx, read)), nl=False)
+        return
+    redraw = app_of(ctx).is_tty and not view.json
+
+    async def live(client: FleetClient) -> None:
+        shown: str | None = None
+        async for _wake in changes(client, areas):
+            text = render(await read(client))
+            if text == shown:
+                continue
+            if redraw:
+                click.echo(CLEAR_SCREEN, nl=False, color=True)
+            elif shown is not None and not view.json:
+                click.echo()
+            click.echo(text, nl=False)
+            shown = text
+
+    run(ctx, live)
 
 
 def _machine_cells(machine: MachineState, full: bool) -> dict[str, str]:
@@ -92,7 +158,9 @@ def _machine_cells(machine: MachineState, full: bool) -> dict[str, str]:
 @click.command("list-machines", cls=FleetCommand)
 @_table_options(",".join(MACHINE_FIELDS))
 @click.pass_context
-def list_machines(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
+def list_machines(
+    ctx: click.Context, /, *, full: bool, no_legend: bool, fields: str, output: str, watch: bool
+) -> None:
     """Enumerate the current hosts in the cluster.
 
     Only machines whose fleetd is alive are listed (a machine drops out when its presence lease expires).
@@ -103,6 +171,7 @@ def list_machines(ctx: click.Context, full: bool, no_legend: bool, fields: str, 
       fleetctl list-machines --full --no-legend     # whole IDs, no header: for scripts
       fleetctl list-machines --fields machine,metadata
       fleetctl list-machines -o json
+      fleetctl list-machines --watch                # redrawn as machines come and go
     """
     columns = _columns(fields, MACHINE_FIELDS)
     app = app_of(ctx)
@@ -116,9 +185,14 @@ def list_machines(ctx: click.Context, full: bool, no_legend: bool, fields: str, 
                 f"Error retrieving list of active machines from fleet API ({problem})\n{POSSIBLE_ISSUES}"
             ) from exc
 
-    machines = run(ctx, action)
-    full = full or output == "json"
-    _emit(Table(columns, tuple(_machine_cells(m, full) for m in machines)), output, no_legend)
+    _show(
+        ctx,
+        View(output, no_legend, watch),
+        read=action,
+        table=lambda machines: Table(columns, tuple(_machine_cells(m, full) for m in machines)),
+        records=lambda machines: [machine_record(m) for m in machines],
+        areas=("machines",),
+    )
 
 
 def _unit_state_cells(row: UnitStateRow, full: bool, legends: dict[str, str]) -> dict[str, str]:
@@ -146,7 +220,9 @@ def _unit_state_cells(row: UnitStateRow, full: bool, legends: dict[str, str]) ->
 @click.command("list-units", cls=FleetCommand)
 @_table_options("unit,machine,active,sub")
 @click.pass_context
-def list_units(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
+def list_units(
+    ctx: click.Context, /, *, full: bool, no_legend: bool, fields: str, output: str, watch: bool
+) -> None:
     """List the current state of units in the cluster.
 
     One row per unit and machine, as the machines' agents last reported it: fleet's state and systemd's
@@ -159,6 +235,7 @@ def list_units(ctx: click.Context, full: bool, no_legend: bool, fields: str, out
       fleetctl list-units --no-legend --full
       fleetctl list-units --fields unit,machine,active
       fleetctl list-units -o json
+      fleetctl list-units --watch                   # redrawn whenever a unit's state changes
     """
     columns = _columns(fields, UNIT_FIELDS)
     app = app_of(ctx)
@@ -170,10 +247,18 @@ def list_units(ctx: click.Context, full: bool, no_legend: bool, fields: str, out
             problem = registry_problem(app.options, exc)
             raise CommandFailed(f"Error retrieving list of units from repository: {problem}") from exc
 
-    rows = run(ctx, action)
-    full = full or output == "json"
-    legends: dict[str, str] = {}
-    _emit(Table(columns, tuple([_unit_state_cells(row, full, legends) for row in rows])), output, no_legend)
+    def table(rows: list[UnitStateRow]) -> Table:
+        legends: dict[str, str] = {}
+        return Table(columns, tuple([_unit_state_cells(row, full, legends) for row in rows]))
+
+    _show(
+        ctx,
+        View(output, no_legend, watch),
+        read=action,
+        table=table,
+        records=lambda rows: [unit_state_record(row) for row in rows],
+        areas=("states", "machines"),
+    )
 
 
 def _target_cell(row: UnitFileRow, full: bool) -> str:
@@ -203,7 +288,9 @@ def _unit_file_cells(row: UnitFileRow, full: bool) -> Mapping[str, str]:
 @click.command("list-unit-files", cls=FleetCommand)
 @_table_options("unit,hash,dstate,state,target")
 @click.pass_context
-def list_unit_files(ctx: click.Context, full: bool, no_legend: bool, fields: str, output: str) -> None:
+def list_unit_files(
+    ctx: click.Context, /, *, full: bool, no_legend: bool, fields: str, output: str, watch: bool
+) -> None:
     """List the units that exist in the cluster.
 
     Every submitted unit with its desired state (dstate), current state and target machine, loaded or not.
@@ -214,6 +301,7 @@ def list_unit_files(ctx: click.Context, full: bool, no_legend: bool, fields: str
       fleetctl list-unit-files
       fleetctl list-unit-files --fields unit,desc,dstate,target
       fleetctl list-unit-files -o json
+      fleetctl list-unit-files --watch
     """
     columns = _columns(fields, UNIT_FILE_FIELDS)
     if "tmachine" in columns:
@@ -222,14 +310,19 @@ def list_unit_files(ctx: click.Context, full: bool, no_legend: bool, fields: str
 
     async def action(client: FleetClient) -> list[UnitFileRow]:
         try:
-            return await client.unit_file_rows(descriptions="desc" in columns)
+            return await client.unit_file_rows(descriptions="desc" in columns or output == "json")
         except RegistryError as exc:
             problem = registry_problem(app.options, exc)
             raise CommandFailed(f"Error retrieving list of units from repository: {problem}") from exc
 
-    rows = run(ctx, action)
-    full = full or output == "json"
-    _emit(Table(columns, tuple(_unit_file_cells(row, full) for row in rows)), output, no_legend)
+    _show(
+        ctx,
+        View(output, no_legend, watch),
+        read=action,
+        table=lambda rows: Table(columns, tuple(_unit_file_cells(row, full) for row in rows)),
+        records=lambda rows: [unit_file_record(row) for row in rows],
+        areas=("units", "targets", "schedule", "states", "machines"),
+    )
 
 
 COMMANDS = (list_machines, list_units, list_unit_files)

@@ -130,3 +130,10 @@ def cluster() -> FakeCluster:
 
 
 HELLO = "[Unit]\nDescription=Hello World\n\n[Service]\nExecStart=/bin/sleep 100\n"
+
+
+def running(name: str, unit_hash: str, machine: MachineState = MACHINE_A) -> UnitState:
+    """The state an agent publishes for ``name`` launched and running on ``machine``."""
+    return UnitState(
+        UnitName(name), machine.id, "loaded", "active", "running", unit_hash, TargetState.LAUNCHED
+    )

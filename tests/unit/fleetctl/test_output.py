@@ -44,9 +44,13 @@ def test_machine_legend() -> None:
     assert machine_legend("1a2b3c4d5e6f", "10.0.0.1", full=True) == "1a2b3c4d5e6f/10.0.0.1"
 
 
-def test_json_holds_the_requested_fields() -> None:
-    table = Table(("unit",), ({"unit": "a.service", "hash": "x"},))
-    assert json.loads(render_json(table)) == [{"unit": "a.service"}]
+def test_json_is_printable_ascii_whatever_the_values() -> None:
+    document = [{"desc": "\x1b[2J\x9b\x7f caf\u00e9 \udcff", "n": None, "ok": True}]
+    for compact in (False, True):
+        text = render_json(document, compact=compact)
+        assert set(text) <= {chr(code) for code in range(0x20, 0x7F)} | {"\n"}
+        assert json.loads(text) == document
+    assert render_json({"a": [1]}, compact=True) == '{"a":[1]}\n'
 
 
 def test_every_column_but_the_last_is_padded_to_its_own_width() -> None:

@@ -505,7 +505,7 @@ def test_progress_line_on_a_terminal(cluster: FakeCluster, workdir: Path) -> Non
     cluster.invoke(["submit", "hello@1", "hello@2", "hello@3"])
     cluster.agent = False
     result = cluster.invoke(["start", "--block-attempts", "1", "hello@*"], tty=True)
-    assert "\r\x1b[KWaiting for units: 0/3 done" in result.stdout
+    assert "\r\x1b[Kwaiting for hello@1.service (0/3 done): " in result.stdout
     assert result.exit_code == 1
 
 
