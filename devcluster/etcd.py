@@ -26,8 +26,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["EtcdCluster", "EtcdServer", "free_port"]
+__all__ = ["EtcdCluster", "EtcdServer", "end_process", "free_port"]
 
 ETCD_BINARY = "/usr/bin/etcd"
 ETCDCTL_BINARY = "/usr/bin/etcdctl"
@@ -39,6 +40,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def end_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """Stop a child by its PID: SIGTERM, then SIGKILL after ``timeout`` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class EtcdServer:
@@ -156,12 +167,7 @@ class EtcdServer:
         if proc is None:
             return
         os.kill(proc.pid, signal.SIGCONT)  # a paused etcd cannot handle SIGTERM
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL by PID: no graceful leadership transfer, as when a member's host dies."""

@@ -228,7 +228,9 @@ class Machine:
         staged.parent.mkdir(parents=True, exist_ok=True)
         _write_with_mode(staged, text, mode)  # in place: a bound file keeps its inode
         bind = Bind(staged, path, writable=True)
-        if self.running and bind not in self._binds:
+        # A file put while running is not bound until the next boot: write it inside too, also when it
+        # was put before (when the machine was booted with the bind, this writes the same inode again).
+        if self.running:
             inside = Path(f"/proc/{self.leader}/root") / path.lstrip("/")
             inside.parent.mkdir(parents=True, exist_ok=True)
             _write_with_mode(inside, text, mode)

@@ -67,6 +67,7 @@ class Config:
     public_ip: str = ""
     metadata: Mapping[str, str] = field(default_factory=_no_metadata)
     agent_ttl: float = 30.0
+    fence_units: str = "conflicts"  # one of FENCE_CHOICES
     units_directory: str = "/run/fleet/units/"
     systemd_user: bool = False
     token_limit: int = 100
@@ -161,6 +162,16 @@ def parse_metadata(text: str) -> dict[str, str]:
     return metadata
 
 
+FENCE_CHOICES = ("conflicts", "all", "none")
+
+
+def _parse_fence(text: str) -> str:
+    value = text.strip().lower()
+    if value not in FENCE_CHOICES:
+        raise ValueError("expected " + ", ".join(FENCE_CHOICES))
+    return value
+
+
 def _parse_ip(text: str) -> str:
     stripped = text.strip()
     if stripped:
@@ -196,6 +207,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "public_ip": _parse_ip,
     "metadata": parse_metadata,
     "agent_ttl": _parse_ttl,
+    "fence_units": _parse_fence,
     "units_directory": _parse_directory,
     "systemd_user": _parse_bool,
     "token_limit": _parse_positive_int,
@@ -226,6 +238,10 @@ _DESCRIPTIONS = {
     "public_ip": "this machine's address as fleetctl shows it and ssh uses",
     "metadata": "this machine's metadata: k=v,k2=v2 (MachineMetadata= matches it)",
     "agent_ttl": "how long this machine stays listed without a heartbeat: a duration, e.g. 30s (1s to 1h)",
+    "fence_units": (
+        "which units this machine stops once it knows its lease is lost while etcd is unreachable"
+        " (a partition: the engine re-places them elsewhere): conflicts (units with Conflicts=), all, none"
+    ),
     "units_directory": "where unit files are written for systemd",
     "systemd_user": "use the user's systemd instance instead of the system's",
     "token_limit": "ignored: " + IGNORED_KEYS["token_limit"],

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from fleetd.agent.agent import Agent, Handover
 from fleetd.agent.identity import machine_state, read_machine_id
+from fleetd.agent.plan import FencePolicy
 from fleetd.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -96,7 +97,8 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
         raise
     machine = machine_state(machine_id, config.public_ip, dict(config.metadata))
     registry = Registry(kv, config.etcd_key_prefix)
-    agent = Agent(registry, units, machine, ttl=config.agent_ttl, handover=handover)
+    fence = FencePolicy(config.fence_units)
+    agent = Agent(registry, units, machine, ttl=config.agent_ttl, fence=fence, handover=handover)
     engine = None
     if not config.disable_engine:
         interval = config.engine_reconcile_interval

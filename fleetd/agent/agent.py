@@ -4,15 +4,19 @@ Read -> decide -> write. The schedule (``schedule/<id>/``) and the global units 
 a watch-fed Mirror, so an idle agent reads nothing; bodies are read by hash once and cached. Each pass plans
 with the pure ``fleetd.agent.plan`` and runs the tasks in order, stopping at the first failure.
 
-Liveness is one lease of ``ttl`` seconds, kept alive (keep-alives are not writes). Losing etcd never stops
-a unit: passes that cannot read are postponed with a backoff, and when etcd is back an expired lease is
-replaced (re-register, re-publish) and the next pass unloads whatever was re-placed elsewhere meanwhile.
+Liveness is one lease of ``ttl`` seconds, kept alive (keep-alives are not writes). Losing etcd stops no
+unit except by fencing: passes that cannot read are postponed with a backoff, and when etcd is back an
+expired lease is replaced (re-register, re-publish) and a later pass unloads whatever was re-placed
+elsewhere meanwhile. Every decision (holding unloads, the owed reload, fencing the units the fence policy
+covers once the lease is known lost) is the pure planner's; this shell tells it what it knows about its
+lease and last batch (``Facts``), confirms the lease when the plan asks, and runs the tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -20,13 +24,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fleetd.agent.plan import (
-    LOADED_NOT_SCHEDULED,
+    AgentPlan,
     CurrentUnit,
     DesiredUnit,
+    Facts,
+    FencePolicy,
     Task,
     TaskKind,
     desired_units,
-    plan_tasks,
+    plan_pass,
 )
 from fleetd.agent.publisher import StatePublisher
 from fleetd.agent.source import DesiredSource
@@ -44,7 +50,6 @@ RESYNC_INTERVAL = 10.0  # seconds between batched systemd state resyncs
 RECONCILE_INTERVAL = 30.0  # a pass without any wake-up (free: no etcd reads, no D-Bus calls when idle)
 MAX_BACKOFF = 60.0
 OUTAGE_RETRY = 0.5  # seconds between keep-alive attempts while etcd is unreachable (at most ttl/10)
-RELOAD_OWED = "units were loaded or unloaded by an interrupted batch"
 # After registering on a new lease, wait this long before unloading units that are not in the schedule: the
 # engine unschedules a machine's units when its record vanishes and schedules them back within a pass of the
 # record's return, so a unit pinned here would otherwise be stopped and started again after an etcd outage.
@@ -73,6 +78,7 @@ class Agent:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         settle: float = SETTLE,
+        fence: FencePolicy = FencePolicy.CONFLICTS,
         handover: Handover | None = None,
     ) -> None:
         self._registry = registry
@@ -85,7 +91,13 @@ class Agent:
         self._sleep = sleep
         self._clock = clock
         self._settle = settle
-        self._settle_until = 0.0  # until then, units that left the schedule are not unloaded yet
+        self._fence = fence
+        # What the planner is told each pass (Facts): see fleetd.agent.plan.
+        self._settle_until = 0.0  # a new registration's schedule settles until then
+        self._lease_deadline = math.inf  # when the lease surely lapses unless a keep-alive succeeds
+        self._lease_expired = False  # a keep-alive was answered "expired" and no new lease is held yet
+        self._reachable = True  # the last keep-alive reached etcd
+        self._fenced: frozenset[UnitName] = frozenset()
         self.source = DesiredSource(registry, machine.id)
         self.mirror = self.source.mirror
         self.publisher = StatePublisher(registry, units, machine.id)
@@ -95,7 +107,7 @@ class Agent:
         self._wake = asyncio.Event()
         self._publish = asyncio.Event()
         self._schema_checked = False
-        self._wake_at = math.inf  # a held unload wants a pass at this time
+        self._wake_at = math.inf  # the planner wants a pass at this time
         self._reload_owed = False  # a batch loaded or unloaded units but stopped before its reload
         if handover is not None:
             self.lease = handover.lease
@@ -113,6 +125,7 @@ class Agent:
         if not self._schema_checked:
             await self._registry.ensure_schema()
             self._schema_checked = True
+        sent = self._clock()
         fresh = self.lease == 0 or await self._kv.time_to_live(self.lease) <= 0
         lease = await self._kv.grant(self.ttl) if fresh else self.lease
         try:
@@ -124,6 +137,8 @@ class Agent:
             raise
         self.lease = lease
         self.registered = True
+        self._lease_expired = False
+        self._lease_deadline = sent + self.ttl
         if fresh:
             self._settle_until = self._clock() + self._settle
             self.publisher.new_lease(lease, self.applied)
@@ -139,68 +154,82 @@ class Agent:
         )
 
     async def heartbeat(self) -> None:
-        """Keep the lease alive; when it has expired (etcd lost us), register again on a new lease."""
-        if await self._kv.keep_alive(self.lease) > 0:
+        """Keep the lease alive; when it has expired (etcd lost us), register again on a new lease.
+
+        The lease is surely alive until ``ttl`` after a keep-alive that succeeded was sent; the planner
+        fences when that deadline passes (or etcd says "expired") before a new registration succeeds.
+        """
+        sent = self._clock()
+        try:
+            remaining = await self._kv.keep_alive(self.lease)
+        except RegistryError:
+            self._reachable = False
+            raise
+        self._reachable = True
+        if remaining > 0:
+            self._lease_deadline = sent + min(remaining, self.ttl)
             return
         logger.warning("machine lease expired (etcd lost this machine): registering again")
         self.registered = False
+        self._lease_expired = True
         self.lease = 0
+        self._wake.set()  # the planner fences while no new lease is held
         await self.register()
 
     async def reconcile(self) -> tuple[Task, ...]:
-        """One pass: desired (mirror + bodies) vs current (units directory) -> tasks, run in order.
+        """One pass: desired (mirror + bodies) vs current (units directory) -> a plan, its tasks run in order.
 
         Raises RegistryError when bodies cannot be read: no task runs then (units keep running).
         Returns the tasks that ran successfully.
         """
-        if not self.registered or not self.source.ready:
-            return ()
+        if (self.lease == 0 and not self._lease_expired) or not self.source.ready:
+            return ()  # not registered yet (a lost lease still plans: fencing)
         wanted = await self.source.read()
         desired = desired_units(self.machine, wanted.scheduled, wanted.global_units)
         current = self._current()
-        tasks = plan_tasks(desired, {n: c for n, c in current.items() if n not in wanted.skipped})
-        tasks = self._hold_unloads(await self._confirm_lease_before_unloads(tasks))
-        if self._reload_owed and not any(task.kind is TaskKind.RELOAD for task in tasks):
-            tasks = tuple(sorted((*tasks, Task(TaskKind.RELOAD, None, RELOAD_OWED)), key=lambda t: t.kind))
-        if not tasks:
+        plan = plan_pass(desired, current, self._facts(wanted.skipped))
+        if plan.confirm_lease:
+            # Units left the schedule: the engine also unschedules a machine whose lease expired, and that
+            # deletion can arrive before a keep-alive notices. Confirm the lease first (one read, only on
+            # passes that would unload); register again when it is gone, so the planner holds the unloads.
+            if await self._kv.time_to_live(self.lease) <= 0:
+                logger.warning("machine lease expired (etcd lost this machine): registering before unloading")
+                self.lease = 0
+                await self.register()
+            plan = plan_pass(desired, current, self._facts(wanted.skipped, lease_confirmed=True))
+        self._take(plan)
+        if not plan.tasks:
             logger.debug("reconcile: nothing to do (%d units)", len(current))
             return ()
-        done = await self._run_tasks(tasks, desired)
+        done = await self._run_tasks(plan.tasks, desired)
         self.source.keep_only(unit.hash for unit in desired.values())
         return done
 
-    async def _confirm_lease_before_unloads(self, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
-        """Before unloading units that left the schedule, make sure this machine was not dropped meanwhile.
+    def _facts(self, skipped: frozenset[UnitName], *, lease_confirmed: bool = False) -> Facts:
+        return Facts(
+            now=self._clock(),
+            lease_deadline=self._lease_deadline,
+            lease_expired=self._lease_expired,
+            reachable=self._reachable,
+            lease_confirmed=lease_confirmed,
+            settle_until=self._settle_until,
+            reload_owed=self._reload_owed,
+            fenced=self._fenced,
+            fence=self._fence,
+            skipped=skipped,
+        )
 
-        The engine unschedules a machine's units when its lease expires (an etcd outage longer than the TTL);
-        that deletion can reach the agent before its heartbeat notices. Then register again first, so the
-        unloads wait for the schedule to settle (SETTLE) instead of stopping pinned units. One lease read,
-        only on passes that would unload such a unit.
-        """
-        unloading = any(t.kind is TaskKind.UNLOAD and t.reason == LOADED_NOT_SCHEDULED for t in tasks)
-        if unloading and self._settle_until <= self._clock() and await self._kv.time_to_live(self.lease) <= 0:
-            logger.warning("machine lease expired (etcd lost this machine): registering before unloading")
-            self.lease = 0
-            await self.register()
-        return tasks
-
-    def _hold_unloads(self, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
-        """While the schedule settles after a new registration, keep units that left it (see SETTLE)."""
-        wait = self._settle_until - self._clock()
-        if wait <= 0:
-            return tasks
-        held = {
-            t.unit for t in tasks if t.unit and t.kind is TaskKind.UNLOAD and t.reason == LOADED_NOT_SCHEDULED
-        }
-        if not held:
-            return tasks
-        names = ", ".join(sorted(held))
-        logger.info("holding unload of %s for %.1fs while the schedule settles", names, wait)
-        kept = [t for t in tasks if not (t.kind is TaskKind.UNLOAD and t.unit in held)]
-        if not any(t.kind in (TaskKind.LOAD, TaskKind.UNLOAD) for t in kept):
-            kept = [t for t in kept if t.kind is not TaskKind.RELOAD]
-        self._wake_at = min(self._wake_at, self._settle_until)
-        return tuple(kept)
+    def _take(self, plan: AgentPlan) -> None:
+        """Keep what the plan carries to the next pass, and log its holds and fences."""
+        if plan.held:
+            logger.info("holding unload of %s until the schedule settles", ", ".join(sorted(plan.held)))
+        if plan.fenced != self._fenced:
+            if plan.fenced - self._fenced:
+                logger.warning("fencing %s: lease lost", ", ".join(sorted(plan.fenced - self._fenced)))
+            if self._fenced - plan.fenced:
+                logger.info("fence released for %s", ", ".join(sorted(self._fenced - plan.fenced)))
+        self._fenced = plan.fenced
+        self._wake_at = min(self._wake_at, plan.wake_at)
 
     async def publish(self) -> int:
         """Publish changed states of the dirty units; returns how many records were written or removed."""
@@ -250,7 +279,7 @@ class Agent:
     # -- the running agent ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Register (retrying), then run the loops until cancelled. Units are never stopped here."""
+        """Register (retrying), then run the loops until cancelled."""
         await self._register_until_done()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.mirror.run())
@@ -299,6 +328,7 @@ class Agent:
                     logger.warning(
                         "etcd unreachable (%s): units keep running; retrying every %.2gs", exc, retry
                     )
+                    self._wake.set()  # the planner says when to fence, should the lease lapse
                 outage = True
                 await self._sleep(retry)
                 continue
@@ -368,8 +398,10 @@ class Agent:
         current: dict[UnitName, CurrentUnit] = {}
         for name, unit_hash in self._units.loaded_units().items():
             known = self.applied.get(name)
-            state = known.state if known is not None and known.hash == unit_hash else TargetState.INACTIVE
-            current[name] = CurrentUnit(name, unit_hash, state)
+            if known is not None and known.hash == unit_hash:
+                current[name] = known
+            else:
+                current[name] = CurrentUnit(name, unit_hash, TargetState.INACTIVE)
         return current
 
     async def _run_tasks(
@@ -411,10 +443,10 @@ class Agent:
         elif task.kind is TaskKind.LOAD:
             unit = desired[name]
             await self._units.load(name, self.source.text(unit.hash))
-            self.applied[name] = CurrentUnit(name, unit.hash, TargetState.LOADED)
+            self.applied[name] = CurrentUnit(name, unit.hash, TargetState.LOADED, unit.conflicts)
         elif task.kind is TaskKind.START:
             await self._units.start(name)
-            self.applied[name] = CurrentUnit(name, desired[name].hash, TargetState.LAUNCHED)
-        elif task.kind is TaskKind.STOP:
+            self.applied[name] = dataclasses.replace(self.applied[name], state=TargetState.LAUNCHED)
+        elif task.kind is TaskKind.STOP:  # also a fenced unit that left the schedule: not in ``desired``
             await self._units.stop(name)
-            self.applied[name] = CurrentUnit(name, desired[name].hash, TargetState.LOADED)
+            self.applied[name] = dataclasses.replace(self.applied[name], state=TargetState.LOADED)

@@ -60,6 +60,11 @@ ChannelFactory = Callable[[str], grpc.aio.Channel]
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 _INVALID_TOKEN = "invalid auth token"
 _NOT_CONNECTED = "failed to connect"  # grpc's UNAVAILABLE when no connection could be made: nothing sent
+_NO_SPACE = "database space exceeded"  # etcd's NOSPACE alarm: writes refused until an operator frees space
+NO_SPACE_HELP = (
+    "etcd's storage quota is full (NOSPACE alarm: {details}); it refuses writes until space is freed:"
+    " compact (etcdctl compact REV), defragment (etcdctl defrag), then clear the alarm (etcdctl alarm disarm)"
+)
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -93,6 +98,8 @@ def _map_error(exc: BaseException, endpoint: str = "") -> RegistryError:
     if isinstance(exc, grpc.aio.AioRpcError):
         code, details = exc.code(), (exc.details() or "").replace("\n", " ")
         where = f" ({endpoint})" if endpoint else ""
+        if _NO_SPACE in details:
+            return RegistryError(NO_SPACE_HELP.format(details=details) + where)
         if code is grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in details.lower():
             return RequestNotSent(f"etcd unreachable{where}: {details}")
         if code in _UNAVAILABLE or code is grpc.StatusCode.UNAUTHENTICATED:

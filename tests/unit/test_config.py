@@ -171,6 +171,19 @@ def test_every_option_parses() -> None:
     assert config.token_limit == 50
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"), [("conflicts", "conflicts"), (" ALL ", "all"), ("none", "none")]
+)
+def test_fence_units(text: str, expected: str) -> None:
+    assert build_config({}, {}, {}).fence_units == "conflicts"
+    assert build_config({}, {"fence_units": text}, {}).fence_units == expected
+
+
+def test_fence_units_refuses_other_words() -> None:
+    with pytest.raises(ConfigError, match=r"fence_units.*expected conflicts, all, none"):
+        build_config({"fence_units": "yes"}, {}, {})
+
+
 def test_deprecated_keys_are_noticed_not_fatal() -> None:
     config = build_config({"verify_units": "true"}, {}, {})
     assert config.notices == ("config key verify_units is deprecated and no longer supported; ignored",)

@@ -17,14 +17,15 @@ import pty
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from devcluster.cluster import FLEET_VENV, FLEETCTL, machine_files, machine_roles, start_fleetd
-from devcluster.etcd import EtcdCluster, EtcdServer
+from devcluster.etcd import EtcdCluster, EtcdServer, free_port
 from devcluster.nspawn import CHECKOUT, Bind, Machine, boot_machines, client_key, write_known_hosts
+from devcluster.proxy import EtcdProxy
 
 __all__ = [
     "AGENT_TTL",
@@ -169,6 +170,31 @@ class FleetCluster:
             machine.put_file(path, text, file.permissions)
         machine.run(["systemctl", "daemon-reload"], check=True)
         self.start_fleetd(machine)
+
+    def set_config(self, machine: Machine, key: str, value: str) -> None:
+        """Set one fleet.conf key in ``machine`` and ``systemctl reload`` fleetd (it keeps its lease and
+        units)."""
+        path = "/etc/fleet/fleet.conf"
+        lines = machine.run(["cat", path], check=True).stdout.splitlines()
+        kept = [line for line in lines if line.partition("=")[0].strip() != key]
+        machine.put_file(path, "\n".join([*kept, f'{key}="{value}"']) + "\n", 0o600)
+        machine.run(["systemctl", "reload", "fleetd.service"], check=True, timeout=60)
+
+    @contextlib.contextmanager
+    def partitionable(self, machine: Machine) -> Iterator[EtcdProxy]:
+        """Run ``machine``'s fleetd through its own proxy to etcd (devcluster/proxy.py) that the caller
+        can ``cut()`` and ``heal()``; afterwards the machine talks to etcd directly again and the proxy
+        is stopped by PID, also on failure."""
+        proxy = EtcdProxy(free_port(), self.etcd.endpoint.split(",")[0]).start()
+        try:
+            self.set_config(machine, "etcd_servers", proxy.endpoint)
+            yield proxy
+        finally:
+            try:
+                proxy.heal()
+                self.set_config(machine, "etcd_servers", self.etcd.endpoint)
+            finally:
+                proxy.stop()
 
     def fleetd_active(self, machine: Machine) -> bool:
         return machine.run(["systemctl", "is-active", "fleetd.service"]).stdout.strip() == "active"

@@ -8,14 +8,15 @@ started again between two fleetctl reads, or briefly running in two machines, is
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tests.integration.e2e.harness import FleetCluster
 from tests.integration.e2e.waits import wait_for_active
 
-__all__ = ["Run", "Tally", "placement", "sampling", "systemd_runs"]
+__all__ = ["Run", "Tally", "Timeline", "placement", "sampling", "systemd_runs"]
 
 SAMPLE = 0.5  # seconds between systemd samples
 RECOVERY = 60.0
@@ -97,3 +98,37 @@ def placement(fleet: FleetCluster, units: Sequence[str]) -> dict[str, Run]:
         where = [runs[unit][0].machine]
         assert listed[unit] == where, f"{unit}: fleetctl {listed[unit]}, systemd {runs[unit]}"
     return {unit: runs[unit][0] for unit in units}
+
+
+@dataclass
+class Timeline(Tally):
+    """A Tally that also keeps every sample with its time (``time.monotonic()``), for windows."""
+
+    seen: list[tuple[float, dict[str, list[Run]]]] = field(default_factory=list)
+
+    def add(self, runs: dict[str, list[Run]]) -> None:
+        super().add(runs)
+        self.seen.append((time.monotonic(), runs))
+
+    def first(self, unit: str, where: Callable[[list[Run]], bool], after: float = 0.0) -> float | None:
+        """The time of the first sample after ``after`` whose runs of ``unit`` satisfy ``where``."""
+        return next((at for at, runs in self.seen if at >= after and where(runs[unit])), None)
+
+    def doubled_window(self, unit: str) -> tuple[int, float]:
+        """(samples that saw ``unit`` active in two machines, an upper bound of how long it was): each
+        stretch of such samples counts from the sample before it to the sample after it."""
+        count, window = 0, 0.0
+        previous = self.seen[0][0] if self.seen else 0.0
+        start: float | None = None
+        for at, runs in self.seen:
+            doubled = len({run.machine for run in runs[unit]}) > 1
+            if doubled:
+                count += 1
+                start = previous if start is None else start
+            elif start is not None:
+                window += at - start
+                start = None
+            previous = at
+        if start is not None:
+            window += previous - start
+        return count, window

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fleetd.agent.agent import SETTLE, Agent
-from fleetd.agent.plan import TaskKind
+from fleetd.agent.plan import FencePolicy, TaskKind
 from fleetd.errors import RegistryUnavailable
 from fleetd.model import MachineID, MachineState, TargetState, UnitName
 from fleetd.registry import keyspace as ks
@@ -407,9 +407,14 @@ def test_a_pinned_unit_survives_an_outage_without_a_stop() -> None:
     run(scenario)
 
 
-def test_an_unschedule_seen_before_the_heartbeat_notices_the_lost_lease_stops_nothing() -> None:
+@pytest.mark.parametrize("past_deadline", [True, False], ids=["past its lease deadline", "before it"])
+def test_an_unschedule_seen_before_the_heartbeat_notices_the_lost_lease_stops_nothing(
+    past_deadline: bool,
+) -> None:
     """The engine's deletion of the machine's schedule can reach the agent before its heartbeat notices
-    the expired lease: it must register again and let the schedule settle instead of unloading."""
+    the expired lease. Past its own lease deadline the agent holds the unload until a heartbeat registers
+    it again; before it (etcd dropped the lease early), the pass reads the lease and registers first.
+    Either way the schedule settles and nothing is stopped."""
 
     async def scenario(c: Cluster) -> None:
         unit = body("web")
@@ -417,14 +422,82 @@ def test_an_unschedule_seen_before_the_heartbeat_notices_the_lost_lease_stops_no
         await c.pass_()
         c.units.calls.clear()
         old_lease = c.agent.lease
-        c.clock.now += 31
-        c.store.expire_leases()
+        if past_deadline:
+            c.clock.now += 31
+            c.store.expire_leases()
+        else:
+            await c.store.revoke(old_lease)
         await c.unschedule(WEB)  # the engine noticed the machine is gone; no heartbeat ran yet
         assert await c.pass_() == ()
+        if past_deadline:
+            await c.agent.heartbeat()
         assert c.agent.lease not in (0, old_lease), "registered again on a new lease"
         await c.schedule(WEB, unit, TargetState.LAUNCHED)  # the engine places it back
         c.clock.now += SETTLE
         assert await c.pass_() == ()
+        assert mutating_calls(c.units) == []
+
+    run(scenario)
+
+
+def test_a_partitioned_agent_fences_its_conflicts_unit_and_unloads_it_once_it_is_back() -> None:
+    """Cut off from etcd past its lease deadline, the agent stops its Conflicts unit (not the other one);
+    back on a new lease it keeps it stopped while the schedule settles, then unloads it (re-placed)."""
+
+    async def scenario(c: Cluster) -> None:
+        await c.schedule(WEB, body("web", "[X-Fleet]\nConflicts=web*\n"), TargetState.LAUNCHED)
+        await c.schedule(DB, body("db"), TargetState.LAUNCHED)
+        await c.pass_()
+        c.units.calls.clear()
+        c.kv.up.clear()
+        with pytest.raises(RegistryUnavailable):
+            await c.agent.heartbeat()
+        assert await c.agent.reconcile() == (), "not yet past the lease deadline"
+        c.clock.now += 30
+        assert [t.kind for t in await c.agent.reconcile()] == [TaskKind.STOP]
+        assert mutating_calls(c.units) == [("stop", WEB)]
+        c.store.expire_leases()
+        await c.unschedule(WEB)  # the engine re-placed web.service on m2
+        await c.schedule(WEB, body("web", "[X-Fleet]\nConflicts=web*\n"), TargetState.LAUNCHED, machine="m2")
+        c.kv.up.set()
+        await c.agent.heartbeat()  # "expired": registers on a new lease
+        assert await c.pass_() == (), "held while the schedule settles"
+        c.clock.now += SETTLE
+        assert await c.pass_() == (TaskKind.UNLOAD, TaskKind.RELOAD)
+        assert mutating_calls(c.units) == [("stop", WEB), ("stop", WEB), ("unload", WEB), ("reload",)]
+        assert ("stop", DB) not in c.units.calls, "the unit without Conflicts kept running"
+
+    run(scenario)
+
+
+def test_a_fenced_unit_still_scheduled_here_starts_again_after_the_settle() -> None:
+    async def scenario(c: Cluster) -> None:
+        unit = body("web", "[X-Fleet]\nConflicts=web*\n")
+        await c.schedule(WEB, unit, TargetState.LAUNCHED)
+        await c.pass_()
+        c.units.calls.clear()
+        c.kv.up.clear()
+        c.clock.now += 31
+        assert [t.kind for t in await c.agent.reconcile()] == [TaskKind.STOP]
+        c.kv.up.set()
+        await c.agent.heartbeat()  # "expired": registers on a new lease; the engine keeps it scheduled here
+        assert await c.pass_() == (), "kept stopped while the schedule settles"
+        c.clock.now += SETTLE
+        assert await c.pass_() == (TaskKind.START,)
+        assert mutating_calls(c.units) == [("stop", WEB), ("start", WEB)]
+
+    run(scenario)
+
+
+def test_fence_units_none_keeps_a_partitioned_agent_s_units_running() -> None:
+    async def scenario(c: Cluster) -> None:
+        await c.schedule(WEB, body("web", "[X-Fleet]\nConflicts=web*\n"), TargetState.LAUNCHED)
+        await c.pass_()
+        c.units.calls.clear()
+        c.agent._fence = FencePolicy.NONE
+        c.kv.up.clear()
+        c.clock.now += 31
+        assert await c.agent.reconcile() == ()
         assert mutating_calls(c.units) == []
 
     run(scenario)

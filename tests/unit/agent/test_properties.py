@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetd.agent.plan import CurrentUnit, DesiredUnit, Task, TaskKind, desired_units, plan_tasks
+from fleetd.agent.plan import (
+    CurrentUnit,
+    DesiredUnit,
+    Facts,
+    Task,
+    TaskKind,
+    desired_units,
+    plan_pass,
+    plan_tasks,
+)
 from fleetd.model import TargetState, UnitName
 from tests.unit.builders import machine, unit
 
@@ -87,3 +98,33 @@ def test_global_units_without_conflicts_land_on_every_matching_machine(
         if state is not TargetState.INACTIVE and (role is None or labels.get("role") == role)
     }
     assert set(desired) == expected
+
+
+flagged = st.tuples(st.sampled_from(HASHES), st.sampled_from(list(TargetState)), st.booleans())
+fenced_desired = st.dictionaries(st.sampled_from(NAMES), flagged).map(
+    lambda d: {n: DesiredUnit(n, h, s, c) for n, (h, s, c) in d.items()}
+)
+fenced_current = st.dictionaries(st.sampled_from(NAMES), flagged).map(
+    lambda d: {n: CurrentUnit(n, h, s, c) for n, (h, s, c) in d.items()}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fenced_desired, fenced_current, st.booleans(), st.sets(st.sampled_from(NAMES)))
+def test_under_a_lost_lease_no_conflicts_unit_runs_and_nothing_is_unloaded(
+    desired: dict[UnitName, DesiredUnit],
+    current: dict[UnitName, CurrentUnit],
+    expired: bool,
+    fenced: set[UnitName],
+) -> None:
+    facts = Facts(10.0, lease_deadline=5.0, lease_expired=expired, reachable=False, fenced=frozenset(fenced))
+    plan = plan_pass(desired, current, facts)
+    after = execute(plan.tasks, desired, current)
+    for name, present in after.items():
+        source = desired.get(name, current.get(name))
+        if present.state is TargetState.LAUNCHED and source is not None and source.conflicts:
+            raise AssertionError(f"{name} has Conflicts and still runs: {plan}")
+    assert not [task for task in plan.tasks if task.kind is TaskKind.UNLOAD and task.unit not in desired]
+    again = plan_pass(desired, after, dataclasses.replace(facts, fenced=plan.fenced))
+    assert not [task for task in again.tasks if task.kind in (TaskKind.STOP, TaskKind.START)]
+

@@ -133,3 +133,74 @@ def test_run_returns_when_the_kv_was_closed_before_it_listed() -> None:
         assert not mirror.ready.is_set()
 
     run(t)
+
+
+class DroppingKV(MemoryKV):
+    """A MemoryKV whose watches can lose their connection. Dropped, they deliver nothing; reconnected,
+    they resume from the last delivered revision + 1, as EtcdKV's watches do, so a compaction meanwhile
+    ends them with WatchCompacted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self._drops = 0
+
+    def drop(self) -> None:
+        self._drops += 1
+        self.connected.clear()
+
+    def watch(
+        self, prefix: str, start_revision: int, *, prev_kv: bool = False
+    ) -> AsyncIterator[Sequence[WatchEvent]]:
+        return self._resuming(prefix, start_revision, prev_kv)
+
+    async def _resuming(self, prefix: str, start: int, prev_kv: bool) -> AsyncIterator[Sequence[WatchEvent]]:
+        while True:
+            await self.connected.wait()
+            connection = self._drops
+            inner = super().watch(prefix, start, prev_kv=prev_kv)
+            try:
+                async for batch in inner:
+                    if self._drops != connection:
+                        break  # lost with the connection: delivered again after the resume
+                    if batch:
+                        start = max(event.kv.mod_revision for event in batch) + 1
+                    yield batch
+            finally:
+                await inner.aclose()  # type: ignore[attr-defined]
+
+
+def test_a_watcher_behind_a_compaction_relists_and_misses_nothing() -> None:
+    async def t() -> None:
+        kv = DroppingKV()
+        try:
+            await kv.put("/p/a/gone", "1")
+            await kv.put("/p/a/changed", "old")
+            await kv.put("/p/b/kept", "1")
+            mirror = Mirror(kv, ["/p/a/", "/p/b/"], retry_delay=0.01)
+            task = asyncio.create_task(mirror.run())
+            await asyncio.wait_for(mirror.ready.wait(), 5)
+            kv.drop()  # the mirror falls behind: these changes reach it only through a relist
+            await kv.delete("/p/a/gone")
+            await kv.put("/p/a/changed", "new")
+            await kv.put("/p/a/added", "1")
+            await kv.put("/p/b/added", "1")
+            now = await kv.put("/p/b/kept", "2")
+            await kv.compact(now)
+            kv.connected.set()
+            await asyncio.wait_for(mirror.wait_for(now, "/p/a/"), 5)
+            await asyncio.wait_for(mirror.wait_for(now, "/p/b/"), 5)
+            assert mirror.relists == 1
+            for prefix in ("/p/a/", "/p/b/"):
+                stored = {item.key: item.value for item in (await kv.range(prefix)).kvs}
+                assert {key: item.value for key, item in mirror.items(prefix).items()} == stored
+            later = await kv.put("/p/a/after", "1")  # and it follows events again
+            await asyncio.wait_for(mirror.wait_for(later, "/p/a/"), 5)
+            assert "/p/a/after" in mirror.items("/p/a/")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        finally:
+            await kv.close()
+
+    asyncio.run(t())
