@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from fleetd.cancel import first_failure
 from fleetd.errors import FleetError
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.keyspace import UnitRecord
 from fleetd.registry.kv import WatchCompacted
+from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "UnitFileRow",
     "UnitLocation",
     "UnitStateRow",
+    "UnitUnplaceable",
     "WaitTimeout",
     "current_state",
 ]
@@ -47,6 +50,7 @@ class UnitFileRow:
     current: TargetState | None  # None for global units (they have no single current state)
     target: MachineState | MachineID | None  # where the engine placed it (the live machine when known)
     description: str
+    reason: str = ""  # why no machine can run it, as the engine published (unplaced units only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,7 @@ class UnitLocation:
     is_global: bool
     state: TargetState
     machine: MachineState | None
+    reason: str = ""  # why no machine can run it (the engine's published reason), when unplaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,14 @@ class UnitFailed(Exception):
                 for goal, seen in self.failures
             )
         )
+
+
+class UnitUnplaceable(Exception):
+    """The engine published that no machine can run a unit being loaded or started (at its hash)."""
+
+    def __init__(self, reasons: Sequence[tuple[Goal, str]]) -> None:
+        self.reasons = tuple(reasons)
+        super().__init__("; ".join(f"unit {goal.name} cannot be placed: {why}" for goal, why in self.reasons))
 
 
 # systemd states that end a start: the unit ran and failed, or systemd could not load its file.
@@ -178,6 +191,7 @@ class FleetClient:
         bodies: Mapping[str, str] = {}
         if descriptions:
             bodies = await self.registry.get_bodies(record.hash for record in records)
+        reasons = await Reasons(self.registry).read()
         rows = []
         for record in records:
             target: MachineState | MachineID | None = None
@@ -186,7 +200,10 @@ class FleetClient:
                 machine_id = min(entry.machine_id for entry in entries)
                 target = machines.get(machine_id, machine_id)
             current = None if record.is_global else current_state(states.get(record.name, ()))
-            rows.append(UnitFileRow(record, current, target, _description(bodies.get(record.hash, ""))))
+            why = reasons.get(record.name)
+            reason = why.reason if why is not None and why.hash == record.hash and target is None else ""
+            description = _description(bodies.get(record.hash, ""))
+            rows.append(UnitFileRow(record, current, target, description, reason))
         return sorted(rows, key=lambda row: row.record.name)
 
     async def units(self, names: Sequence[str]) -> Mapping[UnitName, UnitRecord]:
@@ -217,6 +234,8 @@ class FleetClient:
         published = _by_name(await self.registry.list_unit_states(present))
         schedule = await self.registry.list_schedule()
         machines = await self.machine_map()
+        unplaced = [name for name in present if not schedule.get(UnitName(name))]
+        reasons = await self.unplaceable(unplaced) if unplaced else {}
         out: dict[str, UnitLocation | None] = {}
         for name in names:
             record = records.get(UnitName(name))
@@ -227,7 +246,9 @@ class FleetClient:
             machine_ids = sorted(entry.machine_id for entry in schedule.get(UnitName(name), ()))
             machine_ids += sorted(state.machine_id for state in states if state.state.rank > 0)
             machine = next((machines[m] for m in machine_ids if m in machines), None)
-            out[name] = UnitLocation(name, record.is_global, current_state(states), machine)
+            out[name] = UnitLocation(
+                name, record.is_global, current_state(states), machine, reasons.get(name, "")
+            )
         return out
 
     # Writes ---------------------------------------------------------------------------------------------
@@ -266,6 +287,45 @@ class FleetClient:
         met: dict[str, UnitState | None] = {}
         if not pending:
             return met
+        placed = [goal for goal in goals if goal.state is not TargetState.INACTIVE and goal.hash]
+        if not placed:
+            return await self._wait_states(pending, met, len(goals), budget, progress)
+        failure = await first_failure(
+            self._wait_states(pending, met, len(goals), budget, progress), self._unplaceable(placed, pending)
+        )
+        if failure is not None:
+            raise failure
+        return met
+
+    async def unplaceable(self, names: Sequence[str]) -> dict[str, str]:
+        """Why the engine cannot place these units (those it published a reason for, at their hash)."""
+        found = await Reasons(self.registry).read(names)
+        records = await self.registry.get_units(names) if found else {}
+        return {
+            name: entry.reason for name, entry in found.items()
+            if name in records and records[name].hash == entry.hash
+        }
+
+    async def _unplaceable(self, goals: Sequence[Goal], pending: Mapping[str, Goal]) -> None:
+        """Raise UnitUnplaceable once the engine publishes that a pending goal's unit cannot be placed."""
+        reasons = Reasons(self.registry)
+        names = [goal.name for goal in goals]
+        async for _ in changes(self, ["unplaceable"]):
+            found = {str(name): entry for name, entry in (await reasons.read(names)).items()}
+            stuck = [(goal, found[goal.name].reason) for goal in goals
+                     if goal.name in pending and goal.name in found and found[goal.name].hash == goal.hash]
+            if stuck:
+                raise UnitUnplaceable(stuck)
+        await asyncio.Event().wait()  # the registry closed: the state wait decides
+
+    async def _wait_states(
+        self,
+        pending: dict[str, Goal],
+        met: dict[str, UnitState | None],
+        total: int,
+        budget: float | None,
+        progress: Callable[[int, int, dict[str, UnitState | None]], None] | None,
+    ) -> dict[str, UnitState | None]:
         latest: dict[str, list[UnitState]] = {}
         stream = self.registry.watch_unit_states(sorted(pending))
         try:
@@ -283,7 +343,7 @@ class FleetClient:
                         if failed is not None:
                             failures.append((pending[name], failed))
                     if progress is not None:
-                        progress(len(met), len(goals), met)
+                        progress(len(met), total, met)
                     if failures:
                         raise UnitFailed(failures)
                     if not pending:
@@ -312,7 +372,7 @@ def _description(body: str) -> str:
 # Watching for live views (``list-units --watch``, progress lines) ---------------------------------------
 # Module-level functions on a FleetClient so that this block stays apart from the code above.
 
-WatchArea = Literal["machines", "states", "units", "targets", "schedule", "globals"]
+WatchArea = Literal["machines", "states", "units", "targets", "schedule", "globals", "unplaceable"]
 
 
 async def changes(client: FleetClient, areas: Sequence[WatchArea]) -> AsyncIterator[None]:

@@ -66,4 +66,5 @@ def unit_file_record(row: UnitFileRow) -> Record:
         "target_machine_id": target_id,
         "target_machine_ip": target_ip,
         "description": _text(row.description),
+        "reason": _text(row.reason) if row.reason else None,
     }

@@ -5,7 +5,8 @@ in place with what the wait is at and the time it has taken
 scripts see only the original's lines.
 
 A start ends early when systemd reports the unit failed (``loaded/failed/failed``): the error names systemd's
-states, the machine, and the command that shows why (``fleetctl journal UNIT``)."""
+states, the machine, and the command that shows why (``fleetctl journal UNIT``). A load or start also ends
+as soon as the engine publishes that no machine can run the unit, with the engine's reason."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from fleetctl.client import FleetClient, Goal, UnitFailed, WaitTimeout, unit_state_feed
+from fleetctl.client import FleetClient, Goal, UnitFailed, UnitUnplaceable, WaitTimeout, unit_state_feed
 from fleetctl.context import App, CommandFailed
 from fleetctl.output import machine_legend, say, short_hash, visible
 from fleetctl.params import Seconds
@@ -194,6 +195,9 @@ async def wait_for(
         if exc.goal.active and exc.last:
             problem += f"; {_journal_hint(exc.goal.name)}"
         raise CommandFailed(failure(problem)) from exc
+    except UnitUnplaceable as exc:
+        problems = [f"unit {goal.name} cannot be placed: {why}" for goal, why in exc.reasons]
+        raise CommandFailed(failure("; ".join(visible(p) for p in problems))) from exc
     except UnitFailed as exc:
         if not machines:
             machines = await client.machine_map()

@@ -35,7 +35,7 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase the display: a --watch redr
 
 MACHINE_FIELDS = ("machine", "ip", "metadata")
 UNIT_FIELDS = ("active", "hash", "load", "machine", "sub", "unit")
-UNIT_FILE_FIELDS = ("desc", "dstate", "global", "hash", "state", "target", "tmachine", "unit")
+UNIT_FILE_FIELDS = ("desc", "dstate", "global", "hash", "reason", "state", "target", "tmachine", "unit")
 
 POSSIBLE_ISSUES = (
     "Possible issues:\n"
@@ -282,6 +282,7 @@ def _unit_file_cells(row: UnitFileRow, full: bool) -> Mapping[str, str]:
         "tmachine": target,
         "global": "true" if row.record.is_global else "false",
         "desc": row.description or "-",
+        "reason": row.reason or "-",
     }
 
 
@@ -294,12 +295,14 @@ def list_unit_files(
     """List the units that exist in the cluster.
 
     Every submitted unit with its desired state (dstate), current state and target machine, loaded or not.
-    Fields: desc, dstate, global, hash, state, target, tmachine (deprecated: target), unit.
+    Fields: desc, dstate, global, hash, reason (why no machine can run it), state, target, tmachine
+    (deprecated: target), unit.
 
     \b
     Examples:
       fleetctl list-unit-files
       fleetctl list-unit-files --fields unit,desc,dstate,target
+      fleetctl list-unit-files --fields unit,target,reason   # why units are not placed
       fleetctl list-unit-files -o json
       fleetctl list-unit-files --watch
     """

@@ -112,7 +112,8 @@ def status(
         if location.is_global:
             raise RemoteRefused(f"Unable to retrieve status of global unit {name}.")
         if location.state is TargetState.INACTIVE or location.machine is None:
-            raise RemoteRefused(f"Unit {name} does not appear to be loaded.")
+            why = f" No machine can run it: {location.reason}" if location.reason else ""
+            raise RemoteRefused(f"Unit {name} does not appear to be loaded.{why}")
         if index:
             out("")
         code = runner.run(location.machine, status_command(location.name), port)

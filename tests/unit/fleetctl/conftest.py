@@ -17,6 +17,7 @@ from fleetctl.client import FleetClient
 from fleetctl.context import App, GlobalOptions
 from fleetctl.resolve import is_global
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import UnitRecord
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.registry import Registry
@@ -35,6 +36,7 @@ class FakeCluster:
     kv: MemoryKV = field(default_factory=lambda: MemoryKV(clock=lambda: 0.0))
     agent: bool = True
     fail_active: set[str] = field(default_factory=set)  # units whose systemd start "fails"
+    unplaceable: dict[str, str] = field(default_factory=dict)  # units the "engine" cannot place, and why
     stuck_activating: set[str] = field(default_factory=set)  # units systemd keeps starting
     requests: int = 0
     lease: int = 0
@@ -89,6 +91,12 @@ class FakeCluster:
                 await self.registry.remove_state(name, machine_id)
         for name, unit in units.items():
             if unit.is_global or unit.target_state is TargetState.INACTIVE:
+                continue
+            if name in self.unplaceable:
+                entry = ks.encode_unplaceable(ks.Unplaceable(unit.hash, self.unplaceable[name]))
+                key = self.registry.keys.unplaceable_unit(name)
+                if (await self.kv.get(key)) is None:
+                    await self.kv.put(key, entry)
                 continue
             active, sub = "inactive", "dead"
             if unit.target_state is TargetState.LAUNCHED:

@@ -89,6 +89,7 @@ def test_list_unit_files_json(cluster: FakeCluster) -> None:
         "target_machine_id": None,
         "target_machine_ip": None,
         "description": None,
+        "reason": None,
     }
     assert len(rows[0]["hash"]) == 40
     assert rows[1]["hash"] == hello.hash

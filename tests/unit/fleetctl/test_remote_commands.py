@@ -17,6 +17,7 @@ from fleetctl.commands import remote as commands
 from fleetctl.context import App, GlobalOptions
 from fleetctl.ssh import remote
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.registry import keyspace as ks
 from tests.unit.fleetctl.conftest import MACHINE_A, FakeCluster
 
 MACHINE_C = MachineState(MachineID("1a2b99999999"), "127.0.0.13", {})
@@ -102,6 +103,19 @@ def test_status_refusals(
 ) -> None:
     result = invoke(fake, commands.status, args)
     assert (result.exit_code, result.stderr.strip()) == (code, stderr)
+    assert runner.calls == []
+
+
+def test_status_of_a_unit_no_machine_can_run_says_why(fake: FakeCluster, runner: RecordingRunner) -> None:
+    unit = fake.submit("db.service", HELLO, TargetState.LAUNCHED)
+    reason = ks.encode_unplaceable(ks.Unplaceable(unit.hash, "no machine has the metadata role=db"))
+    fake.run(fake.kv.put(fake.registry.keys.unplaceable_unit("db.service"), reason))
+    result = invoke(fake, commands.status, ["db.service"])
+    assert (result.exit_code, result.stderr.strip()) == (
+        1,
+        "Unit db.service does not appear to be loaded."
+        " No machine can run it: no machine has the metadata role=db",
+    )
     assert runner.calls == []
 
 

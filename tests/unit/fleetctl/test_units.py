@@ -9,6 +9,7 @@ import pytest
 
 from fleetctl.verify import verify_paths
 from fleetd.model import TargetState, UnitName, UnitState
+from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import UnitRecord
 from fleetd.unitfile.body import MAX_BODY_BYTES
 from tests.unit.fleetctl.conftest import HELLO, MACHINE_A, FakeCluster
@@ -82,6 +83,39 @@ def test_wait_times_out_after_the_attempts(cluster: FakeCluster, workdir: Path) 
     assert result.stderr == (
         "Error waiting for units: timed out waiting for unit hello.service to report state launched\n"
     )
+
+
+def test_start_and_load_fail_at_once_with_the_engines_reason_when_no_machine_can_run_the_unit(
+    cluster: FakeCluster, workdir: Path
+) -> None:
+    cluster.unplaceable["hello.service"] = "no machine has the metadata role=nonesuch"
+    for command in ("start", "load"):
+        began = time.monotonic()
+        result = cluster.invoke([command, "hello"])  # no budget: only the reason ends the wait
+        assert time.monotonic() - began < 5
+        assert result.exit_code == 1, result.output
+        assert result.stderr == (
+            "Error waiting for units: unit hello.service cannot be placed:"
+            " no machine has the metadata role=nonesuch\n"
+        )
+
+
+def test_list_unit_files_shows_why_a_unit_is_not_placed(cluster: FakeCluster, workdir: Path) -> None:
+    cluster.unplaceable["hello.service"] = "no machine has the metadata role=nonesuch"
+    assert cluster.invoke(["submit", "hello"]).exit_code == 0
+    assert cluster.invoke(["start", "hello"]).exit_code == 1
+    result = cluster.invoke(["list-unit-files", "--no-legend", "--fields", "unit,target,reason"])
+    assert result.stdout == "hello.service\t-\tno machine has the metadata role=nonesuch\n"
+
+
+def test_a_reason_published_for_another_version_of_the_unit_does_not_end_the_wait(
+    cluster: FakeCluster, workdir: Path
+) -> None:
+    other = ks.encode_unplaceable(ks.Unplaceable("0" * 40, "an older body could not be placed"))
+    cluster.run(cluster.kv.put(cluster.registry.keys.unplaceable_unit("hello.service"), other))
+    result = cluster.invoke(["start", "hello"])
+    assert result.exit_code == 0, result.output
+    assert "Unit hello.service launched on" in result.stdout
 
 
 def test_start_fails_within_seconds_when_systemd_reports_the_unit_failed(
