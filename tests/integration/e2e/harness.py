@@ -79,6 +79,12 @@ class FleetCluster:
             "--known-hosts-file", str(self.known_hosts),
         ]
 
+    def base_argv(self, *, endpoint: bool = True, ssh: bool = True) -> list[str]:
+        """fleetctl with ``--endpoint`` (unless ``endpoint=False``) and the cluster's SSH flags
+        (``ssh=False``: only the user name)."""
+        argv = [str(FLEETCTL), *(["--endpoint", self.etcd.endpoint] if endpoint else [])]
+        return argv + (self.ssh_flags() if ssh else ["--ssh-username", "root"])
+
     def fleetctl(
         self,
         *args: str,
@@ -93,8 +99,7 @@ class FleetCluster:
         """Run fleetctl with ``--endpoint`` (unless ``endpoint=False``) and the cluster's SSH flags before
         ``args`` (``ssh=False`` leaves out the identity file and known hosts); ``answer`` is typed on
         a terminal given as stdin (for host-key prompts)."""
-        argv = [str(FLEETCTL), *(["--endpoint", self.etcd.endpoint] if endpoint else [])]
-        argv += self.ssh_flags() if ssh else ["--ssh-username", "root"]
+        argv = self.base_argv(endpoint=endpoint, ssh=ssh)
         full_env = {**self.base_env, **(env or {})}
         if answer is None:
             done = subprocess.run(
