@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
 DEFAULT_TTL = 10.0
+LOG_SLICE = 500  # action lines logged between two yields to the event loop
 MASS_LOSS_FRACTION = 0.5  # of the machines seen at the last pass, vanishing before the next one
 
 
@@ -278,8 +279,10 @@ class Engine:
         except CASConflict as exc:
             logger.warning("engine plan of %d actions not applied: %s", len(plan.actions), exc)
             return False
-        for action in plan.actions:
+        for index, action in enumerate(plan.actions, 1):
             logger.info("%s", _describe(action))
+            if index % LOG_SLICE == 0:
+                await asyncio.sleep(0)  # a first pass logs 100,000 placements: let keep-alives through
         await self._caught_up(revision, self.registry.keys.schedules)
         return True
 

@@ -61,6 +61,9 @@ _IN_FLIGHT = 8  # requests of one bulk change or read sent concurrently
 _BODIES_PER_READ = 16  # bodies per Txn of Gets: a reply holds at most 16 MiB of bodies within the body policy
 
 
+_PACK_ON_LOOP = 1000  # actions packed on the event loop; more are packed in a worker thread
+
+
 class DuplicateMachine(RegistryError):
     """Another live agent holds this machine ID's record."""
 
@@ -446,8 +449,13 @@ class Registry:
         the caller re-plans from fresh data after a conflict.
         """
         revision = 0
-        groups = (Group(action, (self._action_op(action),)) for action in plan.actions)
-        for batch in pack(groups, (leadership,)):
+
+        def packed() -> list[Batch[Action]]:
+            return list(pack((Group(a, (self._action_op(a),)) for a in plan.actions), (leadership,)))
+
+        # packing a first pass's 100,000 actions takes long enough to starve keep-alives: off the loop
+        batches = await asyncio.to_thread(packed) if len(plan.actions) > _PACK_ON_LOOP else packed()
+        for batch in batches:
             result = await self.kv.txn(batch.compares, batch.ops)
             if not result.succeeded:
                 raise CASConflict(f"engine leadership lost while applying a plan ({leadership.key} changed)")
