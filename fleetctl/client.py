@@ -20,6 +20,7 @@ from fleetd.registry.keyspace import UnitRecord
 from fleetd.registry.kv import WatchCompacted
 from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry
+from fleetd.units import current_state
 
 __all__ = [
     "FleetClient",
@@ -130,15 +131,6 @@ def _failed(goal: Goal, states: Sequence[UnitState]) -> UnitState | None:
         if state.active_state in FAILED_ACTIVE_STATES or state.load_state in FAILED_LOAD_STATES:
             return state
     return None
-
-
-def current_state(states: Iterable[UnitState]) -> TargetState:
-    """A non-global unit's current state from its published records: the furthest one, inactive if none."""
-    best = TargetState.INACTIVE
-    for state in states:
-        if state.state.rank > best.rank:
-            best = state.state
-    return best
 
 
 def _reached(goal: Goal, states: Sequence[UnitState]) -> UnitState | bool | None:
