@@ -20,6 +20,7 @@ from fleetd.registry.keyspace import UnitRecord
 from fleetd.registry.kv import WatchCompacted
 from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry
+from fleetd.units import current_state, states_by_name, unit_views
 
 __all__ = [
     "FleetClient",
@@ -132,15 +133,6 @@ def _failed(goal: Goal, states: Sequence[UnitState]) -> UnitState | None:
     return None
 
 
-def current_state(states: Iterable[UnitState]) -> TargetState:
-    """A non-global unit's current state from its published records: the furthest one, inactive if none."""
-    best = TargetState.INACTIVE
-    for state in states:
-        if state.state.rank > best.rank:
-            best = state.state
-    return best
-
-
 def _reached(goal: Goal, states: Sequence[UnitState]) -> UnitState | bool | None:
     """The record that satisfies ``goal`` (None when the goal is inactive and met), or False when unmet."""
     if goal.state is TargetState.INACTIVE:
@@ -152,13 +144,6 @@ def _reached(goal: Goal, states: Sequence[UnitState]) -> UnitState | bool | None
             continue
         return state
     return False
-
-
-def _by_name(states: Iterable[UnitState]) -> dict[str, list[UnitState]]:
-    grouped: dict[str, list[UnitState]] = {}
-    for state in states:
-        grouped.setdefault(state.name, []).append(state)
-    return grouped
 
 
 class FleetClient:
@@ -184,27 +169,17 @@ class FleetClient:
     async def unit_file_rows(self, *, descriptions: bool) -> list[UnitFileRow]:
         """Every unit sorted by name with its current state and target machine (a few ranges; bodies are
         read only for ``descriptions``)."""
-        records = await self.registry.list_units()
-        schedule = await self.registry.list_schedule()
-        states = _by_name(await self.registry.list_unit_states())
+        views = await unit_views(self.registry)
         machines = await self.machine_map()
         bodies: Mapping[str, str] = {}
         if descriptions:
-            bodies = await self.registry.get_bodies(record.hash for record in records)
-        reasons = await Reasons(self.registry).read()
+            bodies = await self.registry.get_bodies(view.record.hash for view in views)
         rows = []
-        for record in records:
-            target: MachineState | MachineID | None = None
-            entries = schedule.get(record.name, [])
-            if entries and not record.is_global:
-                machine_id = min(entry.machine_id for entry in entries)
-                target = machines.get(machine_id, machine_id)
-            current = None if record.is_global else current_state(states.get(record.name, ()))
-            why = reasons.get(record.name)
-            reason = why.reason if why is not None and why.hash == record.hash and target is None else ""
-            description = _description(bodies.get(record.hash, ""))
-            rows.append(UnitFileRow(record, current, target, description, reason))
-        return sorted(rows, key=lambda row: row.record.name)
+        for view in views:
+            target = None if view.machine_id is None else machines.get(view.machine_id, view.machine_id)
+            description = _description(bodies.get(view.record.hash, ""))
+            rows.append(UnitFileRow(view.record, view.current, target, description, view.reason))
+        return rows
 
     async def units(self, names: Sequence[str]) -> Mapping[UnitName, UnitRecord]:
         """The named units that exist (batched Gets)."""
@@ -221,7 +196,7 @@ class FleetClient:
 
     async def current_states(self, names: Sequence[str]) -> dict[str, TargetState]:
         """Current state of each named unit from its published records (one Txn of prefix Gets per 128)."""
-        grouped = _by_name(await self.registry.list_unit_states(names))
+        grouped = states_by_name(await self.registry.list_unit_states(names))
         return {name: current_state(grouped.get(name, ())) for name in names}
 
     async def unit_locations(self, names: Sequence[str]) -> dict[str, UnitLocation | None]:
@@ -231,7 +206,7 @@ class FleetClient:
         present = [name for name in names if UnitName(name) in records]
         if not present:
             return dict.fromkeys(names)
-        published = _by_name(await self.registry.list_unit_states(present))
+        published = states_by_name(await self.registry.list_unit_states(present))
         schedule = await self.registry.list_schedule()
         machines = await self.machine_map()
         unplaced = [name for name in present if not schedule.get(UnitName(name))]
@@ -331,7 +306,7 @@ class FleetClient:
         try:
             async with asyncio.timeout(budget):
                 async for states in stream:
-                    latest = _by_name(states)
+                    latest = states_by_name(states)
                     failures = []
                     for name in sorted(pending):
                         found = _reached(pending[name], latest.get(name, ()))

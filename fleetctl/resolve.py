@@ -21,9 +21,10 @@ from fleetd.errors import FleetError, UnitFileError, UnitNameError
 from fleetd.model import TargetState, UnitName
 from fleetd.registry.keyspace import UnitRecord
 from fleetd.unitfile import requirements
-from fleetd.unitfile.body import body_requirements, checked_unit_file
+from fleetd.unitfile.body import checked_unit_file
 from fleetd.unitfile.names import UnitNameInfo, base_name, mangle, validate_unit_name
 from fleetd.unitfile.unit import UnitFile
+from fleetd.units import is_global, new_record
 
 __all__ = ["CreateResult", "ResolveError", "create_units", "expand_args", "find_units", "is_global"]
 
@@ -39,18 +40,6 @@ class CreateResult:
     names: tuple[str, ...]  # every unit the arguments name, in argument order
     records: dict[str, UnitRecord]  # the registry record of each (after creation)
     created: tuple[str, ...]  # units this call created or replaced
-
-
-def is_global(unit_file: UnitFile, name: str) -> bool:
-    """Whether ``unit_file`` submitted as ``name`` is global, read from its canonical text as the engine and
-    the agents read it (UnitFileError for a unit file that is not usable)."""
-    return body_requirements(unit_file.canonical)(UnitName(name)).is_global
-
-
-def _new_record(name: str, unit_file: UnitFile) -> tuple[UnitRecord, str]:
-    """The inactive record and body that create (or replace) ``name``."""
-    record = UnitRecord(UnitName(name), unit_file.hash, is_global(unit_file, name), TargetState.INACTIVE)
-    return record, unit_file.canonical
 
 
 def _dirname(arg: str) -> str:
@@ -177,7 +166,7 @@ class _Creator:
                 continue
             unit_file = self._source(arg, name, template_records, template_bodies)
             _warn_unknown_keys(name, unit_file, self.warn)
-            writes[name] = _new_record(name, unit_file)
+            writes[name] = new_record(name, unit_file)
         # Only now, with every argument resolved, does anything reach the registry (the schema key included).
         await self.client.ensure_schema()
         await self.client.put_units(list(writes.values()))
@@ -222,7 +211,7 @@ class _Creator:
             )
             return
         _warn_unknown_keys(name, unit_file, self.warn)
-        writes[name] = _new_record(name, unit_file)
+        writes[name] = new_record(name, unit_file)
 
     def _source(
         self,

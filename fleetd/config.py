@@ -21,6 +21,7 @@ from fleetd.values import (
     format_seconds,
     parse_duration,
     parse_endpoint,
+    parse_host_port,
     parse_key_prefix,
     parse_seconds,
     readable_file,
@@ -74,6 +75,9 @@ class Config:
     enable_grpc: bool = False
     disable_engine: bool = False
     disable_watches: bool = False
+    api_socket: str = "/var/run/fleet.sock"  # '' serves no unix socket
+    api_listen: str = ""  # HOST:PORT for the API over TCP; '' (default) serves no TCP
+    disable_api: bool = False
     notices: tuple[str, ...] = ()  # non-fatal remarks (deprecated/unknown keys) for the caller to log
 
 
@@ -189,6 +193,20 @@ def _parse_directory(text: str) -> str:
     return stripped
 
 
+def _parse_socket(text: str) -> str:
+    stripped = text.strip()
+    if stripped and not stripped.startswith("/"):
+        raise ValueError("expected an absolute path, or nothing for no socket")
+    return stripped
+
+
+def _parse_listen(text: str) -> str:
+    stripped = text.strip()
+    if stripped:
+        parse_host_port(stripped)
+    return stripped
+
+
 def _text(text: str) -> str:
     return text
 
@@ -214,12 +232,14 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "enable_grpc": _parse_bool,
     "disable_engine": _parse_bool,
     "disable_watches": _parse_bool,
+    "api_socket": _parse_socket,
+    "api_listen": _parse_listen,
+    "disable_api": _parse_bool,
 }
 KEYS = frozenset(_PARSERS)
 DEPRECATED_KEYS = frozenset({"verify_units", "authorized_keys_file"})
 # Accepted for fleet.conf files written for the original, with no effect here: said at start when set.
 IGNORED_KEYS = {
-    "token_limit": "units per etcd request of the original's API server; fleetd reads whole ranges",
     "enable_grpc": "the original's gRPC agent-to-engine channel; all state goes through etcd",
     "disable_watches": "the original's switch to polling; fleetd always watches etcd",
 }
@@ -244,7 +264,10 @@ _DESCRIPTIONS = {
     ),
     "units_directory": "where unit files are written for systemd",
     "systemd_user": "use the user's systemd instance instead of the system's",
-    "token_limit": "ignored: " + IGNORED_KEYS["token_limit"],
+    "token_limit": "items per page of the HTTP API (nextPageToken)",
+    "api_socket": "unix socket of the HTTP API (mode 0660); empty for none",
+    "api_listen": "HOST:PORT of the HTTP API over TCP (no auth, no TLS: keep it local); empty for none",
+    "disable_api": "serve no HTTP API (nor /metrics)",
     "enable_grpc": "ignored: " + IGNORED_KEYS["enable_grpc"],
     "disable_engine": "run no engine on this machine (agent only)",
     "disable_watches": "ignored: " + IGNORED_KEYS["disable_watches"],
@@ -388,7 +411,7 @@ def parse_args(argv: Sequence[str]) -> Invocation:
     return Invocation(config_path=config_path, options=options, show_version=show_version)
 
 
-_BOOL_FLAGS = frozenset({"systemd_user", "enable_grpc", "disable_engine", "disable_watches"})
+_BOOL_FLAGS = frozenset({"systemd_user", "enable_grpc", "disable_engine", "disable_watches", "disable_api"})
 
 
 class UsageError(ConfigError):

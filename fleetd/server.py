@@ -24,6 +24,7 @@ from typing import Protocol
 from fleetd.agent.agent import Agent, Handover
 from fleetd.agent.identity import machine_state, read_machine_id
 from fleetd.agent.plan import FencePolicy
+from fleetd.api.listen import ApiServer
 from fleetd.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -65,6 +66,7 @@ class Components:
     units: UnitManager
     agent: Agent
     engine: Runnable | None = None
+    api: Runnable | None = None
 
     async def close(self) -> None:
         for close in (self.units.close, self.kv.close):
@@ -106,7 +108,12 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
             kv, machine_id, prefix=config.etcd_key_prefix, interval=interval,
             ttl=ENGINE_TTL_FACTOR * interval, grace=config.agent_ttl,
         )
-    return Components(kv, units, agent, engine)
+    api = None
+    if not config.disable_api and (config.api_socket or config.api_listen):
+        api = ApiServer(
+            registry, socket_path=config.api_socket, listen=config.api_listen, token_limit=config.token_limit
+        )
+    return Components(kv, units, agent, engine, api)
 
 
 class Server:
@@ -181,6 +188,8 @@ class Server:
             tasks = [group.create_task(components.agent.run(), name="agent")]
             if components.engine is not None:
                 tasks.append(group.create_task(components.engine.run(), name="engine"))
+            if components.api is not None:
+                tasks.append(group.create_task(components.api.run(), name="api"))
             interval = self._notifier.watchdog_interval
             if interval is not None:
                 tasks.append(group.create_task(self._watchdog(interval), name="watchdog"))

@@ -21,6 +21,7 @@ __all__ = [
     "format_seconds",
     "parse_duration",
     "parse_endpoint",
+    "parse_host_port",
     "parse_key_prefix",
     "parse_seconds",
     "readable_file",
@@ -165,3 +166,12 @@ def parse_key_prefix(text: str) -> str:
     if _UNPRINTABLE.search(stripped):
         raise ValueError("expected a key prefix without spaces or control characters")
     return stripped if stripped.endswith("/") else stripped + "/"
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); ValueError otherwise. A host is required."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from fleetd import metrics
 from fleetd.agent.plan import (
     AgentPlan,
     CurrentUnit,
@@ -316,7 +317,9 @@ class Agent:
         retry = min(OUTAGE_RETRY, self.ttl / 10)
         backoff = Backoff(min(1.0, interval), interval)
         outage = False
+        due = self._clock()
         while True:
+            metrics.LEASE_KEEPALIVE_LAG.set(max(0.0, self._clock() - due))
             try:
                 await self.heartbeat()
             except DuplicateMachine:
@@ -338,6 +341,7 @@ class Agent:
                 self._wake.set()
                 self._publish.set()
             backoff.reset()
+            due = self._clock() + interval
             await self._sleep(interval)
 
     async def _mirror_wakeups(self) -> None:
@@ -412,6 +416,7 @@ class Agent:
             try:
                 await self._run_task(task, desired)
             except SystemdError as exc:
+                metrics.AGENT_TASKS.labels(task.kind.name.lower(), "error").inc()
                 logger.error(
                     'task=%s unit=%s failed: %s; the rest of this batch waits for the next pass',
                     task.kind.name.lower(),
@@ -421,11 +426,15 @@ class Agent:
                 self._wake.set()
                 break
             done.append(task)
+            metrics.AGENT_TASKS.labels(task.kind.name.lower(), "ok").inc()
             if task.unit is None:
                 logger.info('task=%s reason="%s"', task.kind.name.lower(), task.reason)
             else:
                 logger.info('task=%s unit=%s reason="%s"', task.kind.name.lower(), task.unit, task.reason)
         self.publisher.mark(task.unit for task in done if task.unit is not None)
+        for state in (TargetState.LOADED, TargetState.LAUNCHED):
+            count = sum(1 for unit in self.applied.values() if unit.state is state)
+            metrics.AGENT_UNITS.labels(state.value).set(count)
         return tuple(done)
 
     async def _run_task(self, task: Task, desired: Mapping[UnitName, DesiredUnit]) -> None:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 
+from fleetd import metrics
 from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
 from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
@@ -122,6 +123,7 @@ class Engine:
         """One term: list the registry into a fresh mirror, reconcile until leadership is lost, drop it."""
         mirror = self.open_mirror()
         follow = asyncio.create_task(mirror.run())
+        metrics.ENGINE_LEADER.set(1)
         try:
             await self._wait(mirror.ready)
             while self.election.is_leader:
@@ -129,6 +131,7 @@ class Engine:
                     await self._guarded_pass(mirror)
                 await self._wait(mirror.changed)
         finally:
+            metrics.ENGINE_LEADER.set(0)
             follow.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
@@ -167,13 +170,18 @@ class Engine:
             self.skipped += 1
             return
         started = self._clock()
+        result = "ok"
         try:
             await self.reconcile()
         except RegistryError as exc:
+            result = "error"
             logger.warning("engine pass failed: %s", exc)
         except Exception:  # a bug in one pass must not stop the engine: log it, retry on the next wake-up
+            result = "error"
             logger.exception("engine pass failed")
         elapsed = self._clock() - started
+        metrics.ENGINE_PASSES.labels(result).inc()
+        metrics.ENGINE_PASS_SECONDS.observe(elapsed)
         if elapsed > self.interval:
             logger.warning("Engine completed reconciliation in %.3fs", elapsed)
 
@@ -222,6 +230,7 @@ class Engine:
         self.passes += 1
         generation = self.mirror.generation
         built, plan, garbage = await self._build_and_plan()
+        metrics.ENGINE_UNPLACEABLE.set(len(plan.unplaceable))
         if plan.actions:
             if not await self._apply(plan, leadership):
                 return  # not applied: the next wake-up plans again
@@ -281,6 +290,8 @@ class Engine:
             return False
         for index, action in enumerate(plan.actions, 1):
             logger.info("%s", _describe(action))
+            kind = "schedule" if isinstance(action, Schedule) else "unschedule"
+            metrics.ENGINE_PLACEMENTS.labels(kind).inc()
             if index % LOG_SLICE == 0:
                 await asyncio.sleep(0)  # a first pass logs 100,000 placements: let keep-alives through
         await self._caught_up(revision, self.registry.keys.schedules)

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ from urllib.parse import urlsplit
 import grpc
 import grpc.aio
 
-from fleetd.errors import RegistryError, RegistryUnavailable, RequestNotSent
+from fleetd import metrics
+from fleetd.errors import FleetError, RegistryError, RegistryUnavailable, RequestNotSent
 from fleetd.registry.etcdpb import rpc_pb2 as pb
 from fleetd.registry.etcdpb import rpc_pb2_grpc as pb_grpc
 from fleetd.registry.kv import (
@@ -250,6 +252,16 @@ class EtcdKV:
     ) -> Any:
         """One unary RPC within a total deadline: tried on each endpoint in turn while ``fleetd.retry``
         allows a request of ``safety`` to be sent again, and once more after a stale auth token."""
+        started = time.monotonic()
+        try:
+            return await self._unary_attempts(service, method, request, safety)
+        except FleetError:
+            metrics.ETCD_REQUEST_ERRORS.labels(method).inc()
+            raise
+        finally:
+            metrics.ETCD_REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
+
+    async def _unary_attempts(self, service: str, method: str, request: Any, safety: Safety) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
 

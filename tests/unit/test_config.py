@@ -445,3 +445,14 @@ def test_unreadable_tls_files_stop_startup_naming_the_key(tmp_path: Path, key: s
     present = tmp_path / "present.pem"
     present.write_text("pem")
     assert getattr(load_config(Invocation(options={key: str(present)}), {}), key) == str(present)
+
+
+def test_api_listens_on_the_socket_only_by_default_and_tcp_only_when_set() -> None:
+    config = build_config({}, {}, {})
+    assert (config.api_socket, config.api_listen, config.disable_api) == ("/var/run/fleet.sock", "", False)
+    config = build_config({"api_listen": "127.0.0.1:8080"}, {"disable_api": "1"}, {})
+    assert (config.api_listen, config.disable_api) == ("127.0.0.1:8080", True)
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        build_config({"api_listen": ":8080"}, {}, {})
+    with pytest.raises(ConfigError, match="absolute path"):
+        build_config({"api_socket": "fleet.sock"}, {}, {})

@@ -1,0 +1,1 @@
+"""fleet's v1 HTTP API (``/fleet/v1``): units, unit states, machines, discovery, and ``/metrics``."""

@@ -1,0 +1,80 @@
+"""What fleetctl and the HTTP API share about units: a new unit's record, and a unit's current state.
+
+Both front ends create units and show their state through these functions on the one Registry, so a unit
+created with ``fleetctl submit`` and one created with ``PUT /fleet/v1/units/<name>`` are stored alike and
+read back alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fleetd.model import MachineID, TargetState, UnitName, UnitState
+from fleetd.registry.keyspace import UnitRecord
+from fleetd.registry.reasons import Reasons
+from fleetd.registry.registry import Registry
+from fleetd.unitfile.body import body_requirements
+from fleetd.unitfile.unit import UnitFile
+
+__all__ = ["UnitView", "current_state", "is_global", "new_record", "states_by_name", "unit_views"]
+
+
+def is_global(unit_file: UnitFile, name: str) -> bool:
+    """Whether ``unit_file`` submitted as ``name`` is global, read from its canonical text as the engine and
+    the agents read it (UnitFileError for a unit file that is not usable)."""
+    return body_requirements(unit_file.canonical)(UnitName(name)).is_global
+
+
+def new_record(
+    name: str, unit_file: UnitFile, target: TargetState = TargetState.INACTIVE
+) -> tuple[UnitRecord, str]:
+    """The record and body that create (or replace) ``name`` in target state ``target``."""
+    record = UnitRecord(UnitName(name), unit_file.hash, is_global(unit_file, name), target)
+    return record, unit_file.canonical
+
+
+def current_state(states: Iterable[UnitState]) -> TargetState:
+    """A non-global unit's current state from its published records: the furthest one, inactive if none."""
+    best = TargetState.INACTIVE
+    for state in states:
+        if state.state.rank > best.rank:
+            best = state.state
+    return best
+
+
+def states_by_name(states: Iterable[UnitState]) -> dict[str, list[UnitState]]:
+    grouped: dict[str, list[UnitState]] = {}
+    for state in states:
+        grouped.setdefault(state.name, []).append(state)
+    return grouped
+
+
+@dataclass(frozen=True, slots=True)
+class UnitView:
+    """A unit with its current state and where the engine placed it."""
+
+    record: UnitRecord
+    current: TargetState | None  # None for global units (they have no single current state)
+    machine_id: MachineID | None  # where it is scheduled (lowest ID); None when unplaced or global
+    reason: str = ""  # why no machine can run it, as the engine published (unplaced units only)
+
+
+async def unit_views(registry: Registry) -> list[UnitView]:
+    """Every unit sorted by name with its current state, target machine and unplaceable reason (a few
+    whole-keyspace ranges: units, schedule, states, reasons)."""
+    records = await registry.list_units()
+    schedule = await registry.list_schedule()
+    states = states_by_name(await registry.list_unit_states())
+    reasons = await Reasons(registry).read()
+    views = []
+    for record in records:
+        entries = schedule.get(record.name, [])
+        machine_id = None
+        if entries and not record.is_global:
+            machine_id = min(entry.machine_id for entry in entries)
+        current = None if record.is_global else current_state(states.get(record.name, ()))
+        why = reasons.get(record.name)
+        reason = why.reason if why is not None and why.hash == record.hash and machine_id is None else ""
+        views.append(UnitView(record, current, machine_id, reason))
+    return sorted(views, key=lambda view: view.record.name)
