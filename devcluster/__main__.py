@@ -28,12 +28,15 @@ from devcluster.nspawn import CHECKOUT, MachineError
 
 EXAMPLES = CHECKOUT / "deploy" / "examples"
 HELLO_INSTANCES = 3
+PODS = ("app-pod@1.service", "boot-pod@1.service")
 
 
-def _show(state: ClusterState, *args: str, check: bool = True) -> str:
-    """Run fleetctl against the cluster from ``deploy/examples``, echo the command and its output."""
+def _show(state: ClusterState, *args: str, check: bool = True, ssh: bool = False) -> str:
+    """Run fleetctl against the cluster from ``deploy/examples``, echo the command and its output;
+    ``ssh``: with the cluster's SSH settings (for commands that run on a machine)."""
     print(f"$ fleetctl {shlex.join(args)}", flush=True)
-    result = fleetctl(state.endpoint, *args, cwd=EXAMPLES, timeout=180)
+    env = environment(state) if ssh else None
+    result = fleetctl(state.endpoint, *args, cwd=EXAMPLES, timeout=180, env=env)
     output = (result.stdout + result.stderr).rstrip()
     if output:
         print(output, flush=True)
@@ -52,6 +55,12 @@ def run_demo(state: ClusterState) -> None:
     if any("role=db" in m.metadata for m in state.machines):
         units.append("db.service")
     _show(state, "start", *units)
+    if any("role=pods" in m.metadata for m in state.machines):
+        print("\n== pods on the role=pods machine (README: Pods)", flush=True)
+        _show(state, "start", *PODS)
+        _show(state, "ssh", PODS[0], "machinectl", "list", ssh=True)
+        _show(state, "status", PODS[0], ssh=True)
+        _show(state, "journal", "--lines", "3", PODS[0], ssh=True)
     print()
     _show(state, "list-machines")
     print()
@@ -154,7 +163,10 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start etcd and N machines running fleetd, then run the demo")
-    up.add_argument("--machines", type=int, default=3, metavar="N", help="number of machines (default 3)")
+    up.add_argument(
+        "--machines", type=int, default=4, metavar="N",
+        help="number of machines (default 4: web, web, pods, db)",
+    )
     up.add_argument(
         "--etcd-members", type=int, default=1, metavar="M",
         help="etcd members (default 1; 3 runs a raft cluster on loopback, fleetd given every endpoint)",

@@ -2,7 +2,8 @@
 N real systemd machines (nspawn), each running fleetd, which is given every member's endpoint.
 
 Every machine gets its own machine ID, loopback address 127.0.0.N, sshd and metadata (``role=web`` on all
-but one, ``role=db`` on one, ``hostname=<machine name>``). Its ``/etc/fleet/fleet.conf`` and
+but one or two, ``role=db`` on the last, ``role=pods`` on the one before it when there are four or more,
+``hostname=<machine name>``). Its ``/etc/fleet/fleet.conf`` and
 ``/etc/systemd/system/fleetd.service`` are the ``write_files`` of ``deploy/cloud-config/worker.yaml``
 rendered with the cluster's values, so the demo runs exactly what cloud-init installs on a real node.
 The checkout's venv is bound read-only at ``/opt/fleet`` inside each machine, so the unit's
@@ -25,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -127,8 +128,12 @@ def state_dir_of(name: str, root: Path = STATE_ROOT) -> Path:
 
 
 def machine_roles(count: int) -> list[str]:
-    """``role=`` of machines 1..count: the last of two or more is ``db``, the others ``web``."""
-    return ["db" if count > 1 and index == count else "web" for index in range(1, count + 1)]
+    """``role=`` of machines 1..count: the last of two or more is ``db``, the one before it ``pods`` when
+    there are four or more (the demo's pods machine), the others ``web``."""
+    roles = ["db" if count > 1 and index == count else "web" for index in range(1, count + 1)]
+    if count >= 4:
+        roles[-2] = "pods"
+    return roles
 
 
 def machine_files(endpoint: str, metadata: str, public_ip: str) -> dict[str, WrittenFile]:
@@ -214,12 +219,18 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def fleetctl(
-    endpoint: str, *args: str, timeout: float = 120.0, cwd: Path | None = None
+    endpoint: str,
+    *args: str,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the checkout's ``fleetctl --endpoint ENDPOINT ARGS`` (not checked)."""
+    """Run the checkout's ``fleetctl --endpoint ENDPOINT ARGS`` (not checked), with ``env`` added to the
+    environment."""
     return subprocess.run(
         [str(FLEETCTL), "--endpoint", endpoint, *args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False, stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env is not None else None,
     )
 
 

@@ -67,6 +67,7 @@ def test_roles_and_files_come_from_worker_yaml() -> None:
     assert machine_roles(3) == ["web", "web", "db"]
     assert machine_roles(2) == ["web", "db"]
     assert machine_roles(1) == ["web"]
+    assert machine_roles(4) == ["web", "web", "pods", "db"]
     files = machine_files("http://127.0.0.1:2379", "role=web,hostname=a", "127.0.0.10")
     shipped = written_files(render("worker.yaml", {
         "ETCD_SERVERS": "http://127.0.0.1:2379", "METADATA": "role=web,hostname=a", "FLEET_PACKAGE": "x",
