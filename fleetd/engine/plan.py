@@ -25,6 +25,7 @@ __all__ = [
     "MACHINE_WENT_AWAY",
     "SCHEDULE_PLACED",
     "SCHEDULE_UPDATED",
+    "UNPLACEABLE_CAP",
     "UNPLACEABLE_MACHINE_ID",
     "UNPLACEABLE_METADATA",
     "UNPLACEABLE_MOVES",
@@ -56,6 +57,7 @@ UNPLACEABLE_MACHINE_ID = "the machine named by MachineID ({machine}) is not in t
 UNPLACEABLE_METADATA = "no machine has the metadata {metadata}"
 UNPLACEABLE_REFUSED = "no machine can run it; the least loaded candidate ({machine}): {reason}"
 UNPLACEABLE_MOVES = "every machine able to run it would have to replace a unit that may not move now"
+UNPLACEABLE_CAP = "every machine able to run it is at its unit cap"
 
 
 def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
@@ -90,6 +92,13 @@ class _Host:
     @property
     def load(self) -> int:
         return len(self.scheduled) + len(self.globals)
+
+    def full(self, evicted: int = 0) -> bool:
+        """At its unit cap (MachineState.max_units) once ``evicted`` units leave: no room for one more.
+
+        Only new placements check it: units already over the cap (it was lowered) stay where they are."""
+        cap = self.machine.max_units
+        return cap > 0 and self.load - evicted >= cap
 
     def has_unit(self, name: UnitName) -> bool:
         return name in self.scheduled or name in self.globals
@@ -151,6 +160,7 @@ class _Fold:
         self.pools_of: dict[MachineID, list[LoadIndex]] = {}
         self.moves: dict[UnitName, int] = {}
         self.held: set[UnitName] = set()  # units of absent machines in their grace: left as they are
+        self.capped = any(host.machine.max_units for host in self.hosts.values())
 
     # -- the pass -----------------------------------------------------------------------------------------
 
@@ -188,6 +198,10 @@ class _Fold:
             pairs = sorted(req.metadata.items())
             wanted = ", ".join(f"{key}={'|'.join(sorted(values))}" for key, values in pairs)
             return UNPLACEABLE_METADATA.format(metadata=wanted)
+        if self.capped:
+            able = [m for m in self._candidates(unit) if can_run(self.hosts[m], unit).ok]
+            if able and all(self.hosts[m].full() for m in able):
+                return UNPLACEABLE_CAP
         first = next(self._candidates(unit), None)
         verdict = can_run(self.hosts[first], unit) if first is not None else None
         if first is not None and verdict is not None and not verdict.ok:
@@ -313,6 +327,8 @@ class _Fold:
             if not can_run(host, unit).ok:
                 continue
             evicted = replaced_units(host, unit) if unit.requirements.replaces else []
+            if self.capped and host.full(len(evicted)):
+                continue
             if any(
                 other.name not in host.scheduled or self.moves.get(other.name, 0) >= _MAX_MOVES
                 for other in evicted

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 from fleetd.errors import RegistryError, UnitNameError
-from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.model import MAX_UNITS_LIMIT, MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.unitfile.names import validate_unit_name
 
@@ -351,6 +351,7 @@ def encode_machine(state: MachineState) -> str:
             "public_ip": state.public_ip,
             "metadata": dict(state.metadata),
             "version": state.version,
+            **({"max_units": state.max_units} if state.max_units else {}),
         }
     )
 
@@ -365,11 +366,15 @@ def decode_machine(key: str, text: str) -> MachineState:
         raise BadRecord(key, "field 'metadata' must map strings to strings")
     for k, v in metadata.items():
         _text(key, k + v, "field 'metadata'")
+    max_units = obj.get("max_units", 0)
+    if type(max_units) is not int or not 0 <= max_units <= MAX_UNITS_LIMIT:
+        raise BadRecord(key, f"field 'max_units' must be a whole number from 0 to {MAX_UNITS_LIMIT}")
     return MachineState(
         id=check_machine_id(key, _str(key, obj, "id")),
         public_ip=_str(key, obj, "public_ip", default=""),
         metadata=dict(metadata),
         version=_str(key, obj, "version", default=""),
+        max_units=max_units,
     )
 
 

@@ -22,6 +22,11 @@ def machine(machine_id: str, **metadata: str) -> MachineState:
     return MachineState(MachineID(machine_id), metadata=dict(metadata))
 
 
+def capped(machine_id: str, max_units: int, **metadata: str) -> MachineState:
+    """A machine with a unit cap."""
+    return MachineState(MachineID(machine_id), metadata=dict(metadata), max_units=max_units)
+
+
 def unit(
     name: str,
     state: TargetState = LAUNCHED,

@@ -20,7 +20,7 @@ from fleetd.engine.plan import (
 )
 from fleetd.model import MachineID, Unit, UnitName
 from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
-from tests.unit.builders import INACTIVE, LAUNCHED, LOADED, apply, digest, machine, snapshot, unit
+from tests.unit.builders import INACTIVE, LAUNCHED, LOADED, apply, capped, digest, machine, snapshot, unit
 
 M1, M2, M3 = machine("m1"), machine("m2"), machine("m3")
 LONG = [machine(f"{c * 8}{'0' * 24}") for c in "abc"]  # aaaaaaaa000..., bbbbbbbb000..., cccccccc000...
@@ -361,6 +361,55 @@ case(
     update(new, "m1"),
 )
 
+# -- unit caps (MachineState.max_units) --
+two = [unit("a.service"), unit("b.service")]
+case(
+    "a machine at its cap is skipped: the unit goes to the next least loaded",
+    snapshot([capped("m1", 1), machine("m2")], [*two, hello], {"a.service": "m1", "b.service": "m2"}),
+    place(hello, "m2"),
+)
+case(
+    "caps fill machines in load order: 3 units, caps 1 and 2",
+    snapshot([capped("m1", 1), capped("m2", 2)], [hello, *two]),
+    place(two[0], "m1"),
+    place(two[1], "m2"),
+    place(hello, "m2"),
+)
+case(
+    "every machine at its cap: the unit stays unplaced",
+    snapshot([capped("m1", 1), capped("m2", 1)], [*two, hello], {"a.service": "m1", "b.service": "m2"}),
+)
+case(
+    "placements over a lowered cap are left alone",
+    snapshot([capped("m1", 1)], two, {"a.service": "m1", "b.service": "m1"}),
+)
+case(
+    "Global units count toward the cap",
+    snapshot([capped("m1", 1), machine("m2")], [unit("g.service", is_global=True), hello]),
+    place(hello, "m2"),
+)
+case(
+    "a unit that replaces one on a full machine fits there (the replaced unit moves on)",
+    snapshot(
+        [capped("m1", 1), machine("m2")],
+        [
+            old := unit("old.service"),
+            new_unit := unit("new.service", machine_id="m1", replaces=["old.service"]),
+        ],
+        {"old.service": "m1"},
+    ),
+    place(new_unit, "m1"),
+    drop("old.service", "m1", unable("m1", "replaced by locally-scheduled Unit(new.service)")),
+    place(old, "m2"),
+)
+case(
+    "a cap of 0 is no cap",
+    snapshot([capped("m1", 0)], [*two, hello]),
+    place(two[0], "m1"),
+    place(two[1], "m1"),
+    place(hello, "m1"),
+)
+
 
 @pytest.mark.parametrize(("snap", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_plan(snap: ClusterSnapshot, expected: list[Action]) -> None:
@@ -382,6 +431,16 @@ UNPLACEABLE_CASES = [
      snapshot([M1], [hello, unit("b.service", conflicts=["hello.*"])], {"hello.service": "m1"}),
      {"b.service": "no machine can run it; the least loaded candidate (m1): found conflict with"
                    " locally-scheduled Unit(hello.service)"}),
+    ("every machine is at its unit cap",
+     snapshot([capped("m1", 1), capped("m2", 1)], [hello, unit("w.service"), unit("b.service")],
+              {"hello.service": "m1", "w.service": "m2"}),
+     {"b.service": "every machine able to run it is at its unit cap"}),
+    ("the cap reason is the engine's when the machines able to run it are all full",
+     snapshot([capped("m1", 1), capped("m2", 2, role="db"), machine("m3", role="db")],
+              [hello, unit("x.service", metadata={"role": ["web"]}), unit("y.service", machine_id="m1")],
+              {"hello.service": "m1"}),
+     {"x.service": "no machine has the metadata role=web", "y.service": "every machine able to run it is at"
+                                                                          " its unit cap"}),
     ("placed, global and inactive units are not listed",
      snapshot([M1], [hello, unit("g.service", is_global=True), unit("i.service", INACTIVE)]), {}),
 ]
