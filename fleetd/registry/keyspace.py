@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "SCHEMA_VERSION",
     "BadRecord",
+    "Cordon",
     "GlobalEntry",
     "Keyspace",
     "ReportOnce",
@@ -34,6 +35,7 @@ __all__ = [
     "check_machine_id",
     "check_unit_name",
     "decode_body",
+    "decode_cordon",
     "decode_global",
     "decode_machine",
     "decode_schedule",
@@ -41,6 +43,7 @@ __all__ = [
     "decode_unit",
     "decode_unit_state",
     "decode_unplaceable",
+    "encode_cordon",
     "encode_global",
     "encode_machine",
     "encode_schedule",
@@ -221,6 +224,14 @@ class Keyspace:
         return self.unplaceable + name
 
     @property
+    def cordons(self) -> str:
+        """``cordons/<machine-id>``: machines the engine places nothing new on and drains (fleetctl drain)."""
+        return self.prefix + "cordons/"
+
+    def cordon(self, machine_id: str) -> str:
+        return self.cordons + machine_id
+
+    @property
     def states(self) -> str:
         return self.prefix + "states/"
 
@@ -283,6 +294,10 @@ class Keyspace:
     def machine_id(self, key: str) -> MachineID:
         """The valid machine ID of a ``machines/<id>`` key."""
         return check_machine_id(key, self.leaf(key, self.machines))
+
+    def cordoned_machine(self, key: str) -> MachineID:
+        """The valid machine ID of a ``cordons/<id>`` key."""
+        return check_machine_id(key, self.leaf(key, self.cordons))
 
     def body_hash(self, key: str) -> str:
         """The 40-hex hash of a ``bodies/<hash>`` key."""
@@ -424,6 +439,23 @@ def encode_unplaceable(entry: Unplaceable) -> str:
 def decode_unplaceable(key: str, text: str) -> Unplaceable:
     obj = _object(key, text)
     return Unplaceable(hash=_hash(key, obj), reason=_str(key, obj, "reason"))
+
+
+@dataclass(frozen=True, slots=True)
+class Cordon:
+    """``cordons/<machine-id>``: the machine is unschedulable; ``reason`` is the operator's note."""
+
+    reason: str = ""
+
+
+def encode_cordon(cordon: Cordon) -> str:
+    return _dumps({"reason": cordon.reason})
+
+
+@_total
+def decode_cordon(key: str, text: str) -> Cordon:
+    obj = _object(key, text)
+    return Cordon(reason=_str(key, obj, "reason"))
 
 
 @_total

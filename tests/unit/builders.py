@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 
@@ -100,8 +101,8 @@ def apply(before: ClusterSnapshot, plan: EnginePlan) -> ClusterSnapshot:
             extra.append((name, machine_id))
         else:
             table[name] = entry
-    return ClusterSnapshot(
-        before.revision + 1, before.machines, before.units, table, tuple(extra), before.held_machines
+    return dataclasses.replace(
+        before, revision=before.revision + 1, schedule=table, extra_schedule=tuple(extra)
     )
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from fleetd.engine.plan import (
+    MACHINE_CORDONED,
     SCHEDULE_PLACED,
     SCHEDULE_UPDATED,
     UNSCHEDULE_DESTROYED,
@@ -411,6 +412,74 @@ case(
 )
 
 
+# -- cordons (fleetctl drain) --
+def cordon(snap: ClusterSnapshot, *machine_ids: str) -> ClusterSnapshot:
+    return dataclasses.replace(snap, cordoned=frozenset(MachineID(m) for m in machine_ids))
+
+
+def drained(name: str, machine_id: str) -> Unschedule:
+    return drop(name, machine_id, MACHINE_CORDONED.format(machine=machine_id))
+
+
+case(
+    "a cordoned machine gets no new unit",
+    cordon(snapshot([M1, M2], [hello]), "m1"),
+    place(hello, "m2"),
+)
+case(
+    "drain: the cordoned machine's units move to the least loaded others",
+    cordon(
+        snapshot([M1, M2, M3], [*two, hello], {"a.service": "m1", "b.service": "m1", "hello.service": "m2"}),
+        "m1",
+    ),
+    drained("a.service", "m1"),
+    drained("b.service", "m1"),
+    place(two[0], "m3"),
+    place(two[1], "m2"),
+)
+pinned = unit("pinned.service", machine_id="m1")
+follower = unit("follower.service", peers=["pinned.service"])
+case(
+    "drain: a unit pinned with MachineID stays, and so does its MachineOf follower",
+    cordon(snapshot([M1, M2], [pinned, follower, hello],
+                    {"pinned.service": "m1", "follower.service": "m1", "hello.service": "m1"}), "m1"),
+    drained("hello.service", "m1"),
+    place(hello, "m2"),
+)
+leader_unit = unit("lead.service")
+tail = unit("tail.service", peers=["lead.service"])
+case(
+    "drain: a movable unit's MachineOf follower moves with it",
+    cordon(snapshot([M1, M2], [leader_unit, tail], {"lead.service": "m1", "tail.service": "m1"}), "m1"),
+    drained("lead.service", "m1"),
+    drop("tail.service", "m1", unable("m1", "required peer Unit(lead.service) is not scheduled locally")),
+    place(leader_unit, "m2"),
+    place(tail, "m2"),
+)
+case(
+    "drain respects constraints: a unit no other machine can run is unscheduled and waits",
+    cordon(snapshot([machine("m1", role="db"), M2], [db := unit("db.service", metadata={"role": ["db"]})],
+                    {"db.service": "m1"}), "m1"),
+    drained("db.service", "m1"),
+)
+case(
+    "drain respects conflicts and caps on the other machines",
+    cordon(snapshot([M1, capped("m2", 1), M3],
+                    [c0 := unit("c0.service", conflicts=["c*"]), c1 := unit("c1.service", conflicts=["c*"]),
+                     filler := unit("filler.service")],
+                    {"c0.service": "m1", "c1.service": "m3", "filler.service": "m2"}), "m1"),
+    drained("c0.service", "m1"),
+)
+case(
+    "a cordon of a machine not in the cluster changes nothing",
+    cordon(snapshot([M1], [hello], {"hello.service": "m1"}), "m9"),
+)
+case(
+    "uncordoned (no cordon): units stay where they are, nothing moves back",
+    snapshot([M1, M2], [hello], {"hello.service": "m2"}),
+)
+
+
 @pytest.mark.parametrize(("snap", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_plan(snap: ClusterSnapshot, expected: list[Action]) -> None:
     plan = plan_cluster(snap)
@@ -441,6 +510,15 @@ UNPLACEABLE_CASES = [
               {"hello.service": "m1"}),
      {"x.service": "no machine has the metadata role=web", "y.service": "every machine able to run it is at"
                                                                           " its unit cap"}),
+    ("every machine able to run it is cordoned",
+     cordon(snapshot([M1, M2], [hello]), "m1", "m2"),
+     {"hello.service": "every machine able to run it is cordoned"}),
+    ("a pinned unit whose machine is cordoned",
+     cordon(snapshot([M1, M2], [unit("p.service", machine_id="m1")]), "m1"),
+     {"p.service": "every machine able to run it is cordoned"}),
+    ("cordoned or full",
+     cordon(snapshot([M1, capped("m2", 1)], [hello, unit("b.service")], {"hello.service": "m2"}), "m1"),
+     {"b.service": "every machine able to run it is cordoned or at its unit cap"}),
     ("placed, global and inactive units are not listed",
      snapshot([M1], [hello, unit("g.service", is_global=True), unit("i.service", INACTIVE)]), {}),
 ]

@@ -79,6 +79,30 @@ def test_hostile_machine_caps_are_bad_records(value: str) -> None:
     assert str(info.value).startswith("bad record at /p/machines/m1: ")
 
 
+def test_cordon_round_trip_and_keys() -> None:
+    keys = Keyspace("/p/")
+    assert keys.cordon("m1") == "/p/cordons/m1"
+    assert keys.cordoned_machine("/p/cordons/m1") == "m1"
+    assert ks.decode_cordon("k", ks.encode_cordon(ks.Cordon("kernel update"))) == ks.Cordon("kernel update")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "{}", "{bad", "[]", '"m1"', '{"reason":3}', '{"reason":"\ud800"}', "[" * 100_000]
+)
+def test_hostile_cordons_are_bad_records(text: str) -> None:
+    with pytest.raises(BadRecord) as info:
+        ks.decode_cordon("/p/cordons/m1", text)
+    assert str(info.value).startswith("bad record at /p/cordons/m1: ")
+
+
+@pytest.mark.parametrize(
+    "key", ["/p/cordons/", "/p/cordons/a/b", "/p/cordons/-x", "/p/cordons/a b", "/q/cordons/m"]
+)
+def test_bad_cordon_keys_are_bad_records(key: str) -> None:
+    with pytest.raises(BadRecord):
+        Keyspace("/p/").cordoned_machine(key)
+
+
 def test_unit_target_and_global_round_trip() -> None:
     record = UnitRecord(UnitName("g.service"), H, True, TargetState.LAUNCHED)
     assert ks.encode_unit(record) == f'{{"global":true,"hash":"{H}"}}'
