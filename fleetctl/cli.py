@@ -44,6 +44,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
         "fleetctl.commands.units",
         "Schedule one or more units in the cluster, first submitting them if necessary.",
     ),
+    "plan": (
+        "fleetctl.commands.plan",
+        "Print what the engine would do if FILE... were started now; writes nothing.",
+    ),
     "restart": (
         "fleetctl.commands.units",
         "Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it.",
