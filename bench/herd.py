@@ -23,14 +23,16 @@ from dataclasses import dataclass
 from bench.cluster_sim import SimCluster, listed, unit
 from bench.report import Figure
 from devcluster.etcd import EtcdServer
+from fleetd.engine.engine import mirrored_prefixes
 from fleetd.model import UnitName
+from fleetd.registry.keyspace import Keyspace
 
 __all__ = ["Herd", "measure", "metric", "run"]
 
 AGENT_TTL = 30.0  # fleetd's default
 TARGET_EVENTS = 8.0
 TARGET_WATCHERS = 3.0
-MIRRORED_PREFIXES = 5  # the leader's mirror: machines/, units/, targets/, schedule/, bodies/
+MIRRORED_PREFIXES = len(mirrored_prefixes(Keyspace()))  # the leader's mirror: one watch per prefix
 
 
 def metric(endpoint: str, name: str) -> float:

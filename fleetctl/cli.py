@@ -32,6 +32,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
         "fleetctl.commands.units",
         "Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block).",
     ),
+    "drain": (
+        "fleetctl.commands.machines",
+        "Mark a machine unschedulable and move its units to other machines; waits until they are up there.",
+    ),
     "journal": ("fleetctl.commands.remote", "Print the journal of a unit in the cluster to stdout."),
     "list-machines": ("fleetctl.commands.list", "Enumerate the current hosts in the cluster."),
     "list-unit-files": ("fleetctl.commands.list", "List the units that exist in the cluster."),
@@ -39,6 +43,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
     "load": (
         "fleetctl.commands.units",
         "Schedule one or more units in the cluster, first submitting them if necessary.",
+    ),
+    "plan": (
+        "fleetctl.commands.plan",
+        "Print what the engine would do if FILE... were started now; writes nothing.",
     ),
     "restart": (
         "fleetctl.commands.units",
@@ -55,6 +63,7 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
     "status": ("fleetctl.commands.remote", "Output the status of one or more units in the cluster."),
     "stop": ("fleetctl.commands.units", "Instruct systemd to stop one or more units in the cluster."),
     "submit": ("fleetctl.commands.units", "Upload one or more units to the cluster without starting them."),
+    "uncordon": ("fleetctl.commands.machines", "Make a drained (cordoned) machine schedulable again."),
     "unload": ("fleetctl.commands.units", "Unschedule one or more units in the cluster."),
     "verify": (
         "fleetctl.commands.verify",

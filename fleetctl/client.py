@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fleetd.cancel import first_failure
 from fleetd.errors import FleetError
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
-from fleetd.registry.keyspace import UnitRecord
-from fleetd.registry.kv import WatchCompacted
+from fleetd.registry.cordons import Cordons
+from fleetd.registry.keyspace import Cordon, UnitRecord
+from fleetd.registry.kv import KeyValue, WatchCompacted, range_paged
 from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry
+from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.units import current_state, states_by_name, unit_views
+
+if TYPE_CHECKING:
+    from fleetd.engine.builder import Built
 
 __all__ = [
     "FleetClient",
@@ -79,6 +84,7 @@ class Goal:
     state: TargetState
     hash: str = ""
     active: bool = False
+    elsewhere: str = ""  # a machine ID: records from it do not count (a drained unit must come up elsewhere)
 
 
 class WaitTimeout(asyncio.TimeoutError):
@@ -128,6 +134,8 @@ def _failed(goal: Goal, states: Sequence[UnitState]) -> UnitState | None:
     for state in states:
         if state.state is not TargetState.LAUNCHED or (goal.hash and state.hash != goal.hash):
             continue
+        if goal.elsewhere and state.machine_id == goal.elsewhere:
+            continue
         if state.active_state in FAILED_ACTIVE_STATES or state.load_state in FAILED_LOAD_STATES:
             return state
     return None
@@ -139,6 +147,8 @@ def _reached(goal: Goal, states: Sequence[UnitState]) -> UnitState | bool | None
         return None if not states else False
     for state in states:
         if state.state is not goal.state or (goal.hash and state.hash != goal.hash):
+            continue
+        if goal.elsewhere and state.machine_id == goal.elsewhere:
             continue
         if goal.active and (state.load_state != "loaded" or state.active_state != "active"):
             continue
@@ -226,7 +236,42 @@ class FleetClient:
             )
         return out
 
+    async def cordons(self) -> dict[MachineID, Cordon]:
+        """Cordoned machines (``fleetctl drain``), live or not."""
+        return await Cordons(self.registry).read()
+
+    async def machine_schedule(self, machine_id: str) -> Mapping[UnitName, ScheduledUnit]:
+        """What the engine scheduled to one machine."""
+        return await self.registry.machine_schedule(machine_id)
+
+    async def snapshot(self) -> Built:
+        """The cluster as the engine leader would see it now: every prefix it mirrors, read at one revision
+        and built into a ClusterSnapshot by the engine's own SnapshotBuilder (for ``fleetctl plan``)."""
+        # the engine's modules are imported by the one command that needs them (fleetctl plan)
+        from fleetd.engine.builder import SnapshotBuilder  # noqa: PLC0415
+        from fleetd.engine.engine import mirrored_prefixes, parse_unit_body  # noqa: PLC0415
+
+        keys = self.registry.keys
+        revision = (await self.registry.kv.range(keys.prefix, limit=1)).revision
+        read: dict[str, dict[str, KeyValue]] = {}
+        for prefix in mirrored_prefixes(keys):
+            result = await range_paged(self.registry.kv, prefix, revision=revision)
+            read[prefix] = {kv.key: kv for kv in result.kvs}
+        builder = SnapshotBuilder(keys, parse_unit_body)
+        return builder.build(
+            revision, machines=read[keys.machines], units=read[keys.units], targets=read[keys.targets],
+            bodies=read[keys.bodies], schedule=read[keys.schedules], bodies_revision=revision,
+            cordons=read[keys.cordons],
+        )
+
     # Writes ---------------------------------------------------------------------------------------------
+
+    async def cordon(self, machine_id: str, reason: str) -> None:
+        await Cordons(self.registry).cordon(machine_id, reason)
+
+    async def uncordon(self, machine_id: str) -> bool:
+        """False when the machine was not cordoned."""
+        return await Cordons(self.registry).uncordon(machine_id)
 
     async def ensure_schema(self) -> None:
         await self.registry.ensure_schema()
@@ -347,7 +392,9 @@ def _description(body: str) -> str:
 # Watching for live views (``list-units --watch``, progress lines) ---------------------------------------
 # Module-level functions on a FleetClient so that this block stays apart from the code above.
 
-WatchArea = Literal["machines", "states", "units", "targets", "schedule", "globals", "unplaceable"]
+WatchArea = Literal[
+    "machines", "states", "units", "targets", "schedule", "globals", "unplaceable", "cordons"
+]
 
 
 async def changes(client: FleetClient, areas: Sequence[WatchArea]) -> AsyncIterator[None]:

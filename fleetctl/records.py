@@ -14,7 +14,7 @@ from fleetctl.client import UnitFileRow, UnitStateRow
 from fleetctl.output import short_hash
 from fleetd.model import MachineState
 
-__all__ = ["Record", "machine_record", "unit_file_record", "unit_state_record"]
+__all__ = ["Record", "machine_record", "machine_schedulability", "unit_file_record", "unit_state_record"]
 
 Record = dict[str, Any]
 
@@ -23,13 +23,20 @@ def _text(value: str) -> str | None:
     return value or None
 
 
-def machine_record(machine: MachineState) -> Record:
+def machine_schedulability(cordoned: bool) -> str:
+    """``cordoned`` after fleetctl drain (until fleetctl uncordon), else ``schedulable``."""
+    return "cordoned" if cordoned else "schedulable"
+
+
+def machine_record(machine: MachineState, cordoned: bool = False) -> Record:
     return {
         "machine_id": machine.id,
         "short_id": machine.short_id,
         "ip": _text(machine.public_ip),
         "metadata": {key: machine.metadata[key] for key in sorted(machine.metadata)},
         "version": _text(machine.version),
+        "state": machine_schedulability(cordoned),
+        "max_units": machine.max_units or None,
     }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleetd.errors import ConfigError
+from fleetd.model import MAX_UNITS_LIMIT
 from fleetd.values import (
     Bounds,
     format_seconds,
@@ -40,6 +41,7 @@ __all__ = [
     "parse_env",
     "parse_file_text",
     "parse_metadata",
+    "unit_cap",
 ]
 
 DEFAULT_CONFIG_PATH = "/etc/fleet/fleet.conf"
@@ -78,6 +80,7 @@ class Config:
     api_socket: str = "/var/run/fleet.sock"  # '' serves no unix socket
     api_listen: str = ""  # HOST:PORT for the API over TCP; '' (default) serves no TCP
     disable_api: bool = False
+    max_units: int = 0  # the most units the engine places here; 0: no cap (see unit_cap)
     notices: tuple[str, ...] = ()  # non-fatal remarks (deprecated/unknown keys) for the caller to log
 
 
@@ -149,6 +152,35 @@ def _parse_servers(text: str) -> tuple[str, ...]:
     if not servers:
         raise ValueError("expected a comma-separated list of URLs")
     return tuple(parse_endpoint(server) for server in servers)
+
+
+MAX_UNITS_METADATA = "fleet.max-units"  # metadata key: this machine's unit cap (like max_units)
+
+
+def unit_cap(max_units: int, metadata: Mapping[str, str]) -> int:
+    """The cap this machine publishes: the smaller of ``max_units`` and the ``fleet.max-units`` metadata
+    value, ignoring 0 (no cap) in either; 0 when neither sets one. The metadata value is checked at startup
+    (``_parse_machine_metadata``)."""
+    caps = [cap for cap in (max_units, int(metadata.get(MAX_UNITS_METADATA, "0"))) if cap > 0]
+    return min(caps, default=0)
+
+
+def _parse_max_units(text: str) -> int:
+    value = _parse_count(text)
+    if value > MAX_UNITS_LIMIT:
+        raise ValueError(f"expected a whole number from 0 to {MAX_UNITS_LIMIT}")
+    return value
+
+
+def _parse_machine_metadata(text: str) -> dict[str, str]:
+    """``parse_metadata``, and a ``fleet.max-units`` value must be a cap (a whole number, 0: none)."""
+    metadata = parse_metadata(text)
+    if MAX_UNITS_METADATA in metadata:
+        try:
+            _parse_max_units(metadata[MAX_UNITS_METADATA])
+        except ValueError as exc:
+            raise ValueError(f"{MAX_UNITS_METADATA}: {exc}") from None
+    return metadata
 
 
 def parse_metadata(text: str) -> dict[str, str]:
@@ -223,7 +255,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "etcd_request_timeout": _parse_request_timeout,
     "engine_reconcile_interval": _parse_reconcile_interval,
     "public_ip": _parse_ip,
-    "metadata": parse_metadata,
+    "metadata": _parse_machine_metadata,
     "agent_ttl": _parse_ttl,
     "fence_units": _parse_fence,
     "units_directory": _parse_directory,
@@ -235,6 +267,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "api_socket": _parse_socket,
     "api_listen": _parse_listen,
     "disable_api": _parse_bool,
+    "max_units": _parse_max_units,
 }
 KEYS = frozenset(_PARSERS)
 DEPRECATED_KEYS = frozenset({"verify_units", "authorized_keys_file"})
@@ -256,7 +289,14 @@ _DESCRIPTIONS = {
     "etcd_request_timeout": "seconds allowed for each etcd request (100ms to 5m)",
     "engine_reconcile_interval": "seconds between engine passes (100ms to 1h)",
     "public_ip": "this machine's address as fleetctl shows it and ssh uses",
-    "metadata": "this machine's metadata: k=v,k2=v2 (MachineMetadata= matches it)",
+    "metadata": (
+        "this machine's metadata: k=v,k2=v2 (MachineMetadata= matches it); fleet.max-units=N caps the"
+        " units placed here like max_units"
+    ),
+    "max_units": (
+        "the most units the engine places on this machine (Global units count, but are never refused);"
+        " 0: no cap. With fleet.max-units in metadata, the smaller cap applies"
+    ),
     "agent_ttl": "how long this machine stays listed without a heartbeat: a duration, e.g. 30s (1s to 1h)",
     "fence_units": (
         "which units this machine stops once it knows its lease is lost while etcd is unreachable"

@@ -28,6 +28,7 @@ UnitName = NewType("UnitName", str)
 MachineID = NewType("MachineID", str)
 
 SHORT_ID_LENGTH = 8
+MAX_UNITS_LIMIT = 10**9  # the largest unit cap (MachineState.max_units; 0 is no cap)
 
 
 class TargetState(enum.Enum):
@@ -94,12 +95,18 @@ class Unit:
 
 @dataclass(frozen=True, slots=True)
 class MachineState:
-    """A live machine: its ID, public IP ('' when unknown), metadata and fleet version."""
+    """A live machine: its ID, public IP ('' when unknown), metadata, fleet version and unit cap.
+
+    ``max_units`` is the most units the engine places there (Global units count toward it but are never
+    refused by it); 0 means no cap. fleetd publishes the smaller of its ``max_units`` configuration key and
+    its ``fleet.max-units`` metadata value.
+    """
 
     id: MachineID
     public_ip: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     version: str = VERSION
+    max_units: int = 0
 
     @property
     def short_id(self) -> str:

@@ -33,6 +33,7 @@ from fleetd.config import (
     help_text,
     load_config,
     parse_args,
+    unit_cap,
 )
 from fleetd.engine.engine import Engine
 from fleetd.errors import ConfigError, FleetError
@@ -97,7 +98,8 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
     except FleetError:
         await kv.close()
         raise
-    machine = machine_state(machine_id, config.public_ip, dict(config.metadata))
+    cap = unit_cap(config.max_units, config.metadata)
+    machine = machine_state(machine_id, config.public_ip, dict(config.metadata), max_units=cap)
     registry = Registry(kv, config.etcd_key_prefix)
     fence = FencePolicy(config.fence_units)
     agent = Agent(registry, units, machine, ttl=config.agent_ttl, fence=fence, handover=handover)

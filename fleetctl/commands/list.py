@@ -22,9 +22,15 @@ from fleetctl.output import (
     render_table,
     short_hash,
 )
-from fleetctl.records import Record, machine_record, unit_file_record, unit_state_record
+from fleetctl.records import (
+    Record,
+    machine_record,
+    machine_schedulability,
+    unit_file_record,
+    unit_state_record,
+)
 from fleetd.errors import RegistryError
-from fleetd.model import MachineState
+from fleetd.model import MachineID, MachineState
 
 __all__ = ["COMMANDS"]
 
@@ -33,7 +39,8 @@ R = TypeVar("R")
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase the display: a --watch redraw on a terminal
 
-MACHINE_FIELDS = ("machine", "ip", "metadata")
+MACHINE_FIELDS = ("machine", "ip", "metadata", "state", "cap")
+MACHINE_DEFAULT_FIELDS = "machine,ip,metadata"  # the original's columns: scripts parse them
 UNIT_FIELDS = ("active", "hash", "load", "machine", "sub", "unit")
 UNIT_FILE_FIELDS = ("desc", "dstate", "global", "hash", "reason", "state", "target", "tmachine", "unit")
 
@@ -146,17 +153,22 @@ def _show(
     run(ctx, live)
 
 
-def _machine_cells(machine: MachineState, full: bool) -> dict[str, str]:
+Machines = tuple[tuple[MachineState, ...], frozenset[MachineID]]  # live machines, cordoned machine IDs
+
+
+def _machine_cells(machine: MachineState, full: bool, cordoned: frozenset[MachineID]) -> dict[str, str]:
     metadata = ",".join(f"{key}={machine.metadata[key]}" for key in sorted(machine.metadata))
     return {
         "machine": machine.id if full else f"{machine.short_id}...",
         "ip": machine.public_ip or "-",
         "metadata": metadata or "-",
+        "state": machine_schedulability(machine.id in cordoned),
+        "cap": str(machine.max_units) if machine.max_units else "-",
     }
 
 
 @click.command("list-machines", cls=FleetCommand)
-@_table_options(",".join(MACHINE_FIELDS))
+@_table_options(MACHINE_DEFAULT_FIELDS)
 @click.pass_context
 def list_machines(
     ctx: click.Context, /, *, full: bool, no_legend: bool, fields: str, output: str, watch: bool
@@ -164,21 +176,24 @@ def list_machines(
     """Enumerate the current hosts in the cluster.
 
     Only machines whose fleetd is alive are listed (a machine drops out when its presence lease expires).
+    STATE is schedulable, or cordoned after fleetctl drain (until fleetctl uncordon); the cap field is the
+    most units the engine places there (max_units / fleet.max-units; - for none).
 
     \b
     Examples:
       fleetctl list-machines
       fleetctl list-machines --full --no-legend     # whole IDs, no header: for scripts
       fleetctl list-machines --fields machine,metadata
+      fleetctl list-machines --fields machine,state,cap
       fleetctl list-machines -o json
       fleetctl list-machines --watch                # redrawn as machines come and go
     """
     columns = _columns(fields, MACHINE_FIELDS)
     app = app_of(ctx)
 
-    async def action(client: FleetClient) -> tuple[MachineState, ...]:
+    async def action(client: FleetClient) -> Machines:
         try:
-            return await client.machines()
+            return await client.machines(), frozenset(await client.cordons())
         except RegistryError as exc:
             problem = registry_problem(app.options, exc)
             raise CommandFailed(
@@ -189,9 +204,9 @@ def list_machines(
         ctx,
         View(output, no_legend, watch),
         read=action,
-        table=lambda machines: Table(columns, tuple(_machine_cells(m, full) for m in machines)),
-        records=lambda machines: [machine_record(m) for m in machines],
-        areas=("machines",),
+        table=lambda read: Table(columns, tuple(_machine_cells(m, full, read[1]) for m in read[0])),
+        records=lambda read: [machine_record(m, m.id in read[1]) for m in read[0]],
+        areas=("machines", "cordons"),
     )
 
 

@@ -128,9 +128,12 @@ def machine_state(
     public_ip: str,
     metadata: dict[str, str],
     detect: Callable[[], str] = detect_public_ip,
+    max_units: int = 0,
 ) -> MachineState:
     """This machine's record: configured values win over detected ones (spec §6.1)."""
     address = public_ip or detect()
     if not address:
         logger.warning("no public IP configured and none detected on the default route; publishing none")
-    return MachineState(id=machine_id, public_ip=address, metadata=dict(metadata), version=VERSION)
+    return MachineState(
+        id=machine_id, public_ip=address, metadata=dict(metadata), version=VERSION, max_units=max_units
+    )

@@ -57,6 +57,7 @@ class SnapshotBuilder:
         bodies: Mapping[str, KeyValue],
         schedule: Mapping[str, KeyValue],
         bodies_revision: int = 0,
+        cordons: Mapping[str, KeyValue] | None = None,
     ) -> Built:
         """``bodies_revision``: how far the bodies were mirrored; a unit newer than that whose body is
         missing is skipped quietly (its body was written in the same Txn and is still on its way)."""
@@ -86,6 +87,14 @@ class SnapshotBuilder:
                 live[machine.id] = machine
             else:
                 report(kv.key, kv.mod_revision, f"skipping machine: {machine}")
+
+        cordoned: set[MachineID] = set()
+        for kv in (cordons or {}).values():
+            cordon = decode(kv, self._cordon)
+            if isinstance(cordon, BadRecord):
+                report(kv.key, kv.mod_revision, f"ignoring cordon: {cordon}")
+            else:
+                cordoned.add(self._keys.cordoned_machine(kv.key))
 
         out_units: dict[UnitName, Unit] = {}
         skipped: set[UnitName] = set()
@@ -158,7 +167,9 @@ class SnapshotBuilder:
         if len(self._requirements) > 2 * len(out_units) + 64:  # forget destroyed units now and then
             self._requirements = {k: v for k, v in self._requirements.items() if k[1] in out_units}
             self._bodies = {h: v for h, v in self._bodies.items() if h in referenced}
-        snapshot = ClusterSnapshot(revision, live, out_units, placed, tuple(sorted(extra)))
+        snapshot = ClusterSnapshot(
+            revision, live, out_units, placed, tuple(sorted(extra)), cordoned=frozenset(cordoned)
+        )
         return Built(snapshot, frozenset(referenced), tuple(problems))
 
     def _machine(self, kv: KeyValue) -> MachineState:
@@ -167,6 +178,10 @@ class SnapshotBuilder:
         if kv.key != self._keys.machine(machine.id):
             raise BadRecord(kv.key, f"record names machine {machine.id}")
         return machine
+
+    def _cordon(self, kv: KeyValue) -> ks.Cordon:
+        self._keys.cordoned_machine(kv.key)
+        return ks.decode_cordon(kv.key, kv.value)
 
     def _requirements_of(self, text: str, unit_hash: str, name: UnitName) -> Requirements | FleetError:
         cached = self._requirements.get((unit_hash, name))

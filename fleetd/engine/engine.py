@@ -1,8 +1,8 @@
 """The engine shell: elect a leader, and on the leader turn the mirrored keyspace into a schedule.
 
 Only the leader holds a copy of the registry. A standby candidate watches the leader key and nothing else
-(DESIGN.md §3: no herd): the mirror of units/, targets/, machines/, schedule/ and bodies/ is listed when
-leadership is won and dropped, with every cache built from it, when leadership is lost.
+(DESIGN.md §3: no herd): the mirror of units/, targets/, machines/, schedule/, bodies/ and cordons/ is listed
+when leadership is won and dropped, with every cache built from it, when leadership is lost.
 
 Level-triggered while leading: a change in any mirrored prefix, a leadership change or the periodic tick
 (``interval``) wakes the loop; a pass builds a snapshot from the mirror, plans it with the pure planner and
@@ -35,14 +35,14 @@ from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
 from fleetd.errors import CASConflict, RegistryError
 from fleetd.model import SHORT_ID_LENGTH, MachineID, UnitName
-from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord, Unplaceable
+from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord, Keyspace, Unplaceable
 from fleetd.registry.kv import KV, Compare, KeyValue
 from fleetd.registry.mirror import Mirror
 from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import body_requirements
 
-__all__ = ["Engine", "parse_unit_body"]
+__all__ = ["Engine", "mirrored_prefixes", "parse_unit_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ MASS_LOSS_FRACTION = 0.5  # of the machines seen at the last pass, vanishing bef
 # not usable (not UTF-8, over 1 MiB, does not parse, bad [X-Fleet]) raises UnitFileError, and the builder
 # leaves its units out of the snapshot.
 parse_unit_body: BodyParser = body_requirements
+
+
+def mirrored_prefixes(keys: Keyspace) -> list[str]:
+    """The prefixes the leader mirrors (one watch each)."""
+    return [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies, keys.cordons]
 
 
 class Engine:
@@ -141,7 +146,7 @@ class Engine:
     def open_mirror(self) -> Mirror:
         """Start a term: a fresh registry copy (the caller runs ``mirror.run()``), caches and grace."""
         keys = self.registry.keys
-        mirror = Mirror(self._kv, [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies])
+        mirror = Mirror(self._kv, mirrored_prefixes(keys))
         self.mirror, self._planned = mirror, None
         self._builder = SnapshotBuilder(keys, self._parse_body)
         self._hold_until, self._live = self._clock() + self.grace, frozenset()
@@ -195,13 +200,13 @@ class Engine:
     def _copy_mirror(self) -> _Copy:
         """The mirror's prefixes copied (plain dict copies: quick), to build from off the event loop."""
         m, keys = self._leading_mirror(), self.registry.keys
-        machines, units, targets, bodies, schedule = (
+        machines, units, targets, bodies, schedule, cordons = (
             dict(m.items(prefix))
-            for prefix in (keys.machines, keys.units, keys.targets, keys.bodies, keys.schedules)
+            for prefix in (keys.machines, keys.units, keys.targets, keys.bodies, keys.schedules, keys.cordons)
         )
         build = partial(
             self._builder.build, m.revision, machines=machines, units=units, targets=targets, bodies=bodies,
-            schedule=schedule, bodies_revision=m.revision_of(keys.bodies),
+            schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons,
         )
         return _Copy(build, bodies, min(m.revision_of(keys.units), m.revision_of(keys.schedules)))
 

@@ -21,10 +21,14 @@ from fleetd.model import (
 from fleetd.registry.snapshot import ClusterSnapshot
 
 __all__ = [
+    "MACHINE_CORDONED",
     "MACHINE_UNABLE",
     "MACHINE_WENT_AWAY",
     "SCHEDULE_PLACED",
     "SCHEDULE_UPDATED",
+    "UNPLACEABLE_CAP",
+    "UNPLACEABLE_CORDONED",
+    "UNPLACEABLE_FULL_OR_CORDONED",
     "UNPLACEABLE_MACHINE_ID",
     "UNPLACEABLE_METADATA",
     "UNPLACEABLE_MOVES",
@@ -40,6 +44,7 @@ __all__ = [
     "Schedule",
     "Unschedule",
     "plan_cluster",
+    "stays_when_drained",
 ]
 
 SCHEDULE_PLACED = "unit not scheduled: placed on the least-loaded machine able to run it"
@@ -56,6 +61,17 @@ UNPLACEABLE_MACHINE_ID = "the machine named by MachineID ({machine}) is not in t
 UNPLACEABLE_METADATA = "no machine has the metadata {metadata}"
 UNPLACEABLE_REFUSED = "no machine can run it; the least loaded candidate ({machine}): {reason}"
 UNPLACEABLE_MOVES = "every machine able to run it would have to replace a unit that may not move now"
+UNPLACEABLE_CAP = "every machine able to run it is at its unit cap"
+UNPLACEABLE_CORDONED = "every machine able to run it is cordoned"
+UNPLACEABLE_FULL_OR_CORDONED = "every machine able to run it is cordoned or at its unit cap"
+MACHINE_CORDONED = "target Machine({machine}) is cordoned: the unit moves to another machine"
+
+
+def stays_when_drained(unit: Unit) -> bool:
+    """A unit a cordon does not move: one pinned with MachineID, or one that follows a MachineOf peer (it
+    moves only with its peer). Global units are the agents' and are not drained either."""
+    req = unit.requirements
+    return unit.is_global or req.machine_id is not None or bool(req.peers)
 
 
 def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
@@ -90,6 +106,13 @@ class _Host:
     @property
     def load(self) -> int:
         return len(self.scheduled) + len(self.globals)
+
+    def full(self, evicted: int = 0) -> bool:
+        """At its unit cap (MachineState.max_units) once ``evicted`` units leave: no room for one more.
+
+        Only new placements check it: units already over the cap (it was lowered) stay where they are."""
+        cap = self.machine.max_units
+        return cap > 0 and self.load - evicted >= cap
 
     def has_unit(self, name: UnitName) -> bool:
         return name in self.scheduled or name in self.globals
@@ -151,12 +174,15 @@ class _Fold:
         self.pools_of: dict[MachineID, list[LoadIndex]] = {}
         self.moves: dict[UnitName, int] = {}
         self.held: set[UnitName] = set()  # units of absent machines in their grace: left as they are
+        self.capped = any(host.machine.max_units for host in self.hosts.values())
+        self.cordoned = snapshot.cordoned & self.hosts.keys()
 
     # -- the pass -----------------------------------------------------------------------------------------
 
     def run(self) -> tuple[Action, ...]:
         self._keep_or_drop_entries()
         self._check_placed()
+        self._drain_cordoned()
         self._place_unplaced()
         return self._net_actions()
 
@@ -188,6 +214,15 @@ class _Fold:
             pairs = sorted(req.metadata.items())
             wanted = ", ".join(f"{key}={'|'.join(sorted(values))}" for key, values in pairs)
             return UNPLACEABLE_METADATA.format(metadata=wanted)
+        if self.capped or self.cordoned:
+            able = [m for m in self._candidates(unit) if can_run(self.hosts[m], unit).ok]
+            cordoned = [m in self.cordoned for m in able]
+            if able and all(self.hosts[m].full() or m in self.cordoned for m in able):
+                return (
+                    UNPLACEABLE_CORDONED if all(cordoned)
+                    else UNPLACEABLE_CAP if not any(cordoned)
+                    else UNPLACEABLE_FULL_OR_CORDONED
+                )
         first = next(self._candidates(unit), None)
         verdict = can_run(self.hosts[first], unit) if first is not None else None
         if first is not None and verdict is not None and not verdict.ok:
@@ -237,6 +272,15 @@ class _Fold:
             verdict = can_run(self.hosts[machine_id], self.units[name])
             if not verdict.ok:
                 self._remove(name, _unable(machine_id, verdict.reason))
+
+    def _drain_cordoned(self) -> None:
+        """Unschedule the movable units of cordoned machines (their followers go with them, in _remove)."""
+        if not self.cordoned:
+            return
+        for name in sorted(self.placed):
+            machine_id = self.placed.get(name)
+            if machine_id in self.cordoned and not stays_when_drained(self.units[name]):
+                self._remove(name, MACHINE_CORDONED.format(machine=machine_id))
 
     def _place_unplaced(self) -> None:
         """Place every unplaced unit in name order; a MachineOf follower waits until its peers are decided."""
@@ -307,12 +351,14 @@ class _Fold:
         if any(len(blocked) == len(self.hosts) for blocked in blockers):
             return None  # it conflicts with something on every machine
         for machine_id in self._candidates(unit):
-            if any(machine_id in blocked for blocked in blockers):
+            if any(machine_id in blocked for blocked in blockers) or machine_id in self.cordoned:
                 continue
             host = self.hosts[machine_id]
             if not can_run(host, unit).ok:
                 continue
             evicted = replaced_units(host, unit) if unit.requirements.replaces else []
+            if self.capped and host.full(len(evicted)):
+                continue
             if any(
                 other.name not in host.scheduled or self.moves.get(other.name, 0) >= _MAX_MOVES
                 for other in evicted

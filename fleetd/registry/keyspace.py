@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 from fleetd.errors import RegistryError, UnitNameError
-from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.model import MAX_UNITS_LIMIT, MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.unitfile.names import validate_unit_name
 
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "SCHEMA_VERSION",
     "BadRecord",
+    "Cordon",
     "GlobalEntry",
     "Keyspace",
     "ReportOnce",
@@ -34,6 +35,7 @@ __all__ = [
     "check_machine_id",
     "check_unit_name",
     "decode_body",
+    "decode_cordon",
     "decode_global",
     "decode_machine",
     "decode_schedule",
@@ -41,6 +43,7 @@ __all__ = [
     "decode_unit",
     "decode_unit_state",
     "decode_unplaceable",
+    "encode_cordon",
     "encode_global",
     "encode_machine",
     "encode_schedule",
@@ -221,6 +224,14 @@ class Keyspace:
         return self.unplaceable + name
 
     @property
+    def cordons(self) -> str:
+        """``cordons/<machine-id>``: machines the engine places nothing new on and drains (fleetctl drain)."""
+        return self.prefix + "cordons/"
+
+    def cordon(self, machine_id: str) -> str:
+        return self.cordons + machine_id
+
+    @property
     def states(self) -> str:
         return self.prefix + "states/"
 
@@ -283,6 +294,10 @@ class Keyspace:
     def machine_id(self, key: str) -> MachineID:
         """The valid machine ID of a ``machines/<id>`` key."""
         return check_machine_id(key, self.leaf(key, self.machines))
+
+    def cordoned_machine(self, key: str) -> MachineID:
+        """The valid machine ID of a ``cordons/<id>`` key."""
+        return check_machine_id(key, self.leaf(key, self.cordons))
 
     def body_hash(self, key: str) -> str:
         """The 40-hex hash of a ``bodies/<hash>`` key."""
@@ -351,6 +366,7 @@ def encode_machine(state: MachineState) -> str:
             "public_ip": state.public_ip,
             "metadata": dict(state.metadata),
             "version": state.version,
+            **({"max_units": state.max_units} if state.max_units else {}),
         }
     )
 
@@ -365,11 +381,15 @@ def decode_machine(key: str, text: str) -> MachineState:
         raise BadRecord(key, "field 'metadata' must map strings to strings")
     for k, v in metadata.items():
         _text(key, k + v, "field 'metadata'")
+    max_units = obj.get("max_units", 0)
+    if type(max_units) is not int or not 0 <= max_units <= MAX_UNITS_LIMIT:
+        raise BadRecord(key, f"field 'max_units' must be a whole number from 0 to {MAX_UNITS_LIMIT}")
     return MachineState(
         id=check_machine_id(key, _str(key, obj, "id")),
         public_ip=_str(key, obj, "public_ip", default=""),
         metadata=dict(metadata),
         version=_str(key, obj, "version", default=""),
+        max_units=max_units,
     )
 
 
@@ -419,6 +439,23 @@ def encode_unplaceable(entry: Unplaceable) -> str:
 def decode_unplaceable(key: str, text: str) -> Unplaceable:
     obj = _object(key, text)
     return Unplaceable(hash=_hash(key, obj), reason=_str(key, obj, "reason"))
+
+
+@dataclass(frozen=True, slots=True)
+class Cordon:
+    """``cordons/<machine-id>``: the machine is unschedulable; ``reason`` is the operator's note."""
+
+    reason: str = ""
+
+
+def encode_cordon(cordon: Cordon) -> str:
+    return _dumps({"reason": cordon.reason})
+
+
+@_total
+def decode_cordon(key: str, text: str) -> Cordon:
+    obj = _object(key, text)
+    return Cordon(reason=_str(key, obj, "reason"))
 
 
 @_total

@@ -37,3 +37,5 @@ class ClusterSnapshot:
     # Absent machines still in their grace (an etcd outage is not a machine failure): their units stay
     # scheduled to them, untouched, and nothing new goes there.
     held_machines: frozenset[MachineID] = frozenset()
+    # Cordoned machines (``fleetctl drain``): nothing new is placed there and their movable units move away.
+    cordoned: frozenset[MachineID] = frozenset()

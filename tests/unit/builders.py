@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 
@@ -20,6 +21,11 @@ def digest(text: str) -> str:
 
 def machine(machine_id: str, **metadata: str) -> MachineState:
     return MachineState(MachineID(machine_id), metadata=dict(metadata))
+
+
+def capped(machine_id: str, max_units: int, **metadata: str) -> MachineState:
+    """A machine with a unit cap."""
+    return MachineState(MachineID(machine_id), metadata=dict(metadata), max_units=max_units)
 
 
 def unit(
@@ -95,8 +101,8 @@ def apply(before: ClusterSnapshot, plan: EnginePlan) -> ClusterSnapshot:
             extra.append((name, machine_id))
         else:
             table[name] = entry
-    return ClusterSnapshot(
-        before.revision + 1, before.machines, before.units, table, tuple(extra), before.held_machines
+    return dataclasses.replace(
+        before, revision=before.revision + 1, schedule=table, extra_schedule=tuple(extra)
     )
 
 

@@ -20,6 +20,7 @@ from fleetd.config import (
     parse_env,
     parse_file_text,
     parse_metadata,
+    unit_cap,
 )
 from fleetd.errors import ConfigError
 
@@ -456,3 +457,36 @@ def test_api_listens_on_the_socket_only_by_default_and_tcp_only_when_set() -> No
         build_config({"api_listen": ":8080"}, {}, {})
     with pytest.raises(ConfigError, match="absolute path"):
         build_config({"api_socket": "fleet.sock"}, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("options", "cap"),
+    [
+        ({}, 0),
+        ({"max_units": "5"}, 5),
+        ({"metadata": "fleet.max-units=3"}, 3),
+        ({"max_units": "5", "metadata": "fleet.max-units=3,role=web"}, 3),
+        ({"max_units": "2", "metadata": "fleet.max-units=3"}, 2),
+        ({"max_units": "0", "metadata": "fleet.max-units=0"}, 0),
+        ({"max_units": "4", "metadata": "fleet.max-units=0"}, 4),
+    ],
+)
+def test_unit_cap_is_the_smaller_of_max_units_and_metadata(options: dict[str, str], cap: int) -> None:
+    config = build_config(options, {}, {})
+    assert unit_cap(config.max_units, config.metadata) == cap
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("max_units", "-1"),
+        ("max_units", "many"),
+        ("max_units", str(10**9 + 1)),
+        ("metadata", "fleet.max-units=lots"),
+        ("metadata", "fleet.max-units=-2"),
+        ("metadata", "fleet.max-units="),
+    ],
+)
+def test_bad_unit_caps_are_refused_at_startup(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        build_config({key: value}, {}, {})

@@ -71,6 +71,7 @@ DECODERS: dict[str, Decode] = {
     "global": lambda k, t: ks.decode_global(k, t, UnitName("a.service")),
     "schedule": lambda k, t: ks.decode_schedule(k, t, MachineID("m1")),
     "unit_state": lambda k, t: ks.decode_unit_state(k, t, UnitName("a.service"), MachineID("m1")),
+    "cordon": ks.decode_cordon,
 }
 PARSERS: dict[str, Callable[[str], object]] = {
     "leaf": lambda k: KEYS.leaf(k, KEYS.units),
@@ -79,6 +80,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "body_hash": KEYS.body_hash,
     "scheduled": KEYS.parse_scheduled,
     "unit_state": KEYS.parse_unit_state,
+    "cordoned_machine": KEYS.cordoned_machine,
 }
 
 

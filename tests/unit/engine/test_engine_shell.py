@@ -13,6 +13,8 @@ from fleetd.engine.engine import Engine
 from fleetd.engine.plan import EnginePlan, Schedule
 from fleetd.errors import CASConflict
 from fleetd.model import MachineID, MachineState, TargetState, UnitName
+from fleetd.registry.cordons import Cordons
+from fleetd.registry.keyspace import Cordon
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.reasons import Reasons
 from fleetd.registry.registry import Registry, UnitRecord
@@ -427,5 +429,40 @@ def test_why_a_unit_cannot_be_placed_is_published_once_and_removed_when_it_is_pl
             return await placement(c.reg) == {"db.service": ["m2"]} and not await reasons.read()
 
         await eventually(placed_and_cleared)
+
+    run(t)
+
+
+def test_a_cordon_moves_units_away_and_a_bad_cordon_is_reported_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "fleetd.engine")
+
+    async def t(c: Cluster) -> None:
+        await c.add_machine("m1")
+        await c.add_machine("m2")
+        await submit(c.reg, "a.service", "[X-Fleet]\nMachineID=m1\n")
+        await submit(c.reg, "b.service", "[X-Fleet]\nMachineID=m1\n")
+        c.start_engine("m1", interval=0.05)
+        await c.one_leader()
+
+        async def both_on_m1() -> bool:
+            return await placement(c.reg) == {"a.service": ["m1"], "b.service": ["m1"]}
+
+        await eventually(both_on_m1)
+        await submit(c.reg, "b.service")  # no longer pinned: movable
+        await c.kv.put("/t/cordons/m2", "{bad")  # reported, ignored: m2 stays schedulable
+        await c.kv.put("/t/cordons/bad id", '{"reason":""}')  # not a machine ID: reported, ignored
+        await Cordons(c.reg).cordon("m1", "maintenance")
+
+        async def drained() -> bool:
+            return await placement(c.reg) == {"a.service": ["m1"], "b.service": ["m2"]}
+
+        await eventually(drained)
+        assert "ignoring cordon: bad record at /t/cordons/m2: malformed JSON" in caplog.text
+        assert "ignoring cordon: bad record at /t/cordons/bad id: invalid machine id" in caplog.text
+        assert await Cordons(c.reg).read() == {"m1": Cordon("maintenance")}
+        assert await Cordons(c.reg).uncordon("m1")
+        assert not await Cordons(c.reg).uncordon("m1")
 
     run(t)

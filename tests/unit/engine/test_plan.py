@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from fleetd.engine.plan import (
+    MACHINE_CORDONED,
     SCHEDULE_PLACED,
     SCHEDULE_UPDATED,
     UNSCHEDULE_DESTROYED,
@@ -20,7 +21,7 @@ from fleetd.engine.plan import (
 )
 from fleetd.model import MachineID, Unit, UnitName
 from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
-from tests.unit.builders import INACTIVE, LAUNCHED, LOADED, apply, digest, machine, snapshot, unit
+from tests.unit.builders import INACTIVE, LAUNCHED, LOADED, apply, capped, digest, machine, snapshot, unit
 
 M1, M2, M3 = machine("m1"), machine("m2"), machine("m3")
 LONG = [machine(f"{c * 8}{'0' * 24}") for c in "abc"]  # aaaaaaaa000..., bbbbbbbb000..., cccccccc000...
@@ -361,6 +362,123 @@ case(
     update(new, "m1"),
 )
 
+# -- unit caps (MachineState.max_units) --
+two = [unit("a.service"), unit("b.service")]
+case(
+    "a machine at its cap is skipped: the unit goes to the next least loaded",
+    snapshot([capped("m1", 1), machine("m2")], [*two, hello], {"a.service": "m1", "b.service": "m2"}),
+    place(hello, "m2"),
+)
+case(
+    "caps fill machines in load order: 3 units, caps 1 and 2",
+    snapshot([capped("m1", 1), capped("m2", 2)], [hello, *two]),
+    place(two[0], "m1"),
+    place(two[1], "m2"),
+    place(hello, "m2"),
+)
+case(
+    "every machine at its cap: the unit stays unplaced",
+    snapshot([capped("m1", 1), capped("m2", 1)], [*two, hello], {"a.service": "m1", "b.service": "m2"}),
+)
+case(
+    "placements over a lowered cap are left alone",
+    snapshot([capped("m1", 1)], two, {"a.service": "m1", "b.service": "m1"}),
+)
+case(
+    "Global units count toward the cap",
+    snapshot([capped("m1", 1), machine("m2")], [unit("g.service", is_global=True), hello]),
+    place(hello, "m2"),
+)
+case(
+    "a unit that replaces one on a full machine fits there (the replaced unit moves on)",
+    snapshot(
+        [capped("m1", 1), machine("m2")],
+        [
+            old := unit("old.service"),
+            new_unit := unit("new.service", machine_id="m1", replaces=["old.service"]),
+        ],
+        {"old.service": "m1"},
+    ),
+    place(new_unit, "m1"),
+    drop("old.service", "m1", unable("m1", "replaced by locally-scheduled Unit(new.service)")),
+    place(old, "m2"),
+)
+case(
+    "a cap of 0 is no cap",
+    snapshot([capped("m1", 0)], [*two, hello]),
+    place(two[0], "m1"),
+    place(two[1], "m1"),
+    place(hello, "m1"),
+)
+
+
+# -- cordons (fleetctl drain) --
+def cordon(snap: ClusterSnapshot, *machine_ids: str) -> ClusterSnapshot:
+    return dataclasses.replace(snap, cordoned=frozenset(MachineID(m) for m in machine_ids))
+
+
+def drained(name: str, machine_id: str) -> Unschedule:
+    return drop(name, machine_id, MACHINE_CORDONED.format(machine=machine_id))
+
+
+case(
+    "a cordoned machine gets no new unit",
+    cordon(snapshot([M1, M2], [hello]), "m1"),
+    place(hello, "m2"),
+)
+case(
+    "drain: the cordoned machine's units move to the least loaded others",
+    cordon(
+        snapshot([M1, M2, M3], [*two, hello], {"a.service": "m1", "b.service": "m1", "hello.service": "m2"}),
+        "m1",
+    ),
+    drained("a.service", "m1"),
+    drained("b.service", "m1"),
+    place(two[0], "m3"),
+    place(two[1], "m2"),
+)
+pinned = unit("pinned.service", machine_id="m1")
+follower = unit("follower.service", peers=["pinned.service"])
+case(
+    "drain: a unit pinned with MachineID stays, and so does its MachineOf follower",
+    cordon(snapshot([M1, M2], [pinned, follower, hello],
+                    {"pinned.service": "m1", "follower.service": "m1", "hello.service": "m1"}), "m1"),
+    drained("hello.service", "m1"),
+    place(hello, "m2"),
+)
+leader_unit = unit("lead.service")
+tail = unit("tail.service", peers=["lead.service"])
+case(
+    "drain: a movable unit's MachineOf follower moves with it",
+    cordon(snapshot([M1, M2], [leader_unit, tail], {"lead.service": "m1", "tail.service": "m1"}), "m1"),
+    drained("lead.service", "m1"),
+    drop("tail.service", "m1", unable("m1", "required peer Unit(lead.service) is not scheduled locally")),
+    place(leader_unit, "m2"),
+    place(tail, "m2"),
+)
+case(
+    "drain respects constraints: a unit no other machine can run is unscheduled and waits",
+    cordon(snapshot([machine("m1", role="db"), M2], [db := unit("db.service", metadata={"role": ["db"]})],
+                    {"db.service": "m1"}), "m1"),
+    drained("db.service", "m1"),
+)
+case(
+    "drain respects conflicts and caps on the other machines",
+    cordon(snapshot([M1, capped("m2", 1), M3],
+                    [c0 := unit("c0.service", conflicts=["c*"]), c1 := unit("c1.service", conflicts=["c*"]),
+                     filler := unit("filler.service")],
+                    {"c0.service": "m1", "c1.service": "m3", "filler.service": "m2"}), "m1"),
+    drained("c0.service", "m1"),
+)
+case(
+    "a cordon of a machine not in the cluster changes nothing",
+    cordon(snapshot([M1], [hello], {"hello.service": "m1"}), "m9"),
+)
+case(
+    "uncordoned (no cordon): units stay where they are, nothing moves back",
+    snapshot([M1, M2], [hello], {"hello.service": "m2"}),
+)
+
 
 @pytest.mark.parametrize(("snap", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_plan(snap: ClusterSnapshot, expected: list[Action]) -> None:
@@ -382,6 +500,25 @@ UNPLACEABLE_CASES = [
      snapshot([M1], [hello, unit("b.service", conflicts=["hello.*"])], {"hello.service": "m1"}),
      {"b.service": "no machine can run it; the least loaded candidate (m1): found conflict with"
                    " locally-scheduled Unit(hello.service)"}),
+    ("every machine is at its unit cap",
+     snapshot([capped("m1", 1), capped("m2", 1)], [hello, unit("w.service"), unit("b.service")],
+              {"hello.service": "m1", "w.service": "m2"}),
+     {"b.service": "every machine able to run it is at its unit cap"}),
+    ("the cap reason is the engine's when the machines able to run it are all full",
+     snapshot([capped("m1", 1), capped("m2", 2, role="db"), machine("m3", role="db")],
+              [hello, unit("x.service", metadata={"role": ["web"]}), unit("y.service", machine_id="m1")],
+              {"hello.service": "m1"}),
+     {"x.service": "no machine has the metadata role=web", "y.service": "every machine able to run it is at"
+                                                                          " its unit cap"}),
+    ("every machine able to run it is cordoned",
+     cordon(snapshot([M1, M2], [hello]), "m1", "m2"),
+     {"hello.service": "every machine able to run it is cordoned"}),
+    ("a pinned unit whose machine is cordoned",
+     cordon(snapshot([M1, M2], [unit("p.service", machine_id="m1")]), "m1"),
+     {"p.service": "every machine able to run it is cordoned"}),
+    ("cordoned or full",
+     cordon(snapshot([M1, capped("m2", 1)], [hello, unit("b.service")], {"hello.service": "m2"}), "m1"),
+     {"b.service": "every machine able to run it is cordoned or at its unit cap"}),
     ("placed, global and inactive units are not listed",
      snapshot([M1], [hello, unit("g.service", is_global=True), unit("i.service", INACTIVE)]), {}),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from random import Random
 from typing import TypeVar
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from fleetd.agent.plan import desired_units
 from fleetd.engine.placement import LocalView, can_run, replaced_units
-from fleetd.engine.plan import plan_cluster
+from fleetd.engine.plan import plan_cluster, stays_when_drained
 from fleetd.glob import match
 from fleetd.model import MachineID, MachineState, TargetState, Unit, UnitName
 from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
@@ -39,7 +40,8 @@ def machines(draw: st.DrawFn) -> list[MachineState]:
         labels = draw(
             st.dictionaries(st.sampled_from(["role", "disk"]), st.sampled_from(["web", "db", "ssd"]))
         )
-        out.append(machine(machine_id, **labels))
+        cap = draw(st.sampled_from([0, 0, 1, 2, 3]))
+        out.append(dataclasses.replace(machine(machine_id, **labels), max_units=cap))
     return out
 
 
@@ -81,7 +83,9 @@ def snapshots(draw: st.DrawFn) -> ClusterSnapshot:
         content_hash = draw(st.sampled_from([digest(name), digest(name + "v2")]))
         state = draw(st.sampled_from([TargetState.LOADED, TargetState.LAUNCHED]))
         schedule[UnitName(name)] = ScheduledUnit(machine_id, content_hash, state)
-    return ClusterSnapshot(3, {m.id: m for m in live}, {u.name: u for u in known}, schedule)
+    cordoned = frozenset(map(MachineID, draw(st.sets(st.sampled_from(MACHINE_IDS), max_size=2))))
+    by_name = {u.name: u for u in known}
+    return ClusterSnapshot(3, {m.id: m for m in live}, by_name, schedule, cordoned=cordoned)
 
 
 K = TypeVar("K")
@@ -102,6 +106,7 @@ def _shuffled(snap: ClusterSnapshot, rng: Random) -> ClusterSnapshot:
         shuffle(snap.units),
         shuffle(snap.schedule),
         snap.extra_schedule,
+        cordoned=snap.cordoned,
     )
 
 
@@ -175,11 +180,38 @@ def test_every_unit_some_machine_can_run_is_placed(snap: ClusterSnapshot) -> Non
         if candidate.is_global or candidate.target_state is TargetState.INACTIVE or name in after.schedule:
             continue
         for machine_id, here in local.items():
+            cap = after.machines[machine_id].max_units
+            if machine_id in after.cordoned or (cap and len(here) >= cap):
+                continue  # a cordoned or full machine takes nothing new
             view = LocalView(after.machines[machine_id], here)
             runnable = can_run(view, candidate).ok and all(
                 not other.is_global for other in replaced_units(view, candidate)
             )
             assert not runnable, f"{name} left unplaced though {machine_id} can run it"
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots())
+def test_cordoned_machines_get_nothing_new_and_keep_only_units_that_stay(snap: ClusterSnapshot) -> None:
+    after = apply(snap, plan_cluster(snap))
+    for name, entry in after.schedule.items():
+        if entry.machine_id in snap.cordoned:
+            before = snap.schedule.get(name)
+            assert before is not None and before.machine_id == entry.machine_id, f"{name} placed on a cordon"
+            assert stays_when_drained(after.units[name]), f"{name} left on a cordoned machine"
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots())
+def test_no_placement_takes_a_machine_over_its_cap(snap: ClusterSnapshot) -> None:
+    """A machine that got a new unit has at most its cap of scheduled units (those over a lowered cap stay,
+    but then nothing new goes there)."""
+    after = apply(snap, plan_cluster(snap))
+    for machine_id, host in after.machines.items():
+        here = {name for name, entry in after.schedule.items() if entry.machine_id == machine_id}
+        new = {name for name in here if (e := snap.schedule.get(name)) is None or e.machine_id != machine_id}
+        if host.max_units and new:
+            assert len(here) <= host.max_units, f"{machine_id} over its cap {host.max_units}: {sorted(here)}"
 
 
 @settings(max_examples=100, deadline=None)

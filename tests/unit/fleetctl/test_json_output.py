@@ -26,6 +26,8 @@ def test_list_machines_json(cluster: FakeCluster) -> None:
             "ip": "127.0.0.12",
             "metadata": {"az": "b", "role": "web"},
             "version": MACHINE_A.version,
+            "state": "schedulable",
+            "max_units": None,
         },
         {
             "machine_id": "9f8e7d6c5b4a",
@@ -33,6 +35,8 @@ def test_list_machines_json(cluster: FakeCluster) -> None:
             "ip": None,
             "metadata": {},
             "version": MACHINE_B.version,
+            "state": "schedulable",
+            "max_units": None,
         },
     ]
 

@@ -60,6 +60,49 @@ def test_machine_round_trip() -> None:
     assert ks.decode_machine("k", text) == state
 
 
+def test_machine_cap_round_trip_and_absent_is_no_cap() -> None:
+    state = MachineState(MachineID("m1"), max_units=5)
+    text = ks.encode_machine(state)
+    assert '"max_units":5' in text
+    assert ks.decode_machine("k", text) == state
+    assert ks.decode_machine("k", '{"id":"m1"}').max_units == 0
+    assert ks.decode_machine("k", '{"id":"m1","max_units":0}').max_units == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["-1", "true", "false", "1.5", "2.0", '"3"', "null", "[3]", "{}", "1e3", str(10**9 + 1), "9" * 5000],
+)
+def test_hostile_machine_caps_are_bad_records(value: str) -> None:
+    with pytest.raises(BadRecord) as info:
+        ks.decode_machine("/p/machines/m1", f'{{"id":"m1","max_units":{value}}}')
+    assert str(info.value).startswith("bad record at /p/machines/m1: ")
+
+
+def test_cordon_round_trip_and_keys() -> None:
+    keys = Keyspace("/p/")
+    assert keys.cordon("m1") == "/p/cordons/m1"
+    assert keys.cordoned_machine("/p/cordons/m1") == "m1"
+    assert ks.decode_cordon("k", ks.encode_cordon(ks.Cordon("kernel update"))) == ks.Cordon("kernel update")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "{}", "{bad", "[]", '"m1"', '{"reason":3}', '{"reason":"\ud800"}', "[" * 100_000]
+)
+def test_hostile_cordons_are_bad_records(text: str) -> None:
+    with pytest.raises(BadRecord) as info:
+        ks.decode_cordon("/p/cordons/m1", text)
+    assert str(info.value).startswith("bad record at /p/cordons/m1: ")
+
+
+@pytest.mark.parametrize(
+    "key", ["/p/cordons/", "/p/cordons/a/b", "/p/cordons/-x", "/p/cordons/a b", "/q/cordons/m"]
+)
+def test_bad_cordon_keys_are_bad_records(key: str) -> None:
+    with pytest.raises(BadRecord):
+        Keyspace("/p/").cordoned_machine(key)
+
+
 def test_unit_target_and_global_round_trip() -> None:
     record = UnitRecord(UnitName("g.service"), H, True, TargetState.LAUNCHED)
     assert ks.encode_unit(record) == f'{{"global":true,"hash":"{H}"}}'
