@@ -18,7 +18,9 @@ import pytest
 
 from bench.cluster_sim import SimCluster, unit, wait_until
 from devcluster.etcd import EtcdServer
+from fleetd.engine.engine import mirrored_prefixes
 from fleetd.model import UnitName
+from fleetd.registry.keyspace import Keyspace
 
 STARTS = 5  # unit starts measured at each size
 SIZES = (4, 24)  # machines (each an agent and an engine candidate)
@@ -80,5 +82,6 @@ def test_watch_events_per_start_and_watchers_per_machine_do_not_grow_with_the_cl
     )
     assert large_events <= small_events + 1, report  # +1: a stray lease-expiry or election event
     assert large_events <= 8, report
-    # every machine holds its standby watches; the leader's mirror adds a constant number in all
-    assert large_watchers <= WATCHES_PER_STANDBY + 6 / SIZES[1], report
+    # every machine holds its standby watches; the leader's mirror adds one watch per mirrored prefix
+    mirror = len(mirrored_prefixes(Keyspace()))
+    assert round(large_watchers * SIZES[1]) <= WATCHES_PER_STANDBY * SIZES[1] + mirror, report
