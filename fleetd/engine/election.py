@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 from fleetd.cancel import first_failure
 from fleetd.errors import RegistryError
@@ -27,7 +29,7 @@ class Election:
 
     def __init__(
         self, kv: KV, key: str, candidate: str, ttl: float, *, retry_delay: float = 1.0,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kv = kv
         self.key = key
@@ -40,6 +42,9 @@ class Election:
         self._term = 0  # create revision of our leader key while we lead
         self.leader: str | None = None  # the leader last seen (None: unknown or none)
         self.changed = asyncio.Event()  # set whenever leadership is won or lost; consumers clear it
+        self._clock = clock
+        # since when this candidate has talked to etcd without a failure (its view of the cluster is live)
+        self.stable_since = clock()
 
     @property
     def is_leader(self) -> bool:
@@ -54,10 +59,12 @@ class Election:
 
     async def run(self) -> None:
         """Campaign until cancelled; keeps the lease alive meanwhile."""
+        self.stable_since = self._clock()
         while True:
             failure = await first_failure(self._keep_alive(), self._campaign())
             if not isinstance(failure, RegistryError):
                 raise failure or RuntimeError("an election loop ended")
+            self.stable_since = self._clock()
             self._set_term(0, None)
             logger.warning("engine election failed, retrying: %s", failure)
             await self._sleep(self._backoff.next())

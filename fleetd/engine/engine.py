@@ -12,8 +12,10 @@ next pass re-plans from fresh data.
 
 An etcd outage is not a machine failure (DESIGN.md §4). When every lease lapses together (etcd paused,
 restarted or unreachable for longer than ``agent_ttl``), machine records vanish although the machines run
-on. So for ``grace`` seconds (default: one agent TTL) after winning leadership, and after seeing at least
-``MASS_LOSS_FRACTION`` of the machines (and at least two) vanish between two passes, machines that are
+on. So for ``grace`` seconds (default: one agent TTL) after winning leadership (unless this candidate had
+talked to etcd without a failure for a whole grace before winning: then the old leader died, not etcd),
+and after seeing at least ``MASS_LOSS_FRACTION`` of the machines (and at least two) vanish between two
+passes, machines that are
 absent but still have units scheduled are *held*: their units stay scheduled to them and are not moved.
 A machine that re-registers within the grace keeps its units untouched; one still absent afterwards is
 declared lost and its units are placed elsewhere.
@@ -89,7 +91,7 @@ class Engine:
         self.interval = interval
         self.ttl = ttl
         self._clock = clock
-        self.election = Election(kv, keys.leader, machine_id, ttl)
+        self.election = Election(kv, keys.leader, machine_id, ttl, clock=clock)
         self._kv = kv
         self._parse_body = parse_body
         self.mirror: Mirror | None = None  # the registry copy: only while leading
@@ -149,7 +151,12 @@ class Engine:
         mirror = Mirror(self._kv, mirrored_prefixes(keys))
         self.mirror, self._planned = mirror, None
         self._builder = SnapshotBuilder(keys, self._parse_body)
-        self._hold_until, self._live = self._clock() + self.grace, frozenset()
+        # A candidate that watched a live etcd for a whole grace before winning saw machines leave as they
+        # left: the old leader died, etcd did not. Otherwise (fleetd just started, or the election failed
+        # lately: etcd was away) absent machines are held, so agents can re-register first.
+        now = self._clock()
+        steady = now - self.election.stable_since >= self.grace
+        self._hold_until, self._live = (0.0 if steady else now + self.grace), frozenset()
         self._published = None
         return mirror
 

@@ -466,3 +466,43 @@ def test_a_cordon_moves_units_away_and_a_bad_cordon_is_reported_and_ignored(
         assert not await Cordons(c.reg).uncordon("m1")
 
     run(t)
+
+
+@pytest.mark.parametrize("steady", [True, False], ids=["standby watched for a whole grace", "fresh standby"])
+def test_a_new_leader_holds_absent_machines_only_when_its_view_of_etcd_is_not_steady(steady: bool) -> None:
+    async def t(c: Cluster) -> None:
+        for machine_id in ("m1", "m2"):
+            await c.add_machine(machine_id)
+        await submit(c.reg, "a.service", "[X-Fleet]\nConflicts=nothing\n")
+        first = Engine(c.kv, "e1", prefix=P, interval=0.05, ttl=TTL, grace=3.0)
+        c.engines["e1"] = (first, asyncio.create_task(first.run()))
+        await c.one_leader()
+        await eventually(lambda: _placed_anywhere(c))
+        home = (await placement(c.reg))["a.service"][0]
+        other = "m2" if home == "m1" else "m1"
+        if steady:
+            second = Engine(c.kv, "e2", prefix=P, interval=0.05, ttl=TTL, grace=3.0)
+            c.engines["e2"] = (second, asyncio.create_task(second.run()))
+            await asyncio.sleep(3.2)  # the standby talks to etcd for more than a grace
+        await c.stop_engine("e1")  # the leader goes (its key is released at once)
+        await c.kv.revoke(c.machine_leases[home])  # and the unit's machine is gone for good
+        if not steady:
+            second = Engine(c.kv, "e2", prefix=P, interval=0.05, ttl=TTL, grace=3.0)
+            c.engines["e2"] = (second, asyncio.create_task(second.run()))
+        await c.one_leader()
+
+        async def moved() -> bool:
+            return (await placement(c.reg)).get("a.service") == [other]
+
+        if steady:
+            await eventually(moved, seconds=2.0)  # no grace: a steady standby saw the machine die
+        else:
+            with pytest.raises(TimeoutError):
+                await eventually(moved, seconds=2.0)  # held: it cannot tell a death from an outage
+            await eventually(moved, seconds=3.0)
+
+    run(t)
+
+
+async def _placed_anywhere(c: Cluster) -> bool:
+    return "a.service" in await placement(c.reg)
