@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 
+_LOCAL_STREAM_FAILURE = "Internal error from Core"  # grpc-core's text, not etcd's
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 _INVALID_TOKEN = "invalid auth token"
 _NOT_CONNECTED = "failed to connect"  # grpc's UNAVAILABLE when no connection could be made: nothing sent
@@ -106,6 +107,10 @@ def _map_error(exc: BaseException, endpoint: str = "") -> RegistryError:
             return RequestNotSent(f"etcd unreachable{where}: {details}")
         if code in _UNAVAILABLE or code is grpc.StatusCode.UNAUTHENTICATED:
             return RegistryUnavailable(f"etcd unavailable{where}: {code.name.lower()}: {details}")
+        if code is grpc.StatusCode.INTERNAL and details == _LOCAL_STREAM_FAILURE:
+            # grpc's own error for a write on a stream whose connection broke (etcd never saw it): the
+            # caller resets the stream and a retry opens a new one, as for any unavailability
+            return RegistryUnavailable(f"etcd connection lost{where}: {details}")
         return RegistryError(f"etcd refused the request{where}: {details or code.name.lower()}")
     if isinstance(exc, TimeoutError):
         return RegistryUnavailable(f"etcd did not answer in time{f' ({endpoint})' if endpoint else ''}")
