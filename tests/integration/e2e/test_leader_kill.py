@@ -1,15 +1,18 @@
-"""The engine leader's fleetd killed (kill -9) while 1,000 units are being loaded: every unit ends up
+"""The engine leader's fleetd killed (kill -9) while many units are being loaded: every unit ends up
 scheduled exactly once, and a new leader takes over within its lease TTL plus a margin."""
 
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import time
 
 from tests.integration.e2e.harness import FIXTURES, FleetCluster, eventually
 
-UNITS = 1000
+# 1,000 units were measured this way (docs/reliability.md); the suite loads fewer by default, so that the
+# shared cluster's agents are not still unloading them while the next tests run on the 2-core machine
+UNITS = int(os.environ.get("FLEET_E2E_BULK_UNITS", "200"))
 PREFIX = "/_coreos.com/fleet/"
 LEADER_GAP = 3.3 + 3.0  # the engine lease (3.3 x the 1 s reconcile interval of the e2e cluster) + 3 s
 
