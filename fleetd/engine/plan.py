@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 
 from fleetd.engine.placement import ConflictIndex, LoadIndex, can_run, has_patterns, replaced_units
+from fleetd.engine.unblocked import Unblocked
 from fleetd.model import (
     Action,
     EnginePlan,
@@ -87,6 +88,7 @@ def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
 
 _SMALL_POOL = 32  # metadata matching this few machines: sort them per unit rather than keep an index
 _MAX_MOVES = 8  # a unit replaced this often in one pass stays put (ends cycles of Replaces)
+_LONG_WALK = 64  # blocked or cordoned machines skipped for one unit before its kind gets an Unblocked index
 
 MetadataKey = tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -175,7 +177,8 @@ class _Fold:
         self.moves: dict[UnitName, int] = {}
         self.held: set[UnitName] = set()  # units of absent machines in their grace: left as they are
         self.capped = any(host.machine.max_units for host in self.hosts.values())
-        self.cordoned = snapshot.cordoned & self.hosts.keys()
+        self.cordoned = frozenset(snapshot.cordoned & self.hosts.keys())
+        self.unblocked = Unblocked(self.conflicts, self.cordoned, lambda m: self.hosts[m].load)
 
     # -- the pass -----------------------------------------------------------------------------------------
 
@@ -350,8 +353,22 @@ class _Fold:
         blockers = self.conflicts.blockers(unit)
         if any(len(blocked) == len(self.hosts) for blocked in blockers):
             return None  # it conflicts with something on every machine
-        for machine_id in self._candidates(unit):
+        candidates = self._candidates(unit)
+        source = self._source(unit) if blockers or self.cordoned else None
+        shortcut = None
+        if source is not None:
+            signature = self.conflicts.signature(unit)
+            shortcut = self.unblocked.get(source[0], signature)
+            if shortcut is not None:
+                candidates = shortcut.ordered()
+        skipped = 0
+        for machine_id in candidates:
             if any(machine_id in blocked for blocked in blockers) or machine_id in self.cordoned:
+                skipped += 1
+                if skipped == _LONG_WALK and shortcut is None and source is not None:
+                    built = self.unblocked.build(source[0], source[1], signature)
+                    if built is not None:
+                        return self._choose(unit)  # the same walk without the blocked machines
                 continue
             host = self.hosts[machine_id]
             if not can_run(host, unit).ok:
@@ -366,6 +383,17 @@ class _Fold:
                 continue  # it would replace a Global unit, or one moved too often in this pass
             return machine_id, evicted
         return None
+
+    def _source(self, unit: Unit) -> tuple[Hashable, Iterable[MachineID]] | None:
+        """Where ``_candidates`` takes a long load order from (a key and its machines): every machine, or a
+        large metadata pool; None when the unit's candidates are few (a peer, a MachineID, a small pool)."""
+        req = unit.requirements
+        if any(peer != unit.name for peer in req.peers) or req.machine_id is not None:
+            return None
+        if req.metadata:
+            eligible, pool = self._pool(req.metadata)
+            return None if pool is None else (_metadata_key(req.metadata), eligible)
+        return None, self.hosts.keys()
 
     def _candidates(self, unit: Unit) -> Iterator[MachineID]:
         """Machines worth asking, least loaded first: narrowed by MachineOf, MachineID or metadata."""
@@ -389,7 +417,7 @@ class _Fold:
 
     def _pool(self, metadata: Mapping[str, frozenset[str]]) -> tuple[frozenset[MachineID], LoadIndex | None]:
         """The machines satisfying ``metadata``, and a load index over them when they are many (cached)."""
-        key = tuple(sorted((k, tuple(sorted(values))) for k, values in metadata.items()))
+        key = _metadata_key(metadata)
         cached = self.pools.get(key)
         if cached is not None:
             return cached
@@ -465,3 +493,8 @@ class _Fold:
         self.order.set_load(machine_id, load)
         for pool in self.pools_of.get(machine_id, ()):
             pool.set_load(machine_id, load)
+        self.unblocked.set_load(machine_id, load)
+
+
+def _metadata_key(metadata: Mapping[str, frozenset[str]]) -> MetadataKey:
+    return tuple(sorted((k, tuple(sorted(values))) for k, values in metadata.items()))

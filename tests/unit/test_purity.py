@@ -16,6 +16,7 @@ PURE = [
     "fleetd/unitfile",
     "fleetd/engine/placement.py",
     "fleetd/engine/plan.py",
+    "fleetd/engine/unblocked.py",
     "fleetd/agent/plan.py",
     "fleetd/registry/keyspace.py",
     "fleetd/registry/snapshot.py",
