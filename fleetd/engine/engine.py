@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 
-from fleetd import metrics
+from fleetd import heap, metrics
 from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
 from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
@@ -144,6 +144,7 @@ class Engine:
                 await follow
             self.mirror, self._planned = None, None
             self._builder = SnapshotBuilder(self.registry.keys, self._parse_body)
+            heap.release()
 
     def open_mirror(self) -> Mirror:
         """Start a term: a fresh registry copy (the caller runs ``mirror.run()``), caches and grace."""
@@ -191,6 +192,7 @@ class Engine:
         except Exception:  # a bug in one pass must not stop the engine: log it, retry on the next wake-up
             result = "error"
             logger.exception("engine pass failed")
+        heap.settle()
         elapsed = self._clock() - started
         metrics.ENGINE_PASSES.labels(result).inc()
         metrics.ENGINE_PASS_SECONDS.observe(elapsed)
@@ -231,8 +233,12 @@ class Engine:
             built = dataclasses.replace(
                 built, snapshot=dataclasses.replace(built.snapshot, held_machines=held)
             )
-        garbage = self._unreferenced_bodies(built, copy)
-        return built, await asyncio.to_thread(plan_cluster, built.snapshot), garbage
+        plan, garbage = await asyncio.to_thread(self._plan_and_collect, built, copy)
+        return built, plan, garbage
+
+    def _plan_and_collect(self, built: Built, copy: _Copy) -> tuple[EnginePlan, dict[str, int]]:
+        """Off the event loop: the plan, and the bodies nothing references (both walk the whole copy)."""
+        return plan_cluster(built.snapshot), self._unreferenced_bodies(built, copy)
 
     async def reconcile(self) -> None:
         """One pass: snapshot, plan, apply, then collect unreferenced bodies. Leader only."""
