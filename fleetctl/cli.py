@@ -52,6 +52,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
         "fleetctl.commands.units",
         "Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it.",
     ),
+    "set-metadata": (
+        "fleetctl.commands.metadata",
+        "Set metadata on a machine live (kept across fleetd restarts); prints the units that move.",
+    ),
     "ssh": (
         "fleetctl.commands.remote",
         "Open interactive shell on a machine in the cluster, or run a command there.",
@@ -64,6 +68,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
     "stop": ("fleetctl.commands.units", "Instruct systemd to stop one or more units in the cluster."),
     "submit": ("fleetctl.commands.units", "Upload one or more units to the cluster without starting them."),
     "uncordon": ("fleetctl.commands.machines", "Make a drained (cordoned) machine schedulable again."),
+    "unset-metadata": (
+        "fleetctl.commands.metadata",
+        "Remove metadata keys from a machine live (configured ones too); prints the units that move.",
+    ),
     "unload": ("fleetctl.commands.units", "Unschedule one or more units in the cluster."),
     "verify": (
         "fleetctl.commands.verify",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fleetd.cancel import first_failure
 from fleetd.errors import FleetError
+from fleetd.metadata import MetadataChange
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.cordons import Cordons
 from fleetd.registry.keyspace import Cordon, UnitRecord
@@ -240,6 +241,10 @@ class FleetClient:
         """Cordoned machines (``fleetctl drain``), live or not."""
         return await Cordons(self.registry).read()
 
+    async def live_metadata(self) -> dict[MachineID, dict[str, str]]:
+        """Live metadata overrides by machine (set-metadata), live or not."""
+        return await self.registry.read_metadata()
+
     async def machine_schedule(self, machine_id: str) -> Mapping[UnitName, ScheduledUnit]:
         """What the engine scheduled to one machine."""
         return await self.registry.machine_schedule(machine_id)
@@ -261,7 +266,7 @@ class FleetClient:
         return builder.build(
             revision, machines=read[keys.machines], units=read[keys.units], targets=read[keys.targets],
             bodies=read[keys.bodies], schedule=read[keys.schedules], bodies_revision=revision,
-            cordons=read[keys.cordons],
+            cordons=read[keys.cordons], metadata=read[keys.metadata],
         )
 
     # Writes ---------------------------------------------------------------------------------------------
@@ -272,6 +277,9 @@ class FleetClient:
     async def uncordon(self, machine_id: str) -> bool:
         """False when the machine was not cordoned."""
         return await Cordons(self.registry).uncordon(machine_id)
+
+    async def patch_metadata(self, changes: Sequence[MetadataChange]) -> None:
+        await self.registry.patch_metadata(changes)
 
     async def ensure_schema(self) -> None:
         await self.registry.ensure_schema()

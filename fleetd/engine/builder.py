@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from fleetd.errors import FleetError
+from fleetd.metadata import merged
 from fleetd.model import MachineID, MachineState, Requirements, TargetState, Unit, UnitName
 from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
@@ -60,6 +61,7 @@ class SnapshotBuilder:
         schedule: Mapping[str, KeyValue],
         bodies_revision: int = 0,
         cordons: Mapping[str, KeyValue] | None = None,
+        metadata: Mapping[str, KeyValue] | None = None,
     ) -> Built:
         """``bodies_revision``: how far the bodies were mirrored; a unit newer than that whose body is
         missing is skipped quietly (its body was written in the same Txn and is still on its way)."""
@@ -89,6 +91,15 @@ class SnapshotBuilder:
                 live[machine.id] = machine
             else:
                 report(kv.key, kv.mod_revision, f"skipping machine: {machine}")
+
+        for kv in (metadata or {}).values():
+            overrides = decode(kv, self._overrides)
+            if isinstance(overrides, BadRecord):
+                report(kv.key, kv.mod_revision, f"ignoring live metadata: {overrides}")
+                continue
+            machine_id = self._keys.metadata_machine(kv.key)
+            if machine_id in live and isinstance(overrides, dict):
+                live[machine_id] = merged(live[machine_id], overrides)
 
         cordoned: set[MachineID] = set()
         for kv in (cordons or {}).values():
@@ -185,6 +196,10 @@ class SnapshotBuilder:
         if kv.key != self._keys.machine(machine.id):
             raise BadRecord(kv.key, f"record names machine {machine.id}")
         return machine
+
+    def _overrides(self, kv: KeyValue) -> dict[str, str]:
+        self._keys.metadata_machine(kv.key)
+        return ks.decode_metadata(kv.key, kv.value)
 
     def _cordon(self, kv: KeyValue) -> ks.Cordon:
         self._keys.cordoned_machine(kv.key)

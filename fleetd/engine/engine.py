@@ -62,7 +62,7 @@ parse_unit_body: BodyParser = body_requirements
 
 def mirrored_prefixes(keys: Keyspace) -> list[str]:
     """The prefixes the leader mirrors (one watch each)."""
-    return [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies, keys.cordons]
+    return [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies, keys.cordons, keys.metadata]
 
 
 class Engine:
@@ -209,13 +209,14 @@ class Engine:
     def _copy_mirror(self) -> _Copy:
         """The mirror's prefixes copied (plain dict copies: quick), to build from off the event loop."""
         m, keys = self._leading_mirror(), self.registry.keys
-        machines, units, targets, bodies, schedule, cordons = (
+        machines, units, targets, bodies, schedule, cordons, metadata = (
             dict(m.items(prefix))
-            for prefix in (keys.machines, keys.units, keys.targets, keys.bodies, keys.schedules, keys.cordons)
+            for prefix in (keys.machines, keys.units, keys.targets, keys.bodies, keys.schedules, keys.cordons,
+                           keys.metadata)
         )
         build = partial(
             self._builder.build, m.revision, machines=machines, units=units, targets=targets, bodies=bodies,
-            schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons,
+            schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons, metadata=metadata,
         )
         return _Copy(build, bodies, min(m.revision_of(keys.units), m.revision_of(keys.schedules)))
 

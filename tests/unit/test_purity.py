@@ -13,6 +13,7 @@ PURE = [
     "fleetd/model.py",
     "fleetd/errors.py",
     "fleetd/glob.py",
+    "fleetd/metadata.py",
     "fleetd/unitfile",
     "fleetd/engine/placement.py",
     "fleetd/engine/plan.py",
