@@ -13,6 +13,7 @@
   var pending = false;
   var current = null; // the unit shown on the unit page
   var unitTimer = 0;
+  var byName = new Intl.Collator(undefined, { numeric: true }).compare; // app@2 before app@10
   var stats = { firstRenderMs: null, snapshots: 0, diffs: 0, changes: 0 };
   window.fleetDashboard = stats;
 
@@ -189,7 +190,7 @@
   }
 
   function renderUnits(full) {
-    if (names === null) names = Array.from(units.keys()).sort();
+    if (names === null) names = Array.from(units.keys()).sort(byName);
     var query = $("search").value.trim().toLowerCase();
     var state = $("state-filter").value;
     var machine = $("machine-filter").value;
