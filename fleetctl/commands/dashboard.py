@@ -117,7 +117,7 @@ def dashboard(ctx: click.Context, address: str, no_browser: bool, ssh_port: int)
     Examples:
       fleetctl dashboard
       fleetctl dashboard --address 127.0.0.1:8480 --no-browser
-      fleetctl --tunnel 10.0.0.1 dashboard
+      fleetctl dashboard --tunnel 10.0.0.1
     """
     host, port = parse_address(address)
     options = app_of(ctx).options
