@@ -28,6 +28,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended
 COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
     "cat": ("fleetctl.commands.cat", "Output the contents of a submitted unit."),
     "completion": ("fleetctl.completion", "Print the shell completion script for SHELL (bash, zsh or fish)."),
+    "dashboard": (
+        "fleetctl.commands.dashboard",
+        "Serve a live web dashboard of the cluster on this machine until Ctrl-C.",
+    ),
     "destroy": (
         "fleetctl.commands.units",
         "Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block).",

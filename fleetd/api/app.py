@@ -290,14 +290,20 @@ async def not_allowed(request: web.Request) -> web.Response:
     raise ApiError(405, "")
 
 
-def make_app(registry: Registry, *, token_limit: int = 100) -> web.Application:
-    """The API application on ``registry``; pages hold ``token_limit`` items."""
+def make_app(
+    registry: Registry, *, token_limit: int = 100, root: Callable[[web.Application], None] | None = None
+) -> web.Application:
+    """The API application on ``registry``; pages hold ``token_limit`` items. ``root`` registers what
+    ``/`` serves (the dashboard's routes); without it ``/`` is not allowed."""
     app = web.Application(middlewares=[_errors])
     app[REGISTRY_KEY] = registry
     app[LIMIT_KEY] = token_limit
     app.on_response_prepare.append(_server_header)
     app.router.add_get("/metrics", metrics_page)
-    app.router.add_route("*", "/", not_allowed)
+    if root is not None:
+        root(app)
+    else:
+        app.router.add_route("*", "/", not_allowed)
     for prefix in PREFIXES:
         app.router.add_route("*", prefix, not_allowed)
         app.router.add_get(f"{prefix}/discovery", discovery)
