@@ -171,6 +171,7 @@ def test_booted_pod_moves_when_its_machine_dies(
 
 
 def _cgroup_of(machine: Machine, pid: str) -> str:
+    """``pid``'s systemd cgroup, as the host sees it."""
     lines = machine.run(["cat", f"/proc/{pid}/cgroup"], check=True).stdout.splitlines()
     return next(line.split(":", 2)[2] for line in lines if line.split(":")[1] == "name=systemd")
 
@@ -190,7 +191,9 @@ def test_podman_container_runs_in_the_units_cgroup_and_systemd_supervises_it(
         ["podman", "inspect", "--format", "{{.State.Pid}}", "podman-app-1"], check=True
     ).stdout.strip()
     unit_cgroup = host.run(["systemctl", "show", "-p", "ControlGroup", "--value", PODMAN], check=True)
-    assert _cgroup_of(host, container_pid) == unit_cgroup.stdout.strip()
+    # seen from the host's cgroup namespace: the machine's tree sits under nspawn's own cgroup
+    assert _cgroup_of(host, container_pid).endswith(unit_cgroup.stdout.strip())
+    assert _cgroup_of(host, container_pid) == _cgroup_of(host, main_pid)
 
     journal = eventually(
         lambda: fleet.fleetctl("journal", "--lines", "20", PODMAN),
