@@ -181,6 +181,7 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
     "--pod",
     default="",
     metavar="UNIT",
+    shell_complete=complete_units,
     help="Open a shell in the pod (systemd-nspawn container) that UNIT runs, on its machine.",
 )
 @click.option(
@@ -217,7 +218,7 @@ def ssh(  # noqa: PLR0917 (click passes options as keywords)
     fleetctl ssh [-A] [--ssh-port N] MACHINE|UNIT [--] [COMMAND...]
     fleetctl ssh [-A] [--ssh-port N] --machine ID [--] [COMMAND...]
     fleetctl ssh [-A] [--ssh-port N] --unit NAME [--] [COMMAND...]
-    fleetctl ssh [-A] [--ssh-port N] --pod NAME [--] [COMMAND...]
+    fleetctl ssh [-A] [--ssh-port N] --pod UNIT [--] [COMMAND...]
 
     MACHINE is a machine ID or a unique prefix of one; UNIT a unit name (its machine is used). An argument
     that names both is refused: say which with --machine or --unit.
@@ -228,7 +229,7 @@ def ssh(  # noqa: PLR0917 (click passes options as keywords)
 
     --pod: inside the unit's pod (its ExecStart runs systemd-nspawn; the pod is the --machine= name there,
     specifiers expanded): `machinectl shell` for a booted pod, `nsenter` into an application pod; COMMAND
-    is run by the pod's /bin/sh. Needs root (or polkit's leave) on the machine.
+    is run by the pod's /bin/sh. Needs root on the machine (or polkit rules that allow it).
 
     \b
     Examples:
