@@ -90,7 +90,7 @@ class Filled:
         keys, deadline = self.registry.keys, started + limit
         while True:
             mirror = self.engine.mirror
-            if mirror is not None and len(mirror.items(keys.schedules)) >= self.units:
+            if mirror is not None and len(mirror.records(keys.schedules)) >= self.units:
                 return time.monotonic() - started
             if time.monotonic() > deadline:
                 raise RuntimeError(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 
 from fleetd.errors import FleetError
 from fleetd.metadata import merged
@@ -22,13 +21,84 @@ from fleetd.model import MachineID, MachineState, Requirements, TargetState, Uni
 from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import KeyValue
+from fleetd.registry.mirror import Decoded, Decoder
 from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
 
-__all__ = ["BodyParser", "Built", "SnapshotBuilder"]
+__all__ = ["BodyParser", "Built", "Entry", "SnapshotBuilder", "mirror_decoders"]
+
+Entry = KeyValue | Decoded  # a key as read (decoded here, cached per mod revision) or as a Mirror decoded it
 
 # Unit-file text -> a function from a unit name to its [X-Fleet] requirements (specifiers expanded for
 # that name). Either step raises FleetError on a bad body. Called once per body hash.
 BodyParser = Callable[[str], Callable[[UnitName], Requirements]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A ``units/`` key: the valid unit name it carries, and its record (or why it is bad)."""
+
+    name: UnitName
+    record: UnitRecord | BadRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """A ``schedule/`` key: the machine and unit it names, and its entry (or why it is bad)."""
+
+    machine_id: MachineID
+    name: UnitName
+    entry: ScheduledUnit | BadRecord
+
+
+class _Decoders:
+    """How each prefix the builder reads is decoded (raising BadRecord for a key that names nothing)."""
+
+    def __init__(self, keys: Keyspace) -> None:
+        self._keys = keys
+
+    def machine(self, kv: KeyValue) -> MachineState:
+        self._keys.machine_id(kv.key)
+        machine = ks.decode_machine(kv.key, kv.value)
+        if kv.key != self._keys.machine(machine.id):
+            raise BadRecord(kv.key, f"record names machine {machine.id}")
+        return machine
+
+    def overrides(self, kv: KeyValue) -> tuple[MachineID, dict[str, str]]:
+        return self._keys.metadata_machine(kv.key), ks.decode_metadata(kv.key, kv.value)
+
+    def cordon(self, kv: KeyValue) -> MachineID:
+        machine_id = self._keys.cordoned_machine(kv.key)
+        ks.decode_cordon(kv.key, kv.value)
+        return machine_id
+
+    def unit(self, kv: KeyValue) -> _Named:
+        name = self._keys.unit_name(kv.key, self._keys.units)
+        try:
+            record: UnitRecord | BadRecord = ks.decode_unit(kv.key, kv.value, name, TargetState.INACTIVE)
+        except BadRecord as exc:  # the target is its own key
+            record = exc
+        return _Named(name, record)
+
+    def target(self, kv: KeyValue) -> TargetState:
+        return ks.decode_target(kv.key, kv.value)
+
+    def scheduled(self, kv: KeyValue) -> _Placed:
+        machine_id, name = self._keys.parse_scheduled(kv.key)
+        try:
+            entry: ScheduledUnit | BadRecord = ks.decode_schedule(kv.key, kv.value, machine_id)
+        except BadRecord as exc:
+            entry = exc
+        return _Placed(machine_id, name, entry)
+
+
+def mirror_decoders(keys: Keyspace) -> dict[str, Decoder]:
+    """The decoders for a leader's Mirror: every prefix the builder reads but ``bodies/`` (whose text is
+    parsed here once per hash)."""
+    d = _Decoders(keys)
+    return {
+        keys.machines: d.machine, keys.metadata: d.overrides, keys.cordons: d.cordon, keys.units: d.unit,
+        keys.targets: d.target, keys.schedules: d.scheduled,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,35 +119,39 @@ class SnapshotBuilder:
         self._decoded: dict[str, tuple[int, object]] = {}
         self._units: dict[UnitName, Unit] = {}  # the last build's units: reused while unchanged
         self._reported = ReportOnce()
+        self._decoders = _Decoders(keys)
 
     def build(
         self,
         revision: int,
         *,
-        machines: Mapping[str, KeyValue],
-        units: Mapping[str, KeyValue],
-        targets: Mapping[str, KeyValue],
+        machines: Mapping[str, Entry],
+        units: Mapping[str, Entry],
+        targets: Mapping[str, Entry],
         bodies: Mapping[str, KeyValue],
-        schedule: Mapping[str, KeyValue],
+        schedule: Mapping[str, Entry],
         bodies_revision: int = 0,
-        cordons: Mapping[str, KeyValue] | None = None,
-        metadata: Mapping[str, KeyValue] | None = None,
+        cordons: Mapping[str, Entry] | None = None,
+        metadata: Mapping[str, Entry] | None = None,
     ) -> Built:
         """``bodies_revision``: how far the bodies were mirrored; a unit newer than that whose body is
         missing is skipped quietly (its body was written in the same Txn and is still on its way)."""
         problems: list[str] = []
         decoded: dict[str, tuple[int, object]] = {}
+        d = self._decoders
 
-        def decode(kv: KeyValue, decoder: Callable[[KeyValue], object]) -> object:
-            cached = self._decoded.get(kv.key)
-            if cached is not None and cached[0] == kv.mod_revision:
-                decoded[kv.key] = cached
+        def decode(entry: Entry, decoder: Decoder) -> object:
+            if isinstance(entry, Decoded):
+                return entry.record
+            cached = self._decoded.get(entry.key)
+            if cached is not None and cached[0] == entry.mod_revision:
+                decoded[entry.key] = cached
                 return cached[1]
             try:
-                value: object = decoder(kv)
+                value: object = decoder(entry)
             except BadRecord as exc:
                 value = exc
-            decoded[kv.key] = (kv.mod_revision, value)
+            decoded[entry.key] = (entry.mod_revision, value)
             return value
 
         def report(key: str, mod_revision: int, problem: str) -> None:
@@ -86,43 +160,42 @@ class SnapshotBuilder:
 
         live: dict[MachineID, MachineState] = {}
         for kv in machines.values():
-            machine = decode(kv, self._machine)
+            machine = decode(kv, d.machine)
             if isinstance(machine, MachineState):
                 live[machine.id] = machine
             else:
                 report(kv.key, kv.mod_revision, f"skipping machine: {machine}")
 
         for kv in (metadata or {}).values():
-            overrides = decode(kv, self._overrides)
-            if isinstance(overrides, BadRecord):
+            overrides = decode(kv, d.overrides)
+            if isinstance(overrides, tuple):
+                machine_id, values = overrides
+                if machine_id in live:
+                    live[machine_id] = merged(live[machine_id], values)
+            else:
                 report(kv.key, kv.mod_revision, f"ignoring live metadata: {overrides}")
-                continue
-            machine_id = self._keys.metadata_machine(kv.key)
-            if machine_id in live and isinstance(overrides, dict):
-                live[machine_id] = merged(live[machine_id], overrides)
 
         cordoned: set[MachineID] = set()
         for kv in (cordons or {}).values():
-            cordon = decode(kv, self._cordon)
-            if isinstance(cordon, BadRecord):
-                report(kv.key, kv.mod_revision, f"ignoring cordon: {cordon}")
+            cordon = decode(kv, d.cordon)
+            if isinstance(cordon, str):
+                cordoned.add(MachineID(cordon))
             else:
-                cordoned.add(self._keys.cordoned_machine(kv.key))
+                report(kv.key, kv.mod_revision, f"ignoring cordon: {cordon}")
 
         out_units: dict[UnitName, Unit] = {}
         skipped: set[UnitName] = set()
         referenced: set[str] = set()
         for kv in units.values():
-            try:
-                name = self._keys.unit_name(kv.key, self._keys.units)
-            except BadRecord as exc:
-                report(kv.key, kv.mod_revision, f"ignoring {exc}")
+            named = decode(kv, d.unit)
+            if not isinstance(named, _Named):
+                report(kv.key, kv.mod_revision, f"ignoring {named}")
                 continue
-            record = decode(kv, partial(_unit_record, name=name))
+            name, record = named.name, named.record
             target_kv = targets.get(self._keys.target(name))
             target: object = TargetState.INACTIVE
             if target_kv is not None:
-                target = decode(target_kv, lambda t: ks.decode_target(t.key, t.value))
+                target = decode(target_kv, d.target)
             if not isinstance(record, UnitRecord) or not isinstance(target, TargetState):
                 bad = target_kv if isinstance(record, UnitRecord) and target_kv is not None else kv
                 skipped.add(name)
@@ -151,23 +224,22 @@ class SnapshotBuilder:
                 unit = Unit(name, record.hash, requirements, target)
             out_units[name] = unit
 
-        for kv in bodies.values():
+        for body_kv in bodies.values():
             try:
-                self._keys.body_hash(kv.key)
+                self._keys.body_hash(body_kv.key)
             except BadRecord as exc:
-                report(kv.key, kv.mod_revision, f"ignoring {exc}")
+                report(body_kv.key, body_kv.mod_revision, f"ignoring {exc}")
 
         placed: dict[UnitName, ScheduledUnit] = {}
         extra: list[tuple[UnitName, MachineID]] = []
         for kv in schedule.values():
-            try:
-                machine_id, name = self._keys.parse_scheduled(kv.key)
-            except BadRecord as exc:
-                report(kv.key, kv.mod_revision, f"ignoring {exc}")
+            found = decode(kv, d.scheduled)
+            if not isinstance(found, _Placed):
+                report(kv.key, kv.mod_revision, f"ignoring {found}")
                 continue
+            machine_id, name, entry = found.machine_id, found.name, found.entry
             if name in skipped:
                 continue
-            entry = decode(kv, partial(_schedule_entry, machine_id=machine_id))
             if not isinstance(entry, ScheduledUnit):
                 report(kv.key, kv.mod_revision, f"removing schedule entry: {entry}")
                 extra.append((name, machine_id))
@@ -190,21 +262,6 @@ class SnapshotBuilder:
         )
         return Built(snapshot, frozenset(referenced), tuple(problems))
 
-    def _machine(self, kv: KeyValue) -> MachineState:
-        self._keys.machine_id(kv.key)
-        machine = ks.decode_machine(kv.key, kv.value)
-        if kv.key != self._keys.machine(machine.id):
-            raise BadRecord(kv.key, f"record names machine {machine.id}")
-        return machine
-
-    def _overrides(self, kv: KeyValue) -> dict[str, str]:
-        self._keys.metadata_machine(kv.key)
-        return ks.decode_metadata(kv.key, kv.value)
-
-    def _cordon(self, kv: KeyValue) -> ks.Cordon:
-        self._keys.cordoned_machine(kv.key)
-        return ks.decode_cordon(kv.key, kv.value)
-
     def _requirements_of(self, text: str, unit_hash: str, name: UnitName) -> Requirements | FleetError:
         cached = self._requirements.get((unit_hash, name))
         if cached is None:
@@ -226,9 +283,3 @@ class SnapshotBuilder:
         return cached
 
 
-def _unit_record(kv: KeyValue, name: UnitName) -> UnitRecord:
-    return ks.decode_unit(kv.key, kv.value, name, TargetState.INACTIVE)  # the target is its own key
-
-
-def _schedule_entry(kv: KeyValue, machine_id: MachineID) -> ScheduledUnit:
-    return ks.decode_schedule(kv.key, kv.value, machine_id)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from fleetd import heap, metrics
-from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
+from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder, mirror_decoders
 from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
 from fleetd.errors import CASConflict, RegistryError
@@ -149,7 +149,7 @@ class Engine:
     def open_mirror(self) -> Mirror:
         """Start a term: a fresh registry copy (the caller runs ``mirror.run()``), caches and grace."""
         keys = self.registry.keys
-        mirror = Mirror(self._kv, mirrored_prefixes(keys))
+        mirror = Mirror(self._kv, mirrored_prefixes(keys), decoders=mirror_decoders(keys))
         self.mirror, self._planned = mirror, None
         self._builder = SnapshotBuilder(keys, self._parse_body)
         # A candidate that watched a live etcd for a whole grace before winning saw machines leave as they
@@ -209,11 +209,13 @@ class Engine:
     def _copy_mirror(self) -> _Copy:
         """The mirror's prefixes copied (plain dict copies: quick), to build from off the event loop."""
         m, keys = self._leading_mirror(), self.registry.keys
-        machines, units, targets, bodies, schedule, cordons, metadata = (
-            dict(m.items(prefix))
-            for prefix in (keys.machines, keys.units, keys.targets, keys.bodies, keys.schedules, keys.cordons,
-                           keys.metadata)
+        machines, units, targets, schedule, cordons, metadata = (
+            dict(m.records(prefix))
+            for prefix in (
+                keys.machines, keys.units, keys.targets, keys.schedules, keys.cordons, keys.metadata
+            )
         )
+        bodies = dict(m.items(keys.bodies))
         build = partial(
             self._builder.build, m.revision, machines=machines, units=units, targets=targets, bodies=bodies,
             schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons, metadata=metadata,

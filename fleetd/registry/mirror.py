@@ -4,20 +4,39 @@ The prefixes are listed at one revision R (in pages), then each is watched from 
 prefix, so a consumer is woken only by the prefixes it asked for). A compacted watch revision means
 relist; any other registry failure is logged and retried with a relist after a short delay. Readers see
 plain mappings and an ``asyncio.Event`` that is set after every change (the consumer clears it).
+
+A prefix given a decoder keeps ``Decoded`` entries: the decoder's record (or the ``BadRecord`` it raised),
+made once when the key arrives, and no value text. Other prefixes keep ``KeyValue`` entries with the key,
+the value and the mod revision only. At 100,000 units that is most of a leader's memory: the raw text,
+the revisions no reader uses, and a second decoded copy per key cost about as much again as the records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from fleetd.cancel import first_failure
 from fleetd.errors import RegistryError
-from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent, range_paged
+from fleetd.registry.keyspace import BadRecord
+from fleetd.registry.kv import KV, RANGE_PAGE, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent
 
-__all__ = ["Mirror"]
+__all__ = ["Decoded", "Decoder", "Mirror"]
+
+Decoder = Callable[[KeyValue], object]  # raises BadRecord for a key or value it cannot use
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A mirrored key of a decoded prefix: its mod revision and what the decoder made of it."""
+
+    key: str
+    mod_revision: int
+    record: object  # the decoder's result, or the BadRecord it raised
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +46,22 @@ RETRY_DELAY = 1.0
 class Mirror:
     """Mirror of ``prefixes`` in ``kv``; run ``run()`` as a task, await ``ready`` before reading."""
 
-    def __init__(self, kv: KV, prefixes: Sequence[str], *, retry_delay: float = RETRY_DELAY) -> None:
+    def __init__(
+        self,
+        kv: KV,
+        prefixes: Sequence[str],
+        *,
+        retry_delay: float = RETRY_DELAY,
+        decoders: Mapping[str, Decoder] | None = None,
+    ) -> None:
         self._kv = kv
         self.prefixes = tuple(prefixes)
         self._retry_delay = retry_delay
-        self._data: dict[str, dict[str, KeyValue]] = {p: {} for p in self.prefixes}
+        self._decoders = dict(decoders or {})
+        unknown = self._decoders.keys() - set(self.prefixes)
+        if unknown:
+            raise ValueError(f"decoders for prefixes not mirrored: {sorted(unknown)}")
+        self._data: dict[str, dict[str, Any]] = {p: {} for p in self.prefixes}
         self._revisions: dict[str, int] = dict.fromkeys(self.prefixes, 0)
         self._advanced = asyncio.Condition()
         self.changed = asyncio.Event()  # set after every change; consumers clear it
@@ -42,13 +72,26 @@ class Mirror:
     # Reading ----------------------------------------------------------------------------------------
 
     def items(self, prefix: str) -> Mapping[str, KeyValue]:
-        """The current keys under one mirrored prefix (a read-only live view)."""
+        """The current keys under one mirrored prefix without a decoder (a read-only live view)."""
+        if prefix in self._decoders:
+            raise KeyError(f"{prefix} is decoded: read it with records()")
         return MappingProxyType(self._data[prefix])
 
-    def get(self, key: str) -> KeyValue | None:
+    def records(self, prefix: str) -> Mapping[str, Decoded]:
+        """The current decoded keys under one mirrored prefix with a decoder (a read-only live view)."""
+        if prefix not in self._decoders:
+            raise KeyError(f"{prefix} has no decoder: read it with items()")
+        return MappingProxyType(self._data[prefix])
+
+    def entries(self, prefix: str) -> Mapping[str, KeyValue | Decoded]:
+        """The current keys under one mirrored prefix, in whichever form it keeps them (read-only)."""
+        return MappingProxyType(self._data[prefix])
+
+    def get(self, key: str) -> KeyValue | Decoded | None:
         for prefix, data in self._data.items():
             if key.startswith(prefix):
-                return data.get(key)
+                found: KeyValue | Decoded | None = data.get(key)
+                return found
         return None
 
     @property
@@ -95,12 +138,21 @@ class Mirror:
         await asyncio.sleep(self._retry_delay)
 
     async def _list(self) -> int:
-        data: dict[str, dict[str, KeyValue]] = {}
+        """Every prefix at one revision, page by page: each page is stored (and decoded) as it arrives,
+        so listing 100,000s of keys never holds the loop for more than one page."""
+        data: dict[str, dict[str, Any]] = {}
         revision = 0
         for prefix in self.prefixes:
-            result = await range_paged(self._kv, prefix, revision=revision)
-            revision = revision or result.revision
-            data[prefix] = {kv.key: kv for kv in result.kvs}
+            stored: dict[str, Any] = {}
+            start = ""
+            while True:
+                page = await self._kv.range(prefix, revision=revision, limit=RANGE_PAGE, start=start)
+                revision = revision or page.revision
+                self._store(prefix, stored, page.kvs)
+                if len(page.kvs) < RANGE_PAGE:
+                    break
+                start = page.kvs[-1].key + "\0"
+            data[prefix] = stored
         self._data = data
         await self._advance(dict.fromkeys(self.prefixes, revision))
         self.ready.set()
@@ -118,7 +170,19 @@ class Mirror:
             if event.type is EventType.DELETE:
                 data.pop(event.kv.key, None)
             else:
-                data[event.kv.key] = event.kv
+                self._store(prefix, data, (event.kv,))
+
+    def _store(self, prefix: str, data: dict[str, Any], kvs: Iterable[KeyValue]) -> None:
+        decoder = self._decoders.get(prefix)
+        for kv in kvs:
+            if decoder is None:
+                data[kv.key] = KeyValue(kv.key, kv.value, 0, kv.mod_revision, 0, 0)
+                continue
+            try:
+                record = decoder(kv)
+            except BadRecord as exc:
+                record = exc
+            data[kv.key] = Decoded(kv.key, kv.mod_revision, record)
 
     async def _advance(self, revisions: Mapping[str, int]) -> None:
         async with self._advanced:

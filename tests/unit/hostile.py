@@ -181,7 +181,7 @@ async def mirrored(kv: KV, mirrors: Sequence[Mirror]) -> None:
     """Wait until every mirror holds exactly what the store holds (writes and deletes delivered)."""
 
     def same(mirror: Mirror, prefix: str, live: Sequence[KeyValue]) -> bool:
-        return {k: v.mod_revision for k, v in mirror.items(prefix).items()} == {
+        return {k: v.mod_revision for k, v in mirror.entries(prefix).items()} == {
             kv.key: kv.mod_revision for kv in live
         }
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from fleetd.registry.kv import WatchCompacted, WatchEvent
+import pytest
+
+from fleetd.registry.keyspace import BadRecord
+from fleetd.registry.kv import RANGE_PAGE, KeyValue, WatchCompacted, WatchEvent
 from fleetd.registry.memory import MemoryKV
-from fleetd.registry.mirror import Mirror
+from fleetd.registry.mirror import Decoded, Mirror
 
 
 class TracingKV(MemoryKV):
@@ -204,3 +207,50 @@ def test_a_watcher_behind_a_compaction_relists_and_misses_nothing() -> None:
             await kv.close()
 
     asyncio.run(t())
+
+
+def test_a_decoded_prefix_keeps_records_and_no_text() -> None:
+    def decode(kv: KeyValue) -> int:
+        if not kv.value.isdigit():
+            raise BadRecord(kv.key, "not a number")
+        return int(kv.value)
+
+    async def t(kv: TracingKV) -> None:
+        await kv.put("/p/n/1", "1")
+        await kv.put("/p/n/bad", "x")
+        await kv.put("/p/raw/1", "text")
+        mirror = Mirror(kv, ["/p/n/", "/p/raw/"], decoders={"/p/n/": decode})
+        task = asyncio.create_task(mirror.run())
+        await asyncio.wait_for(mirror.ready.wait(), 5)
+        records = mirror.records("/p/n/")
+        assert records["/p/n/1"].record == 1
+        assert isinstance(records["/p/n/bad"].record, BadRecord)
+        raw = mirror.items("/p/raw/")["/p/raw/1"]
+        assert (raw.value, raw.create_revision, raw.version) == ("text", 0, 0)  # only what readers use
+        revision = await kv.put("/p/n/2", "22")
+        await mirror.wait_for(revision, "/p/n/")
+        assert mirror.records("/p/n/")["/p/n/2"] == Decoded("/p/n/2", revision, 22)
+        with pytest.raises(KeyError):
+            mirror.items("/p/n/")
+        with pytest.raises(KeyError):
+            mirror.records("/p/raw/")
+        task.cancel()
+
+    run(t)
+
+
+def test_a_listing_is_decoded_page_by_page() -> None:
+    """More keys than one range page: every one listed and decoded, one range request per page."""
+
+    async def t(kv: TracingKV) -> None:
+        for i in range(RANGE_PAGE * 2 + 3):
+            await kv.put(f"/p/n/{i:05d}", str(i))
+        mirror = Mirror(kv, ["/p/n/"], decoders={"/p/n/": lambda kv: int(kv.value)})
+        before = kv.ranges
+        task = asyncio.create_task(mirror.run())
+        await asyncio.wait_for(mirror.ready.wait(), 5)
+        assert kv.ranges - before == 3
+        assert sorted(d.record for d in mirror.records("/p/n/").values()) == list(range(RANGE_PAGE * 2 + 3))
+        task.cancel()
+
+    run(t)
