@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from fleetd.errors import FleetError
-from fleetd.model import MachineID, MachineState, Requirements, TargetState, Unit, UnitName
+from fleetd.model import MachineID, MachineState, Requirements, Rescheduled, TargetState, Unit, UnitName
 from fleetd.registry import keyspace as ks
+from fleetd.registry import records
 from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import KeyValue
 from fleetd.registry.snapshot import ClusterSnapshot, ScheduledUnit
@@ -58,6 +59,8 @@ class SnapshotBuilder:
         schedule: Mapping[str, KeyValue],
         bodies_revision: int = 0,
         cordons: Mapping[str, KeyValue] | None = None,
+        failed: Mapping[str, KeyValue] | None = None,
+        rescheduled: Mapping[str, KeyValue] | None = None,
     ) -> Built:
         """``bodies_revision``: how far the bodies were mirrored; a unit newer than that whose body is
         missing is skipped quietly (its body was written in the same Txn and is still on its way)."""
@@ -163,14 +166,51 @@ class SnapshotBuilder:
             else:
                 extra.append((name, machine_id))
 
+        failures = self._failures(failed or {}, out_units, decode, report)
+        counted: dict[UnitName, Rescheduled] = {}
+        for kv in (rescheduled or {}).values():
+            try:
+                name = self._keys.unit_name(kv.key, self._keys.reschedules)
+            except BadRecord as exc:
+                report(kv.key, kv.mod_revision, f"ignoring {exc}")
+                continue
+            record = decode(kv, lambda r: records.decode_rescheduled(r.key, r.value))
+            if isinstance(record, Rescheduled):
+                counted[name] = record
+            else:
+                report(kv.key, kv.mod_revision, f"ignoring reschedule record: {record}")
+
         self._decoded = decoded
         if len(self._requirements) > 2 * len(out_units) + 64:  # forget destroyed units now and then
             self._requirements = {k: v for k, v in self._requirements.items() if k[1] in out_units}
             self._bodies = {h: v for h, v in self._bodies.items() if h in referenced}
         snapshot = ClusterSnapshot(
-            revision, live, out_units, placed, tuple(sorted(extra)), cordoned=frozenset(cordoned)
+            revision, live, out_units, placed, tuple(sorted(extra)), cordoned=frozenset(cordoned),
+            failed=failures, rescheduled=counted,
         )
         return Built(snapshot, frozenset(referenced), tuple(problems))
+
+    def _failures(
+        self,
+        failed: Mapping[str, KeyValue],
+        units: Mapping[UnitName, Unit],
+        decode: Callable[[KeyValue, Callable[[KeyValue], object]], object],
+        report: Callable[[str, int, str], None],
+    ) -> dict[UnitName, frozenset[MachineID]]:
+        """Where each unit is reported failed at its current hash (markers of older bodies do not count)."""
+        out: dict[UnitName, set[MachineID]] = {}
+        for kv in failed.values():
+            try:
+                name, machine_id = self._keys.parse_failed(kv.key)
+            except BadRecord as exc:
+                report(kv.key, kv.mod_revision, f"ignoring {exc}")
+                continue
+            unit_hash = decode(kv, lambda f: records.decode_failed(f.key, f.value))
+            if isinstance(unit_hash, BadRecord):
+                report(kv.key, kv.mod_revision, f"ignoring failure record: {unit_hash}")
+            elif name in units and units[name].hash == unit_hash:
+                out.setdefault(name, set()).add(machine_id)
+        return {name: frozenset(machines) for name, machines in out.items()}
 
     def _machine(self, kv: KeyValue) -> MachineState:
         self._keys.machine_id(kv.key)
