@@ -105,6 +105,7 @@ class Rollout:
     max_unavailable: int
     phase: str = "rolling"
     reason: str = ""
+    replaced: tuple[UnitName, ...] = ()  # units given the new body so far (a roll back restores only these)
 
 
 def encode_rollout(rollout: Rollout) -> str:
@@ -118,6 +119,7 @@ def encode_rollout(rollout: Rollout) -> str:
             "max_unavailable": rollout.max_unavailable,
             "phase": rollout.phase,
             "reason": rollout.reason,
+            "replaced": list(rollout.replaced),
         }
     )
 
@@ -131,14 +133,18 @@ def _str_map(key: str, obj: Mapping[str, object], field: str) -> dict[str, str]:
     return dict(value)
 
 
-@_total
-def decode_rollout(key: str, text: str) -> Rollout:
-    obj = _object(key, text)
-    units = obj.get("units")
+def _unit_list(key: str, obj: Mapping[str, object], field: str) -> tuple[UnitName, ...]:
+    units = obj.get(field, [])
     if not isinstance(units, list) or len(units) > _MAX_ROLLOUT_UNITS or not all(
         isinstance(u, str) for u in units
     ):
-        raise BadRecord(key, f"field 'units' must be a list of at most {_MAX_ROLLOUT_UNITS} unit names")
+        raise BadRecord(key, f"field {field!r} must be a list of at most {_MAX_ROLLOUT_UNITS} unit names")
+    return tuple(check_unit_name(key, u) for u in units)
+
+
+@_total
+def decode_rollout(key: str, text: str) -> Rollout:
+    obj = _object(key, text)
     step = obj.get("max_unavailable")
     if type(step) is not int or not 1 <= step <= _MAX_ROLLOUT_UNITS:
         raise BadRecord(key, f"field 'max_unavailable' must be a whole number from 1 to {_MAX_ROLLOUT_UNITS}")
@@ -154,10 +160,11 @@ def decode_rollout(key: str, text: str) -> Rollout:
         name=check_unit_name(key, name),
         hash=_hash(key, obj),
         body=_str(key, obj, "body"),
-        units=tuple(check_unit_name(key, u) for u in units),
+        units=_unit_list(key, obj, "units"),
         old=old,
         old_bodies=old_bodies,
         max_unavailable=step,
         phase=phase,
         reason=_str(key, obj, "reason", default=""),
+        replaced=_unit_list(key, obj, "replaced"),
     )
