@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Literal
 
 from fleetd.cancel import first_failure
 from fleetd.errors import FleetError
-from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, UnitName, UnitState
 from fleetd.registry.cordons import Cordons
 from fleetd.registry.keyspace import Cordon, UnitRecord
 from fleetd.registry.kv import KeyValue, WatchCompacted, range_paged
-from fleetd.registry.reasons import Reasons
+from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.units import current_state, states_by_name, unit_views
@@ -46,6 +46,7 @@ class UnitStateRow:
 
     state: UnitState
     machine: MachineState | None
+    reason: str = ""  # what the engine did after the unit failed (Reschedule=on-failure), at this hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class UnitLocation:
     state: TargetState
     machine: MachineState | None
     reason: str = ""  # why no machine can run it (the engine's published reason), when unplaced
+    note: str = ""  # what the engine did after it failed (Reschedule=on-failure), at its current hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +172,16 @@ class FleetClient:
     async def machine_map(self) -> dict[MachineID, MachineState]:
         return {machine.id: machine for machine in await self.registry.list_machines()}
 
-    async def unit_state_rows(self) -> list[UnitStateRow]:
-        """Every published state sorted by unit then machine (two ranges: states and machines)."""
+    async def unit_state_rows(self, *, reasons: bool = False) -> list[UnitStateRow]:
+        """Every published state sorted by unit then machine (two ranges: states and machines; with
+        ``reasons`` a third: the engine's reschedule records)."""
         states = await self.registry.list_unit_states()
         machines = await self.machine_map()
-        return [UnitStateRow(state, machines.get(state.machine_id)) for state in states]
+        moved = await Reschedules(self.registry).read() if reasons else {}
+        return [
+            UnitStateRow(state, machines.get(state.machine_id), _moved(moved.get(state.name), state.hash))
+            for state in states
+        ]
 
     async def unit_file_rows(self, *, descriptions: bool) -> list[UnitFileRow]:
         """Every unit sorted by name with its current state and target machine (a few ranges; bodies are
@@ -221,6 +228,7 @@ class FleetClient:
         machines = await self.machine_map()
         unplaced = [name for name in present if not schedule.get(UnitName(name))]
         reasons = await self.unplaceable(unplaced) if unplaced else {}
+        moved = await Reschedules(self.registry).read(present)
         out: dict[str, UnitLocation | None] = {}
         for name in names:
             record = records.get(UnitName(name))
@@ -232,7 +240,8 @@ class FleetClient:
             machine_ids += sorted(state.machine_id for state in states if state.state.rank > 0)
             machine = next((machines[m] for m in machine_ids if m in machines), None)
             out[name] = UnitLocation(
-                name, record.is_global, current_state(states), machine, reasons.get(name, "")
+                name, record.is_global, current_state(states), machine, reasons.get(name, ""),
+                _moved(moved.get(UnitName(name)), record.hash),
             )
         return out
 
@@ -376,6 +385,10 @@ class FleetClient:
             if close is not None:
                 await close()
         return met
+
+
+def _moved(record: Rescheduled | None, unit_hash: str) -> str:
+    return record.reason if record is not None and record.hash == unit_hash else ""
 
 
 def _description(body: str) -> str:
