@@ -9,6 +9,8 @@ per-unit prefix Gets) for named units.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -267,11 +269,13 @@ class FleetClient:
             result = await range_paged(self.registry.kv, prefix, revision=revision)
             read[prefix] = {kv.key: kv for kv in result.kvs}
         builder = SnapshotBuilder(keys, parse_unit_body)
-        return builder.build(
+        built = builder.build(
             revision, machines=read[keys.machines], units=read[keys.units], targets=read[keys.targets],
             bodies=read[keys.bodies], schedule=read[keys.schedules], bodies_revision=revision,
-            cordons=read[keys.cordons],
+            cordons=read[keys.cordons], failed=read[keys.failed], rescheduled=read[keys.reschedules],
         )
+        # reschedule backoffs are wall-clock times, as the engine leader measures them
+        return dataclasses.replace(built, snapshot=dataclasses.replace(built.snapshot, now=time.time()))
 
     # Writes ---------------------------------------------------------------------------------------------
 
