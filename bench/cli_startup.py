@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.installed import installed_env  # noqa: E402
 from devcluster.etcd import EtcdServer  # noqa: E402
 from devcluster.sshd import SshAgent, SshServer  # noqa: E402
 
@@ -106,7 +107,7 @@ def _measure(rounds: int) -> None:
         runtime = tmp / "run"
         runtime.mkdir(mode=0o700)
         env = {
-            **os.environ,
+            **installed_env(),
             "XDG_RUNTIME_DIR": str(runtime),  # the tunnel session's socket, away from the user's own
             "FLEETCTL_KNOWN_HOSTS_FILE": str(tmp / "known_hosts"),
             "FLEETCTL_STRICT_HOST_KEY_CHECKING": "false",

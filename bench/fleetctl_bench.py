@@ -6,7 +6,8 @@ and connection included, as a user runs it); ``stop`` and ``cat`` of one unit ma
 requests whatever the cluster size. The machines are simulated fleetds (bench.cluster_sim: agent + engine
 candidate) that really started the units and published their states. Warm commands run the fleetctl CLI in
 one worker process (click's runner, its own event loop and etcd connection per command); a counting wrapper
-around the KV counts every etcd request. Cold commands run ``fleetctl.cli.main`` in a new interpreter each.
+around the KV counts every etcd request. Cold commands run ``fleetctl.cli.main`` in a new interpreter each,
+with the project's bytecode compiled as an installed package has it (``bench.installed``).
 
     .venv/bin/python -m bench fleetctl [--quick]
 """
@@ -26,6 +27,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from bench.cluster_sim import SimCluster, unit, wait_until
+from bench.installed import installed_env
 from bench.report import Figure
 from devcluster.etcd import EtcdServer
 from fleetctl.cli import cli
@@ -178,12 +180,13 @@ async def _cold(endpoint: str, runs: int, budget: float) -> list[float]:
     code = "import sys; from fleetctl.cli import main; sys.exit(main())"
     args = ["--endpoint", endpoint, "--request-timeout", "10", "list-units", "--no-legend"]
     times: list[float] = []
+    env = installed_env()
     deadline = time.monotonic() + budget
     while len(times) < runs and time.monotonic() < deadline:
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", code, *args,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=env,
         )  # fmt: skip
         _, err = await proc.communicate()
         if proc.returncode != 0:

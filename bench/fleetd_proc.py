@@ -30,11 +30,15 @@ def status_mb(field: str) -> float:
     return 0.0
 
 
-def run_fleetd(machine_hex: str, report: Report, engine_class: type[Engine] | None = None) -> int:
-    """Run fleetd against ``$BENCH_ETCD`` as machine ``machine_hex``; ``report`` runs beside it as a task."""
+def run_fleetd(
+    machine_hex: str, report: Report, engine_class: type[Engine] | None = None, api_socket: str = ""
+) -> int:
+    """Run fleetd against ``$BENCH_ETCD`` as machine ``machine_hex``; ``report`` runs beside it as a task.
+    With ``api_socket``, the HTTP API is served there (as fleetd serves it on /var/run/fleet.sock)."""
     from fleetd import server  # noqa: PLC0415 (the child alone imports fleetd's composition root)
     from fleetd.agent.agent import Agent, Handover  # noqa: PLC0415
     from fleetd.agent.identity import machine_state  # noqa: PLC0415
+    from fleetd.api.listen import ApiServer  # noqa: PLC0415
     from fleetd.config import Config  # noqa: PLC0415
     from fleetd.engine.engine import Engine  # noqa: PLC0415
     from fleetd.model import MachineID  # noqa: PLC0415
@@ -60,7 +64,11 @@ def run_fleetd(machine_hex: str, report: Report, engine_class: type[Engine] | No
             ttl=server.ENGINE_TTL_FACTOR * interval,
             grace=cfg.agent_ttl,
         )
-        components = server.Components(kv, manager, agent, engine)
+        api = None
+        if api_socket:
+            api = ApiServer(Registry(kv, cfg.etcd_key_prefix), socket_path=api_socket, listen="",
+                            token_limit=cfg.token_limit)
+        components = server.Components(kv, manager, agent, engine, api)
         tasks.append(asyncio.get_running_loop().create_task(report(components, manager, engine)))
         return components
 

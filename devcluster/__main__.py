@@ -28,7 +28,7 @@ from devcluster.nspawn import CHECKOUT, MachineError
 
 EXAMPLES = CHECKOUT / "deploy" / "examples"
 HELLO_INSTANCES = 3
-PODS = ("app-pod@1.service", "boot-pod@1.service")
+PODS = ("app-pod@1.service", "boot-pod@1.service", "podman-app@1.service")
 
 
 def _show(state: ClusterState, *args: str, check: bool = True, ssh: bool = False) -> str:
@@ -61,6 +61,8 @@ def run_demo(state: ClusterState) -> None:
         _show(state, "ssh", PODS[0], "machinectl", "list", ssh=True)
         _show(state, "status", PODS[0], ssh=True)
         _show(state, "journal", "--lines", "3", PODS[0], ssh=True)
+        _show(state, "ssh", "--pod", PODS[1], "hostname; systemctl is-system-running", ssh=True, check=False)
+        _show(state, "status", PODS[2], ssh=True)
     print()
     _show(state, "list-machines")
     print()

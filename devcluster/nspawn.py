@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devcluster.addresses import CLAIMS_DIRECTORY, claim_address, hand_over, release_address
+from devcluster.containers import containers_binds
 
 __all__ = [
     "CHECKOUT",
@@ -214,6 +215,7 @@ class Machine:
         self._binds += [
             Bind(self.workdir / "machine-id", "/etc/machine-id"),
             *_operator_account(self.workdir / "accounts"),
+            *(Bind(source, target) for source, target in containers_binds(self.workdir / "containers")),
             Bind(ssh / "sshd_config", "/etc/ssh/sshd_config"),
             Bind(ssh / "host_key", _HOST_KEY),
             Bind(ssh / "host_key.pub", f"{_HOST_KEY}.pub"),

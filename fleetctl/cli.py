@@ -28,6 +28,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command ended
 COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
     "cat": ("fleetctl.commands.cat", "Output the contents of a submitted unit."),
     "completion": ("fleetctl.completion", "Print the shell completion script for SHELL (bash, zsh or fish)."),
+    "dashboard": (
+        "fleetctl.commands.dashboard",
+        "Serve a live web dashboard of the cluster on this machine until Ctrl-C.",
+    ),
     "destroy": (
         "fleetctl.commands.units",
         "Destroy one or more units in the cluster; waits until no machine runs them (unless --no-block).",
@@ -56,6 +60,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
         "fleetctl.commands.units",
         "Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it.",
     ),
+    "set-metadata": (
+        "fleetctl.commands.metadata",
+        "Set metadata on a machine live (kept across fleetd restarts); prints the units that move.",
+    ),
     "ssh": (
         "fleetctl.commands.remote",
         "Open interactive shell on a machine in the cluster, or run a command there.",
@@ -68,6 +76,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
     "stop": ("fleetctl.commands.units", "Instruct systemd to stop one or more units in the cluster."),
     "submit": ("fleetctl.commands.units", "Upload one or more units to the cluster without starting them."),
     "uncordon": ("fleetctl.commands.machines", "Make a drained (cordoned) machine schedulable again."),
+    "unset-metadata": (
+        "fleetctl.commands.metadata",
+        "Remove metadata keys from a machine live (configured ones too); prints the units that move.",
+    ),
     "unload": ("fleetctl.commands.units", "Unschedule one or more units in the cluster."),
     "verify": (
         "fleetctl.commands.verify",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fleetd.cancel import first_failure
 from fleetd.errors import FleetError
+from fleetd.metadata import MetadataChange
 from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, UnitName, UnitState
 from fleetd.registry.cordons import Cordons
 from fleetd.registry.keyspace import Cordon, UnitRecord
@@ -251,6 +252,10 @@ class FleetClient:
         """Cordoned machines (``fleetctl drain``), live or not."""
         return await Cordons(self.registry).read()
 
+    async def live_metadata(self) -> dict[MachineID, dict[str, str]]:
+        """Live metadata overrides by machine (set-metadata), live or not."""
+        return await self.registry.read_metadata()
+
     async def machine_schedule(self, machine_id: str) -> Mapping[UnitName, ScheduledUnit]:
         """What the engine scheduled to one machine."""
         return await self.registry.machine_schedule(machine_id)
@@ -272,7 +277,8 @@ class FleetClient:
         built = builder.build(
             revision, machines=read[keys.machines], units=read[keys.units], targets=read[keys.targets],
             bodies=read[keys.bodies], schedule=read[keys.schedules], bodies_revision=revision,
-            cordons=read[keys.cordons], failed=read[keys.failed], rescheduled=read[keys.reschedules],
+            cordons=read[keys.cordons], metadata=read[keys.metadata], failed=read[keys.failed],
+            rescheduled=read[keys.reschedules],
         )
         # reschedule backoffs are wall-clock times, as the engine leader measures them
         return dataclasses.replace(built, snapshot=dataclasses.replace(built.snapshot, now=time.time()))
@@ -285,6 +291,9 @@ class FleetClient:
     async def uncordon(self, machine_id: str) -> bool:
         """False when the machine was not cordoned."""
         return await Cordons(self.registry).uncordon(machine_id)
+
+    async def patch_metadata(self, changes: Sequence[MetadataChange]) -> None:
+        await self.registry.patch_metadata(changes)
 
     async def ensure_schema(self) -> None:
         await self.registry.ensure_schema()

@@ -43,7 +43,11 @@ def has_magic(pattern: str) -> bool:
 def match(pattern: str, name: str) -> bool:
     """True when ``name`` matches ``pattern`` entirely; False for a malformed pattern. Never raises."""
     compiled = _load(pattern)
-    return compiled is not None and _match(compiled.chunks, name)
+    if compiled is None:
+        return False
+    if compiled.parts is not None and "/" not in name:
+        return _match_parts(compiled.parts, name)
+    return _match(compiled.chunks, name)
 
 
 def is_valid(pattern: str) -> bool:
@@ -98,6 +102,24 @@ class _Chunk:
 class _Pattern:
     chunks: tuple[_Chunk, ...]
     stars: int  # "*" characters that are wildcards (not escaped, not in a class)
+    parts: tuple[str, ...] | None  # the text between stars, when the only metacharacter is "*"
+
+
+def _match_parts(parts: tuple[str, ...], name: str) -> bool:
+    """``_match`` for a pattern of literal text and stars, and a name without "/": each part between stars
+    at its leftmost place (string searches instead of shift-and; the same answer)."""
+    head, tail = parts[0], parts[-1]
+    if len(parts) == 1:
+        return name == head
+    if len(name) < len(head) + len(tail) or not name.startswith(head) or not name.endswith(tail):
+        return False
+    pos, end = len(head), len(name) - len(tail)
+    for part in parts[1:-1]:
+        found = name.find(part, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(part)
+    return True
 
 
 def _match(chunks: tuple[_Chunk, ...], name: str) -> bool:
@@ -187,7 +209,8 @@ def _parse(pattern: str) -> _Pattern | None:
             i += 1
     if star or terms:
         chunks.append(_chunk(star, terms))
-    return _Pattern(tuple(chunks), stars)
+    parts = None if any(c in pattern for c in "?[\\") else tuple(pattern.split("*"))
+    return _Pattern(tuple(chunks), stars, parts)
 
 
 def _parse_class(pattern: str, i: int) -> tuple[_Class, int] | None:

@@ -113,7 +113,8 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
     api = None
     if not config.disable_api and (config.api_socket or config.api_listen):
         api = ApiServer(
-            registry, socket_path=config.api_socket, listen=config.api_listen, token_limit=config.token_limit
+            registry, socket_path=config.api_socket, listen=config.api_listen, token_limit=config.token_limit,
+            machine_id=machine_id,
         )
     return Components(kv, units, agent, engine, api)
 

@@ -11,13 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fleetd.model import MachineID, TargetState, UnitName, UnitState
-from fleetd.registry.keyspace import UnitRecord
+from fleetd.registry.keyspace import BadRecord, UnitRecord
+from fleetd.registry.kv import range_paged
 from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import body_requirements
 from fleetd.unitfile.unit import UnitFile
 
-__all__ = ["UnitView", "current_state", "is_global", "new_record", "states_by_name", "unit_views"]
+__all__ = [
+    "UnitView", "current_state", "is_global", "new_record", "states_by_name", "unit_view", "unit_views",
+]
 
 
 def is_global(unit_file: UnitFile, name: str) -> bool:
@@ -82,3 +85,30 @@ async def unit_views(registry: Registry) -> list[UnitView]:
             reason = moved.reason
         views.append(UnitView(record, current, machine_id, reason))
     return sorted(views, key=lambda view: view.record.name)
+
+
+async def unit_view(registry: Registry, name: str) -> UnitView | None:
+    """One unit's view as ``unit_views`` computes it, without reading every unit: its record and target (one
+    Txn), its states (one range of ``states/<name>/``) and its schedule entries on live machines (the
+    machine IDs, then one packed Txn of Gets). None when the unit does not exist."""
+    record = await registry.get_unit(name)
+    if record is None:
+        return None
+    if record.is_global:
+        return UnitView(record, None, None)
+    current = current_state(await registry.list_unit_states([name]))
+    machines = []
+    for kv in (await range_paged(registry.kv, registry.keys.machines)).kvs:
+        try:
+            machines.append(registry.keys.machine_id(kv.key))
+        except BadRecord as exc:
+            registry.skip(exc, kv.mod_revision)
+    keys = registry.keys
+    found = await registry.get_many([keys.scheduled(machine_id, name) for machine_id in machines])
+    placed = [m for m in machines if keys.scheduled(m, name) in found]
+    machine_id = min(placed, default=None)
+    reason = ""
+    if machine_id is None:
+        why = (await Reasons(registry).read([name])).get(UnitName(name))
+        reason = why.reason if why is not None and why.hash == record.hash else ""
+    return UnitView(record, current, machine_id, reason)

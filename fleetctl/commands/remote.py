@@ -23,8 +23,9 @@ from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetctl.ssh import remote
 from fleetctl.ssh.config import DEFAULT_SSH_PORT
+from fleetctl.ssh.pod import ssh_pod
 from fleetctl.ssh.remote import RemoteRefused, Runner
-from fleetd.model import MachineState
+from fleetd.model import MachineState, UnitName
 from fleetd.unitfile.names import mangle
 
 __all__ = ["COMMANDS", "RunnerFactory", "default_runner"]
@@ -177,6 +178,13 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
 @click.option("--machine", default="", help="Open SSH connection to a specific machine.")
 @click.option("--unit", default="", help="Open SSH connection to machine running provided unit.")
 @click.option(
+    "--pod",
+    default="",
+    metavar="UNIT",
+    shell_complete=complete_units,
+    help="Open a shell in the pod (systemd-nspawn container) that UNIT runs, on its machine.",
+)
+@click.option(
     "-A",
     "--forward-agent",
     "--A",
@@ -196,7 +204,13 @@ def journal(  # noqa: PLR0917 (click passes options as keywords)
 )
 @click.pass_context
 def ssh(  # noqa: PLR0917 (click passes options as keywords)
-    ctx: click.Context, machine: str, unit: str, forward_agent: bool, ssh_port: int, args: tuple[str, ...]
+    ctx: click.Context,
+    machine: str,
+    unit: str,
+    pod: str,
+    forward_agent: bool,
+    ssh_port: int,
+    args: tuple[str, ...],
 ) -> None:
     """Open interactive shell on a machine in the cluster, or run a command there.
 
@@ -204,6 +218,7 @@ def ssh(  # noqa: PLR0917 (click passes options as keywords)
     fleetctl ssh [-A] [--ssh-port N] MACHINE|UNIT [--] [COMMAND...]
     fleetctl ssh [-A] [--ssh-port N] --machine ID [--] [COMMAND...]
     fleetctl ssh [-A] [--ssh-port N] --unit NAME [--] [COMMAND...]
+    fleetctl ssh [-A] [--ssh-port N] --pod UNIT [--] [COMMAND...]
 
     MACHINE is a machine ID or a unique prefix of one; UNIT a unit name (its machine is used). An argument
     that names both is refused: say which with --machine or --unit.
@@ -212,13 +227,23 @@ def ssh(  # noqa: PLR0917 (click passes options as keywords)
     redirections and variables work there; quote them to keep them from the local shell. Options after the
     target belong to COMMAND. Without COMMAND: an interactive shell.
 
+    --pod: inside the unit's pod (its ExecStart runs systemd-nspawn; the pod is the --machine= name there,
+    specifiers expanded): `machinectl shell` for a booted pod, `nsenter` into an application pod; COMMAND
+    is run by the pod's /bin/sh. Needs root on the machine (or polkit rules that allow it).
+
     \b
     Examples:
       fleetctl ssh 1a2b3c 'journalctl -u hello.service | grep -i error'
       fleetctl ssh hello.service -- ls -l /run/fleet
       fleetctl ssh -A --unit hello.service
       echo data | fleetctl ssh --machine 1a2b3c 'cat > /tmp/data'
+      fleetctl ssh --pod app-pod@1.service 'ps; hostname'
     """
+    if pod:
+        if machine or unit:
+            raise UsageFailed("Use only one of --machine, --unit and --pod.")
+        _ssh_pod(ctx, mangle(pod), list(args), forward_agent, ssh_port)
+        return
     words = list(args)
     target = "" if machine or unit else (words.pop(0) if words else "")
     if words[:1] == ["--"]:
@@ -245,6 +270,28 @@ def ssh(  # noqa: PLR0917 (click passes options as keywords)
                 lookup=lookup,
                 runner=runner,
                 port=ssh_port,
+                forward_agent=forward_agent,
+            )
+    except RemoteRefused as exc:
+        raise CommandFailed(str(exc)) from exc
+    _exit(ctx, code)
+
+
+def _ssh_pod(ctx: click.Context, name: str, words: list[str], forward_agent: bool, ssh_port: int) -> None:
+    if words[:1] == ["--"]:
+        words = words[1:]
+
+    async def action(client: FleetClient) -> tuple[dict[str, UnitLocation | None], str | None]:
+        records = await client.units([name])
+        record = records.get(UnitName(name))
+        body = await client.body(record) if record is not None else None
+        return await client.unit_locations([name]), body
+
+    locations, body = run(ctx, action)
+    try:
+        with _runner(ctx, forward_agent, forward_stdin=bool(words)) as runner:
+            code = ssh_pod(
+                name, body, words, lookup=_lookup(locations), runner=runner, port=ssh_port,
                 forward_agent=forward_agent,
             )
     except RemoteRefused as exc:

@@ -61,6 +61,7 @@ class Runner(Protocol):
     def run(self, machine: MachineState, argv: Sequence[str], port: int) -> int: ...
     def shell(self, machine: MachineState, port: int, forward_agent: bool) -> int: ...
     def run_ssh(self, machine: MachineState, argv: Sequence[str], port: int, forward_agent: bool) -> int: ...
+    def terminal(self, machine: MachineState, command: str, port: int, forward_agent: bool) -> int: ...
 
 
 def quote_command(argv: Sequence[str]) -> str:
@@ -299,6 +300,10 @@ class SSHRunner:
 
     def shell(self, machine: MachineState, port: int, forward_agent: bool) -> int:
         return self._connection(_address(machine), port).shell(forward_agent=forward_agent)
+
+    def terminal(self, machine: MachineState, command: str, port: int, forward_agent: bool) -> int:
+        """``command`` (a shell command line) wired to this terminal, as ``shell`` is."""
+        return self._connection(_address(machine), port).shell(forward_agent=forward_agent, command=command)
 
     def close(self) -> None:
         for connection in self._connections.values():

@@ -42,6 +42,7 @@ class SessionChannel(Protocol):
     def shutdown_write(self) -> None: ...
     def get_pty(self, term: str, width: int, height: int) -> None: ...
     def invoke_shell(self) -> None: ...
+    def exec_command(self, command: str) -> None: ...
     def resize_pty(self, width: int, height: int) -> None: ...
 
 
@@ -91,8 +92,9 @@ def _terminal_size(fd: int) -> tuple[int, int]:
     return size.columns, size.lines
 
 
-def pump_interactive(channel: SessionChannel) -> int:
-    """Run a login shell on the channel wired to this process's terminal; return its exit status."""
+def pump_interactive(channel: SessionChannel, command: str = "") -> int:
+    """Run a login shell (or ``command``, e.g. one opening a shell elsewhere) on the channel wired to this
+    process's terminal; return its exit status."""
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     is_tty = os.isatty(stdin_fd)
     saved_mode = None
@@ -100,7 +102,10 @@ def pump_interactive(channel: SessionChannel) -> int:
     if is_tty:
         width, height = _terminal_size(stdin_fd)
         channel.get_pty(term=_TERM, width=width, height=height)
-    channel.invoke_shell()
+    if command:
+        channel.exec_command(command)
+    else:
+        channel.invoke_shell()
     try:
         if is_tty:
             saved_mode = termios.tcgetattr(stdin_fd)

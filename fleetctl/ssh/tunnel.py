@@ -320,11 +320,12 @@ class SSHConnection:
             channel.close()
         return self._result(status)
 
-    def shell(self, *, forward_agent: bool | None = None) -> int:
-        """An interactive login shell (a PTY of the terminal's size when stdin is a TTY); its exit code."""
+    def shell(self, *, forward_agent: bool | None = None, command: str = "") -> int:
+        """An interactive login shell, or ``command`` run the same way (a PTY of the terminal's size when
+        stdin is a TTY); its exit code."""
         channel = self._session(forward_agent)
         try:
-            status = pump_interactive(channel)
+            status = pump_interactive(channel, command)
         except (paramiko.SSHException, EOFError) as exc:
             raise TunnelError(f"tunnel dropped mid-command: the connection to {self.name} was lost") from exc
         finally:

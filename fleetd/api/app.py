@@ -20,12 +20,13 @@ from fleetd import metrics
 from fleetd.api.discovery import DOCUMENT
 from fleetd.api.pagination import PageToken, TokenError, page_of, parse_tokens
 from fleetd.errors import FleetError, RegistryUnavailable, UnitFileError, UnitNameError
+from fleetd.metadata import PatchError, parse_patch
 from fleetd.model import VERSION, MachineState, TargetState, UnitState
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import checked_unit_file
 from fleetd.unitfile.names import UnitNameInfo, validate_unit_name
 from fleetd.unitfile.unit import UnitFile
-from fleetd.units import UnitView, new_record, unit_views
+from fleetd.units import UnitView, new_record, unit_view, unit_views
 
 __all__ = ["PREFIXES", "UNAVAILABLE", "ApiError", "make_app"]
 
@@ -149,7 +150,7 @@ async def get_unit(request: web.Request) -> web.Response:
 
 
 async def _view(registry: Registry, name: str) -> UnitView | None:
-    return next((view for view in await unit_views(registry) if view.record.name == name), None)
+    return await unit_view(registry, name)
 
 
 async def delete_unit(request: web.Request) -> web.Response:
@@ -259,6 +260,26 @@ async def list_machines(request: web.Request) -> web.Response:
     return web.json_response(_page_json("machines", [_machine_json(m) for m in page], following))
 
 
+async def patch_machines(request: web.Request) -> web.Response:
+    """Live metadata: a JSON Patch of ``/<machine-id>/metadata/<key>`` paths (fleet's ``PATCH /machines``),
+    or of ``/metadata/<key>`` paths on ``/machines/<id>`` (404 for a machine neither live nor with live
+    metadata). Checked whole before anything is written; 204."""
+    machine_id = request.match_info.get("id")
+    try:
+        changes = parse_patch(json.loads(await request.read()), machine_id)
+    except PatchError as exc:
+        raise ApiError(400, str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"unable to decode body: {exc}") from None
+    registry = request.app[REGISTRY_KEY]
+    if machine_id is not None:
+        keys = registry.keys
+        if not await registry.get_many([keys.machine(machine_id), keys.machine_metadata(machine_id)]):
+            raise ApiError(404, "machine does not exist")
+    await registry.patch_metadata(changes)
+    return web.Response(status=204)
+
+
 async def metrics_page(request: web.Request) -> web.Response:
     response = web.Response(body=generate_latest(metrics.REGISTRY))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -269,14 +290,20 @@ async def not_allowed(request: web.Request) -> web.Response:
     raise ApiError(405, "")
 
 
-def make_app(registry: Registry, *, token_limit: int = 100) -> web.Application:
-    """The API application on ``registry``; pages hold ``token_limit`` items."""
+def make_app(
+    registry: Registry, *, token_limit: int = 100, root: Callable[[web.Application], None] | None = None
+) -> web.Application:
+    """The API application on ``registry``; pages hold ``token_limit`` items. ``root`` registers what
+    ``/`` serves (the dashboard's routes); without it ``/`` is not allowed."""
     app = web.Application(middlewares=[_errors])
     app[REGISTRY_KEY] = registry
     app[LIMIT_KEY] = token_limit
     app.on_response_prepare.append(_server_header)
     app.router.add_get("/metrics", metrics_page)
-    app.router.add_route("*", "/", not_allowed)
+    if root is not None:
+        root(app)
+    else:
+        app.router.add_route("*", "/", not_allowed)
     for prefix in PREFIXES:
         app.router.add_route("*", prefix, not_allowed)
         app.router.add_get(f"{prefix}/discovery", discovery)
@@ -287,4 +314,6 @@ def make_app(registry: Registry, *, token_limit: int = 100) -> web.Application:
         app.router.add_get(f"{prefix}/state", list_states)
         app.router.add_get(f"{prefix}/state/{{name}}", get_state)
         app.router.add_get(f"{prefix}/machines", list_machines)
+        app.router.add_patch(f"{prefix}/machines", patch_machines)
+        app.router.add_patch(f"{prefix}/machines/{{id}}", patch_machines)
     return app

@@ -64,6 +64,16 @@ DOCUMENT: dict[str, Any] = {
             },
         },
         "MachinePage": _page("machines", "Machine"),
+        "MetadataOperation": {
+            "id": "MetadataOperation",
+            "type": "object",
+            "properties": {
+                "op": _string(enum=["add", "remove", "replace"]),
+                "path": _string(),
+                "value": {"type": "object", "properties": {"value": _string()}},
+            },
+        },
+        "MetadataPatch": {"id": "MetadataPatch", "type": "array", "items": {"$ref": "MetadataOperation"}},
         "UnitOption": {
             "id": "UnitOption",
             "type": "object",
@@ -96,6 +106,13 @@ DOCUMENT: dict[str, Any] = {
         "Machines": {"methods": {
             "List": _method("Machine.List", "Retrieve a page of Machine objects.", "GET", "machines",
                             parameters=_TOKEN, response={"$ref": "MachinePage"}),
+            "Patch": _method("Machine.Patch", "Change machines' metadata: paths /<machineID>/metadata/<key>.",
+                             "PATCH", "machines", request={"$ref": "MetadataPatch"}),
+            "PatchMachine": _method(
+                "Machine.PatchMachine", "Change one machine's metadata: paths /metadata/<key>.", "PATCH",
+                "machines/{machineID}", parameters={"machineID": _string(location="path", required=True)},
+                parameterOrder=["machineID"], request={"$ref": "MetadataPatch"},
+            ),
         }},
         "Units": {"methods": {
             "List": _method("Unit.List", "Retrieve a page of Unit objects.", "GET", "units",

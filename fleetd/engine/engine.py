@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 
-from fleetd import metrics
+from fleetd import heap, metrics
 from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder
 from fleetd.engine.election import Election
 from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
@@ -64,8 +64,8 @@ parse_unit_body: BodyParser = body_requirements
 def mirrored_prefixes(keys: Keyspace) -> list[str]:
     """The prefixes the leader mirrors (one watch each)."""
     return [
-        keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies, keys.cordons, keys.failed,
-        keys.reschedules,
+        keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies, keys.cordons, keys.metadata,
+        keys.failed, keys.reschedules,
     ]
 
 
@@ -152,6 +152,7 @@ class Engine:
                 await follow
             self.mirror, self._planned = None, None
             self._builder = SnapshotBuilder(self.registry.keys, self._parse_body)
+            heap.release()
 
     def open_mirror(self) -> Mirror:
         """Start a term: a fresh registry copy (the caller runs ``mirror.run()``), caches and grace."""
@@ -200,6 +201,7 @@ class Engine:
         except Exception:  # a bug in one pass must not stop the engine: log it, retry on the next wake-up
             result = "error"
             logger.exception("engine pass failed")
+        heap.settle()
         elapsed = self._clock() - started
         metrics.ENGINE_PASSES.labels(result).inc()
         metrics.ENGINE_PASS_SECONDS.observe(elapsed)
@@ -216,15 +218,15 @@ class Engine:
     def _copy_mirror(self) -> _Copy:
         """The mirror's prefixes copied (plain dict copies: quick), to build from off the event loop."""
         m, keys = self._leading_mirror(), self.registry.keys
-        machines, units, targets, bodies, schedule, cordons, failed, rescheduled = (
+        machines, units, targets, bodies, schedule, cordons, metadata, failed, rescheduled = (
             dict(m.items(prefix))
             for prefix in (keys.machines, keys.units, keys.targets, keys.bodies, keys.schedules, keys.cordons,
-                           keys.failed, keys.reschedules)
+                           keys.metadata, keys.failed, keys.reschedules)
         )
         build = partial(
             self._builder.build, m.revision, machines=machines, units=units, targets=targets, bodies=bodies,
-            schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons, failed=failed,
-            rescheduled=rescheduled,
+            schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons, metadata=metadata,
+            failed=failed, rescheduled=rescheduled,
         )
         return _Copy(build, bodies, min(m.revision_of(keys.units), m.revision_of(keys.schedules)))
 
@@ -241,8 +243,12 @@ class Engine:
         built = dataclasses.replace(
             built, snapshot=dataclasses.replace(built.snapshot, held_machines=held, now=self._wall_clock())
         )
-        garbage = self._unreferenced_bodies(built, copy)
-        return built, await asyncio.to_thread(plan_cluster, built.snapshot), garbage
+        plan, garbage = await asyncio.to_thread(self._plan_and_collect, built, copy)
+        return built, plan, garbage
+
+    def _plan_and_collect(self, built: Built, copy: _Copy) -> tuple[EnginePlan, dict[str, int]]:
+        """Off the event loop: the plan, and the bodies nothing references (both walk the whole copy)."""
+        return plan_cluster(built.snapshot), self._unreferenced_bodies(built, copy)
 
     async def reconcile(self) -> None:
         """One pass: snapshot, plan, apply, then collect unreferenced bodies. Leader only."""

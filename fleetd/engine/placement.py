@@ -9,14 +9,15 @@ machine and its local units; the engine supplies its own indexed view.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from fleetd.glob import has_magic, match
 from fleetd.model import MachineID, MachineState, Unit, UnitName
 
 __all__ = [
+    "BlockerKey",
     "ConflictIndex",
     "LoadIndex",
     "LocalView",
@@ -232,14 +233,21 @@ class LoadIndex:
             yield from self._buckets[level]
 
 
+BlockerKey = tuple[Literal["named", "declared"], str]
+"""One set of machines a unit may be blocked by: those holding a unit a pattern names, or declaring it."""
+
+BlockerHook = Callable[[BlockerKey, MachineID], None]
+
+
 class ConflictIndex:
     """Per Conflicts pattern: the machines holding a unit it names, and those holding a unit declaring it.
 
     A unit conflicts with every machine in ``blockers(unit)``, so the engine can skip (or give up on)
     machines without running ``can_run`` on each: this keeps a pass fast when many units conflict.
+    ``on_change``, when set, is called with the set and the machine whenever a machine enters or leaves one.
     """
 
-    __slots__ = ("_declared", "_magic", "_matching", "_named", "_plain")
+    __slots__ = ("_declared", "_magic", "_matching", "_named", "_plain", "on_change")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         unique = sorted(set(patterns))
@@ -248,6 +256,7 @@ class ConflictIndex:
         self._named: dict[str, dict[MachineID, int]] = {pattern: {} for pattern in unique}
         self._declared: dict[str, dict[MachineID, int]] = {pattern: {} for pattern in unique}
         self._matching: dict[str, tuple[str, ...]] = {}
+        self.on_change: BlockerHook | None = None
 
     def _patterns_matching(self, name: str) -> tuple[str, ...]:
         found = self._matching.get(name)
@@ -264,14 +273,30 @@ class ConflictIndex:
         self._count(unit, machine_id, -1)
 
     def _count(self, unit: Unit, machine_id: MachineID, step: int) -> None:
-        pairs = [(self._named[p], machine_id) for p in self._patterns_matching(unit.name)]
-        pairs += [(self._declared[p], machine_id) for p in unit.requirements.conflicts if p in self._declared]
-        for counts, machine in pairs:
-            total = counts.get(machine, 0) + step
+        keys: list[BlockerKey] = [("named", p) for p in self._patterns_matching(unit.name)]
+        keys += [("declared", p) for p in unit.requirements.conflicts if p in self._declared]
+        for key in keys:
+            counts = self._sets(key[0])[key[1]]
+            total = counts.get(machine_id, 0) + step
             if total:
-                counts[machine] = total
+                counts[machine_id] = total
             else:
-                del counts[machine]
+                del counts[machine_id]
+            if self.on_change is not None and total in (0, step):
+                self.on_change(key, machine_id)
+
+    def _sets(self, kind: Literal["named", "declared"]) -> dict[str, dict[MachineID, int]]:
+        return self._named if kind == "named" else self._declared
+
+    def signature(self, unit: Unit) -> tuple[BlockerKey, ...]:
+        """Every set ``blockers(unit)`` may draw from, empty or not (stable while the pass goes on)."""
+        keys: list[BlockerKey] = [("named", p) for p in unit.requirements.conflicts if p in self._named]
+        keys += [("declared", p) for p in self._patterns_matching(unit.name)]
+        return tuple(sorted(set(keys)))
+
+    def blocks(self, key: BlockerKey, machine_id: MachineID) -> bool:
+        """Is ``machine_id`` in the set ``key``?"""
+        return machine_id in self._sets(key[0])[key[1]]
 
     def blockers(self, unit: Unit) -> list[Mapping[MachineID, int]]:
         """Sets of machines (as mappings) where ``unit``, not placed yet, would meet a conflict."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 from fleetd.errors import RegistryError, UnitNameError
+from fleetd.metadata import REMOVED, check_key, check_value
 from fleetd.model import MAX_UNITS_LIMIT, MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.unitfile.names import validate_unit_name
@@ -38,6 +39,7 @@ __all__ = [
     "decode_cordon",
     "decode_global",
     "decode_machine",
+    "decode_metadata",
     "decode_schedule",
     "decode_target",
     "decode_unit",
@@ -46,6 +48,7 @@ __all__ = [
     "encode_cordon",
     "encode_global",
     "encode_machine",
+    "encode_metadata",
     "encode_schedule",
     "encode_unit",
     "encode_unit_state",
@@ -232,6 +235,14 @@ class Keyspace:
         return self.cordons + machine_id
 
     @property
+    def metadata(self) -> str:
+        """``metadata/<machine-id>``: live metadata overrides (fleetctl set-metadata, PATCH /machines)."""
+        return self.prefix + "metadata/"
+
+    def machine_metadata(self, machine_id: str) -> str:
+        return self.metadata + machine_id
+
+    @property
     def states(self) -> str:
         return self.prefix + "states/"
 
@@ -331,6 +342,10 @@ class Keyspace:
         """The valid machine ID of a ``cordons/<id>`` key."""
         return check_machine_id(key, self.leaf(key, self.cordons))
 
+    def metadata_machine(self, key: str) -> MachineID:
+        """The valid machine ID of a ``metadata/<id>`` key."""
+        return check_machine_id(key, self.leaf(key, self.metadata))
+
     def body_hash(self, key: str) -> str:
         """The 40-hex hash of a ``bodies/<hash>`` key."""
         return _check_hash(key, self.leaf(key, self.bodies), "body key")
@@ -423,6 +438,28 @@ def decode_machine(key: str, text: str) -> MachineState:
         version=_str(key, obj, "version", default=""),
         max_units=max_units,
     )
+
+
+def encode_metadata(overrides: Mapping[str, str]) -> str:
+    """The ``metadata/<id>`` value: ``{"overrides": {key: value}}``, '' hiding a configured key."""
+    return _dumps({"overrides": dict(overrides)})
+
+
+@_total
+def decode_metadata(key: str, text: str) -> dict[str, str]:
+    """Live metadata overrides; BadRecord unless every key and value follows ``fleetd.metadata``'s rules."""
+    obj = _object(key, text)
+    overrides = obj.get("overrides")
+    if not isinstance(overrides, dict):
+        raise BadRecord(key, "field 'overrides' must be a JSON object")
+    for name, value in overrides.items():
+        if not isinstance(value, str):
+            raise BadRecord(key, f"override {show(str(name))} must be a string")
+        _text(key, name + value, "field 'overrides'")
+        problem = check_key(name) or (None if value == REMOVED else check_value(value))
+        if problem is not None:
+            raise BadRecord(key, show(problem))
+    return dict(overrides)
 
 
 def encode_unit(record: UnitRecord) -> str:

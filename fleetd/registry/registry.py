@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fleetd.errors import CASConflict, NotFound, RegistryError
+from fleetd.metadata import MetadataChange, applied, merged
 from fleetd.model import (
     Action,
     EnginePlan,
@@ -151,7 +152,10 @@ class Registry:
         raise CASConflict(f"machine {state.id}: record kept changing while registering")
 
     async def list_machines(self) -> tuple[MachineState, ...]:
+        """Live machines sorted by ID, their live metadata merged over the configured one (two ranges, at
+        one revision)."""
         result = await range_paged(self.kv, self.keys.machines)
+        overrides = await self.read_metadata(result.revision)
         machines = []
         for kv in result.kvs:
             try:
@@ -161,8 +165,53 @@ class Registry:
             except BadRecord as exc:
                 self.skip(exc, kv.mod_revision)
                 continue
-            machines.append(machine)
+            machines.append(merged(machine, overrides.get(machine.id, {})))
         return tuple(sorted(machines, key=lambda m: m.id))
+
+    async def read_metadata(self, revision: int = 0) -> dict[MachineID, dict[str, str]]:
+        """Live metadata overrides by machine (live or not); bad entries are skipped (see the header)."""
+        out: dict[MachineID, dict[str, str]] = {}
+        for kv in (await range_paged(self.kv, self.keys.metadata, revision=revision)).kvs:
+            try:
+                out[self.keys.metadata_machine(kv.key)] = ks.decode_metadata(kv.key, kv.value)
+            except BadRecord as exc:
+                self.skip(exc, kv.mod_revision)
+        return out
+
+    async def patch_metadata(self, changes: Sequence[MetadataChange]) -> None:
+        """Apply live metadata changes, in order, atomically per machine (each machine's write compares on
+        the overrides it read; a concurrent change is re-read and retried). An entry left with no
+        overrides is deleted. A stored entry that does not decode is replaced."""
+        by_machine: dict[MachineID, list[MetadataChange]] = {}
+        for change in changes:
+            by_machine.setdefault(change.machine_id, []).append(change)
+        pending = dict(by_machine)
+        for _ in range(_SET_TARGET_ATTEMPTS):
+            found = await self.get_many([self.keys.machine_metadata(m) for m in sorted(pending)])
+            groups: list[Group[MachineID]] = []
+            for machine_id, machine_changes in sorted(pending.items()):
+                key = self.keys.machine_metadata(machine_id)
+                kv = found.get(key)
+                current: dict[str, str] = {}
+                if kv is not None:
+                    try:
+                        current = ks.decode_metadata(kv.key, kv.value)
+                    except BadRecord as exc:
+                        self.skip(exc, kv.mod_revision)
+                new = applied(current, machine_changes)
+                op: Op = Put(key, ks.encode_metadata(new)) if new else Delete(key)
+                guard = (
+                    Compare(key, CompareTarget.MOD, CompareOp.EQUAL, kv.mod_revision) if kv is not None
+                    else Compare(key, CompareTarget.CREATE, CompareOp.EQUAL, 0)
+                )
+                groups.append(Group(machine_id, (op,), (guard,)))
+            for batch in pack(groups):
+                if (await self.kv.txn(batch.compares, batch.ops)).succeeded:
+                    for machine_id in batch.tags:
+                        pending.pop(machine_id)
+            if not pending:
+                return
+        raise CASConflict(f"metadata kept changing on machines {', '.join(sorted(pending))}")
 
     async def remove_machine(self, machine_id: str) -> None:
         await self.kv.delete(self.keys.machine(machine_id))

@@ -181,6 +181,20 @@ def test_matches_the_reference(pattern: str, name: str) -> None:
         assert match(pattern, name) is (compiled is not None and compiled.fullmatch(name) is not None)
 
 
+STAR_PATTERNS = st.text(alphabet="ab*", max_size=12)
+PLAIN_NAMES = st.text(alphabet="ab", max_size=14)
+
+
+@settings(max_examples=1000)
+@given(STAR_PATTERNS, PLAIN_NAMES)
+def test_literal_and_star_patterns_take_the_string_search_path_with_the_same_answer(
+    pattern: str, name: str
+) -> None:
+    compiled = reference(pattern)
+    assert compiled is not None
+    assert match(pattern, name) is (compiled.fullmatch(name) is not None)
+
+
 @given(st.text(max_size=40), st.text(max_size=40))
 def test_match_is_total(pattern: str, name: str) -> None:
     assert isinstance(match(pattern, name), bool)

@@ -292,6 +292,8 @@ def test_discovery_document_names_fleets_resources() -> None:
                 "UnitPage",
                 "UnitState",
                 "UnitStatePage",
+                "MetadataOperation",
+                "MetadataPatch",
             }
             methods = document["resources"]["Units"]["methods"]
             assert {m["httpMethod"] for m in methods.values()} == {"GET", "PUT", "DELETE"}

@@ -163,6 +163,22 @@ case(
     place(ping[0], "m2"),
     place(pong[0], "m2"),
 )
+ssd = unit("ssd.service", metadata={"disk": ["ssd"]})
+case(
+    "live metadata: a machine that lost disk=ssd gives its unit to one that has it now",
+    snapshot([machine("m1", disk="hdd"), machine("m2", disk="ssd")], [ssd], {"ssd.service": "m1"}),
+    drop("ssd.service", "m1", unable("m1", "local Machine metadata insufficient")),
+    place(ssd, "m2"),
+)
+case(
+    "live metadata: no machine left with disk=ssd: the unit is unscheduled and waits",
+    snapshot([M1, M2], [ssd], {"ssd.service": "m2"}),
+    drop("ssd.service", "m2", unable("m2", "local Machine metadata insufficient")),
+)
+case(
+    "live metadata: a machine still satisfying it keeps its unit",
+    snapshot([machine("m1", disk="ssd", extra="x"), machine("m2", disk="ssd")], [ssd], {"ssd.service": "m1"}),
+)
 leader = unit("zz-leader.service", metadata={"role": ["db"]})
 follower = unit("aa-follower.service", peers=["zz-leader.service"])
 case(

@@ -6,11 +6,13 @@ import dataclasses
 from collections.abc import Mapping
 from random import Random
 from typing import TypeVar
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetd.agent.plan import desired_units
+from fleetd.engine import plan as plan_module
 from fleetd.engine.placement import LocalView, can_run, replaced_units
 from fleetd.engine.plan import plan_cluster, stays_when_drained
 from fleetd.glob import match
@@ -226,3 +228,14 @@ def test_capacity_allowing_every_unit_is_placed_and_loads_are_balanced(
     assert set(after.schedule) == {u.name for u in plain}
     loads = [sum(1 for e in after.schedule.values() if e.machine_id == m.id) for m in fleet]
     assert max(loads) - min(loads) <= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots())
+def test_the_unblocked_shortcut_gives_the_plan_of_the_plain_walk(snap: ClusterSnapshot) -> None:
+    """With a shortcut built at the first skipped machine, plans equal those of walking and skipping."""
+    with mock.patch.object(plan_module, "_LONG_WALK", 10**9):
+        walked = plan_cluster(snap)
+    with mock.patch.object(plan_module, "_LONG_WALK", 1):
+        shortcut = plan_cluster(snap)
+    assert shortcut == walked

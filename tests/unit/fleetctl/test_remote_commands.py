@@ -50,6 +50,10 @@ class RecordingRunner:
         self.calls.append(("shell", machine.id, (), port, forward_agent))
         return self._code()
 
+    def terminal(self, machine: MachineState, command: str, port: int, forward_agent: bool) -> int:
+        self.calls.append(("terminal", machine.id, (command,), port, forward_agent))
+        return self._code()
+
     def factory(
         self, _options: GlobalOptions, forward_agent: bool, forward_stdin: bool
     ) -> contextlib.AbstractContextManager[remote.Runner]:
