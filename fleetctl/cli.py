@@ -48,6 +48,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
         "fleetctl.commands.units",
         "Schedule one or more units in the cluster, first submitting them if necessary.",
     ),
+    "rolling-update": (
+        "fleetctl.commands.rollout",
+        "Give running units a new unit file, a few at a time, rolling back on failure.",
+    ),
     "plan": (
         "fleetctl.commands.plan",
         "Print what the engine would do if FILE... were started now; writes nothing.",

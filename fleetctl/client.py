@@ -9,6 +9,8 @@ per-unit prefix Gets) for named units.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -16,11 +18,11 @@ from typing import TYPE_CHECKING, Literal
 from fleetd.cancel import first_failure
 from fleetd.errors import FleetError
 from fleetd.metadata import MetadataChange
-from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, UnitName, UnitState
 from fleetd.registry.cordons import Cordons
 from fleetd.registry.keyspace import Cordon, UnitRecord
 from fleetd.registry.kv import KeyValue, WatchCompacted, range_paged
-from fleetd.registry.reasons import Reasons
+from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.units import current_state, states_by_name, unit_views
@@ -47,6 +49,7 @@ class UnitStateRow:
 
     state: UnitState
     machine: MachineState | None
+    reason: str = ""  # what the engine did after the unit failed (Reschedule=on-failure), at this hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class UnitLocation:
     state: TargetState
     machine: MachineState | None
     reason: str = ""  # why no machine can run it (the engine's published reason), when unplaced
+    note: str = ""  # what the engine did after it failed (Reschedule=on-failure), at its current hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +175,16 @@ class FleetClient:
     async def machine_map(self) -> dict[MachineID, MachineState]:
         return {machine.id: machine for machine in await self.registry.list_machines()}
 
-    async def unit_state_rows(self) -> list[UnitStateRow]:
-        """Every published state sorted by unit then machine (two ranges: states and machines)."""
+    async def unit_state_rows(self, *, reasons: bool = False) -> list[UnitStateRow]:
+        """Every published state sorted by unit then machine (two ranges: states and machines; with
+        ``reasons`` a third: the engine's reschedule records)."""
         states = await self.registry.list_unit_states()
         machines = await self.machine_map()
-        return [UnitStateRow(state, machines.get(state.machine_id)) for state in states]
+        moved = await Reschedules(self.registry).read() if reasons else {}
+        return [
+            UnitStateRow(state, machines.get(state.machine_id), _moved(moved.get(state.name), state.hash))
+            for state in states
+        ]
 
     async def unit_file_rows(self, *, descriptions: bool) -> list[UnitFileRow]:
         """Every unit sorted by name with its current state and target machine (a few ranges; bodies are
@@ -222,6 +231,7 @@ class FleetClient:
         machines = await self.machine_map()
         unplaced = [name for name in present if not schedule.get(UnitName(name))]
         reasons = await self.unplaceable(unplaced) if unplaced else {}
+        moved = await Reschedules(self.registry).read(present)
         out: dict[str, UnitLocation | None] = {}
         for name in names:
             record = records.get(UnitName(name))
@@ -233,7 +243,8 @@ class FleetClient:
             machine_ids += sorted(state.machine_id for state in states if state.state.rank > 0)
             machine = next((machines[m] for m in machine_ids if m in machines), None)
             out[name] = UnitLocation(
-                name, record.is_global, current_state(states), machine, reasons.get(name, "")
+                name, record.is_global, current_state(states), machine, reasons.get(name, ""),
+                _moved(moved.get(UnitName(name)), record.hash),
             )
         return out
 
@@ -263,11 +274,14 @@ class FleetClient:
             result = await range_paged(self.registry.kv, prefix, revision=revision)
             read[prefix] = {kv.key: kv for kv in result.kvs}
         builder = SnapshotBuilder(keys, parse_unit_body)
-        return builder.build(
+        built = builder.build(
             revision, machines=read[keys.machines], units=read[keys.units], targets=read[keys.targets],
             bodies=read[keys.bodies], schedule=read[keys.schedules], bodies_revision=revision,
-            cordons=read[keys.cordons], metadata=read[keys.metadata],
+            cordons=read[keys.cordons], metadata=read[keys.metadata], failed=read[keys.failed],
+            rescheduled=read[keys.reschedules],
         )
+        # reschedule backoffs are wall-clock times, as the engine leader measures them
+        return dataclasses.replace(built, snapshot=dataclasses.replace(built.snapshot, now=time.time()))
 
     # Writes ---------------------------------------------------------------------------------------------
 
@@ -384,6 +398,10 @@ class FleetClient:
             if close is not None:
                 await close()
         return met
+
+
+def _moved(record: Rescheduled | None, unit_hash: str) -> str:
+    return record.reason if record is not None and record.hash == unit_hash else ""
 
 
 def _description(body: str) -> str:

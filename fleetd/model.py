@@ -14,6 +14,7 @@ __all__ = [
     "MachineID",
     "MachineState",
     "Requirements",
+    "Rescheduled",
     "Schedule",
     "TargetState",
     "Unit",
@@ -74,6 +75,11 @@ class Requirements:
     metadata: Mapping[str, frozenset[str]] = field(default_factory=_empty_metadata)
     is_global: bool = False
     replaces: tuple[str, ...] = ()
+    # Reschedule=on-failure: a unit systemd reports failed is moved to another machine, at most
+    # ``reschedule_attempts`` times per body, ``reschedule_backoff`` seconds apart (fleetd.engine.plan).
+    reschedule: bool = False
+    reschedule_attempts: int = 3
+    reschedule_backoff: float = 10.0
 
 
 NO_REQUIREMENTS = Requirements()
@@ -134,6 +140,19 @@ class UnitState:
     state: TargetState = TargetState.LOADED
 
 
+@dataclass(frozen=True, slots=True)
+class Rescheduled:
+    """``reschedules/<unit>``: how often the engine moved a failed unit (Reschedule=on-failure) at this
+    hash, when last (wall-clock seconds), the machines it failed on, and what it did last time (shown by
+    fleetctl status and list-units)."""
+
+    hash: str
+    attempts: int
+    last: float
+    machines: tuple[MachineID, ...]
+    reason: str
+
+
 # The engine's plan: what ``fleetd.engine.plan.plan_cluster`` computes and ``Registry.apply_plan`` writes.
 # The values live here, with the other types shared across packages, so the registry imports nothing of the
 # engine (``fleetd.engine.plan`` re-exports them).
@@ -168,3 +187,6 @@ class EnginePlan:
     actions: tuple[Action, ...]
     # Units that need a machine and found none, with why (published for fleetctl; not actions).
     unplaceable: Mapping[UnitName, str] = field(default_factory=dict)
+    # Reschedule records to write (None: delete), and the wall-clock time a backoff ends (plan again then).
+    rescheduled: Mapping[UnitName, Rescheduled | None] = field(default_factory=dict)
+    retry_at: float | None = None

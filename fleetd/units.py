@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fleetd.model import MachineID, TargetState, UnitName, UnitState
 from fleetd.registry.keyspace import BadRecord, UnitRecord
 from fleetd.registry.kv import range_paged
-from fleetd.registry.reasons import Reasons
+from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import body_requirements
 from fleetd.unitfile.unit import UnitFile
@@ -60,16 +60,17 @@ class UnitView:
     record: UnitRecord
     current: TargetState | None  # None for global units (they have no single current state)
     machine_id: MachineID | None  # where it is scheduled (lowest ID); None when unplaced or global
-    reason: str = ""  # why no machine can run it, as the engine published (unplaced units only)
+    reason: str = ""  # why no machine can run it (unplaced units), or what the engine did after it failed
 
 
 async def unit_views(registry: Registry) -> list[UnitView]:
-    """Every unit sorted by name with its current state, target machine and unplaceable reason (a few
-    whole-keyspace ranges: units, schedule, states, reasons)."""
+    """Every unit sorted by name with its current state, target machine and unplaceable or reschedule
+    reason (a few whole-keyspace ranges: units, schedule, states, reasons, reschedules)."""
     records = await registry.list_units()
     schedule = await registry.list_schedule()
     states = states_by_name(await registry.list_unit_states())
     reasons = await Reasons(registry).read()
+    rescheduled = await Reschedules(registry).read()
     views = []
     for record in records:
         entries = schedule.get(record.name, [])
@@ -79,6 +80,9 @@ async def unit_views(registry: Registry) -> list[UnitView]:
         current = None if record.is_global else current_state(states.get(record.name, ()))
         why = reasons.get(record.name)
         reason = why.reason if why is not None and why.hash == record.hash and machine_id is None else ""
+        moved = rescheduled.get(record.name)
+        if not reason and moved is not None and moved.hash == record.hash:
+            reason = moved.reason
         views.append(UnitView(record, current, machine_id, reason))
     return sorted(views, key=lambda view: view.record.name)
 

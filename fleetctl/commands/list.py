@@ -41,7 +41,7 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase the display: a --watch redr
 
 MACHINE_FIELDS = ("machine", "ip", "metadata", "state", "cap")
 MACHINE_DEFAULT_FIELDS = "machine,ip,metadata"  # the original's columns: scripts parse them
-UNIT_FIELDS = ("active", "hash", "load", "machine", "sub", "unit")
+UNIT_FIELDS = ("active", "hash", "load", "machine", "reason", "sub", "unit")
 UNIT_FILE_FIELDS = ("desc", "dstate", "global", "hash", "reason", "state", "target", "tmachine", "unit")
 
 POSSIBLE_ISSUES = (
@@ -229,6 +229,7 @@ def _unit_state_cells(row: UnitStateRow, full: bool, legends: dict[str, str]) ->
         "sub": state.sub_state or "-",
         "load": state.load_state or "-",
         "hash": short_hash(state.hash, full=full) if state.hash else "-",
+        "reason": row.reason or "-",
     }
 
 
@@ -242,7 +243,8 @@ def list_units(
 
     One row per unit and machine, as the machines' agents last reported it: fleet's state and systemd's
     LoadState, ActiveState and SubState. Units that no machine has loaded are not listed (see
-    list-unit-files). Fields: active, hash, load, machine, sub, unit.
+    list-unit-files). Fields: active, hash, load, machine, reason (what the engine did after the unit
+    failed, for units with Reschedule=on-failure), sub, unit.
 
     \b
     Examples:
@@ -257,7 +259,7 @@ def list_units(
 
     async def action(client: FleetClient) -> list[UnitStateRow]:
         try:
-            return await client.unit_state_rows()
+            return await client.unit_state_rows(reasons="reason" in columns)
         except RegistryError as exc:
             problem = registry_problem(app.options, exc)
             raise CommandFailed(f"Error retrieving list of units from repository: {problem}") from exc
@@ -310,8 +312,8 @@ def list_unit_files(
     """List the units that exist in the cluster.
 
     Every submitted unit with its desired state (dstate), current state and target machine, loaded or not.
-    Fields: desc, dstate, global, hash, reason (why no machine can run it), state, target, tmachine
-    (deprecated: target), unit.
+    Fields: desc, dstate, global, hash, reason (why no machine can run it, or what the engine did after it
+    failed), state, target, tmachine (deprecated: target), unit.
 
     \b
     Examples:

@@ -99,17 +99,19 @@ def drain(
 
     async def action(client: FleetClient) -> None:
         machine_id = find_machine([m.id for m in await client.machines()], machine)
+        # read before the cordon is written: the engine may move the units before a read after it
+        goals, staying = await _units_on(client, machine_id)
         await client.cordon(machine_id, DRAIN_NOTE)
         say(f"Machine {machine_id} cordoned")
-        goals, staying = await _units_on(client, machine_id)
         for name, why in staying:
             say(f"Unit {name} stays on {machine_id} ({why})")
-        if no_block or not goals:
+        if no_block:
             return
-        await wait_for(
-            client, app, goals, budget=budget,
-            failure=lambda problem: f"Error draining machine {machine_id}: {problem}",
-        )
+        if goals:
+            await wait_for(
+                client, app, goals, budget=budget,
+                failure=lambda problem: f"Error draining machine {machine_id}: {problem}",
+            )
         say(f"Machine {machine_id} drained")
 
     run(ctx, action)

@@ -117,6 +117,8 @@ def status(
             raise RemoteRefused(f"Unit {name} does not appear to be loaded.{why}")
         if index:
             out("")
+        if location.note:
+            out(f"Unit {name}: {location.note}")
         code = runner.run(location.machine, status_command(location.name), port)
         if code:
             return code

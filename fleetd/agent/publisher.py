@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from fleetd.agent.plan import CurrentUnit
 from fleetd.model import MachineID, UnitName, UnitState
-from fleetd.registry.registry import Registry
+from fleetd.registry.registry import FAILED_STATE, Registry
 from fleetd.systemd.protocol import SystemdState, UnitManager
 
 __all__ = ["StatePublisher"]
@@ -69,7 +69,10 @@ class StatePublisher:
             changed, removed = self._changes(names, applied, systemd)
             if changed or removed:
                 await self._registry.publish_states(
-                    changed, self.lease, [(name, self._machine_id) for name in removed]
+                    changed,
+                    self.lease,
+                    [(name, self._machine_id) for name in removed],
+                    self._unfailed(changed, removed),
                 )
         except BaseException:
             self._dirty.update(names)
@@ -87,6 +90,15 @@ class StatePublisher:
             del self.published[name]
             logger.debug("unit state removed unit=%s", name)
         return len(changed) + len(removed)
+
+    def _unfailed(self, changed: Iterable[UnitState], removed: Iterable[UnitName]) -> list[tuple[str, str]]:
+        """The failure markers to delete: units published failed before, now not failed or not run."""
+        names = [s.name for s in changed if s.active_state != FAILED_STATE] + list(removed)
+        return [
+            (name, self._machine_id)
+            for name in names
+            if (before := self.published.get(name)) is not None and before.active_state == FAILED_STATE
+        ]
 
     def _changes(
         self,

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from fleetd.errors import FleetError
 from fleetd.metadata import merged
-from fleetd.model import MachineID, MachineState, Requirements, TargetState, Unit, UnitName
+from fleetd.model import MachineID, MachineState, Requirements, Rescheduled, TargetState, Unit, UnitName
 from fleetd.registry import keyspace as ks
+from fleetd.registry import records
 from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import KeyValue
 from fleetd.registry.mirror import Decoded, Decoder
@@ -48,6 +49,23 @@ class _Placed:
     machine_id: MachineID
     name: UnitName
     entry: ScheduledUnit | BadRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A ``failed/`` key: the unit and machine it names, and the hash that failed (or why it is bad)."""
+
+    name: UnitName
+    machine_id: MachineID
+    hash: str | BadRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Count:
+    """A ``reschedules/`` key: the unit it names, and its record (or why it is bad)."""
+
+    name: UnitName
+    record: Rescheduled | BadRecord
 
 
 class _Decoders:
@@ -91,13 +109,31 @@ class _Decoders:
         return _Placed(machine_id, name, entry)
 
 
+    def failure(self, kv: KeyValue) -> _Failure:
+        name, machine_id = self._keys.parse_failed(kv.key)
+        try:
+            unit_hash: str | BadRecord = records.decode_failed(kv.key, kv.value)
+        except BadRecord as exc:
+            unit_hash = exc
+        return _Failure(name, machine_id, unit_hash)
+
+    def rescheduled(self, kv: KeyValue) -> _Count:
+        name = self._keys.unit_name(kv.key, self._keys.reschedules)
+        try:
+            record: Rescheduled | BadRecord = records.decode_rescheduled(kv.key, kv.value)
+        except BadRecord as exc:
+            record = exc
+        return _Count(name, record)
+
+
 def mirror_decoders(keys: Keyspace) -> dict[str, Decoder]:
     """The decoders for a leader's Mirror: every prefix the builder reads but ``bodies/`` (whose text is
     parsed here once per hash)."""
     d = _Decoders(keys)
     return {
         keys.machines: d.machine, keys.metadata: d.overrides, keys.cordons: d.cordon, keys.units: d.unit,
-        keys.targets: d.target, keys.schedules: d.scheduled,
+        keys.targets: d.target, keys.schedules: d.scheduled, keys.failed: d.failure,
+        keys.reschedules: d.rescheduled,
     }
 
 
@@ -133,6 +169,8 @@ class SnapshotBuilder:
         bodies_revision: int = 0,
         cordons: Mapping[str, Entry] | None = None,
         metadata: Mapping[str, Entry] | None = None,
+        failed: Mapping[str, Entry] | None = None,
+        rescheduled: Mapping[str, Entry] | None = None,
     ) -> Built:
         """``bodies_revision``: how far the bodies were mirrored; a unit newer than that whose body is
         missing is skipped quietly (its body was written in the same Txn and is still on its way)."""
@@ -253,12 +291,32 @@ class SnapshotBuilder:
             else:
                 extra.append((name, machine_id))
 
+        failures: dict[UnitName, set[MachineID]] = {}
+        for kv in (failed or {}).values():
+            failure = decode(kv, d.failure)
+            if not isinstance(failure, _Failure):
+                report(kv.key, kv.mod_revision, f"ignoring {failure}")
+            elif isinstance(failure.hash, BadRecord):
+                report(kv.key, kv.mod_revision, f"ignoring failure record: {failure.hash}")
+            elif failure.name in out_units and out_units[failure.name].hash == failure.hash:
+                failures.setdefault(failure.name, set()).add(failure.machine_id)  # at its current hash
+        counted: dict[UnitName, Rescheduled] = {}
+        for kv in (rescheduled or {}).values():
+            count = decode(kv, d.rescheduled)
+            if not isinstance(count, _Count):
+                report(kv.key, kv.mod_revision, f"ignoring {count}")
+            elif isinstance(count.record, BadRecord):
+                report(kv.key, kv.mod_revision, f"ignoring reschedule record: {count.record}")
+            else:
+                counted[count.name] = count.record
+
         self._decoded, self._units = decoded, out_units
         if len(self._requirements) > 2 * len(out_units) + 64:  # forget destroyed units now and then
             self._requirements = {k: v for k, v in self._requirements.items() if k[1] in out_units}
             self._bodies = {h: v for h, v in self._bodies.items() if h in referenced}
         snapshot = ClusterSnapshot(
-            revision, live, out_units, placed, tuple(sorted(extra)), cordoned=frozenset(cordoned)
+            revision, live, out_units, placed, tuple(sorted(extra)), cordoned=frozenset(cordoned),
+            failed={name: frozenset(machines) for name, machines in failures.items()}, rescheduled=counted,
         )
         return Built(snapshot, frozenset(referenced), tuple(problems))
 

@@ -1,8 +1,9 @@
 """The engine shell: elect a leader, and on the leader turn the mirrored keyspace into a schedule.
 
 Only the leader holds a copy of the registry. A standby candidate watches the leader key and nothing else
-(DESIGN.md §3: no herd): the mirror of units/, targets/, machines/, schedule/, bodies/ and cordons/ is listed
-when leadership is won and dropped, with every cache built from it, when leadership is lost.
+(DESIGN.md §3: no herd): the mirror of units/, targets/, machines/, schedule/, bodies/, cordons/, failed/ and
+reschedules/ (both small: failed units only) is listed when leadership is won and dropped, with every cache
+built from it, when leadership is lost.
 
 Level-triggered while leading: a change in any mirrored prefix, a leadership change or the periodic tick
 (``interval``) wakes the loop; a pass builds a snapshot from the mirror, plans it with the pure planner and
@@ -40,7 +41,7 @@ from fleetd.model import SHORT_ID_LENGTH, MachineID, UnitName
 from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord, Keyspace, Unplaceable
 from fleetd.registry.kv import KV, Compare, KeyValue
 from fleetd.registry.mirror import Mirror
-from fleetd.registry.reasons import Reasons
+from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import body_requirements
 
@@ -62,7 +63,10 @@ parse_unit_body: BodyParser = body_requirements
 
 def mirrored_prefixes(keys: Keyspace) -> list[str]:
     """The prefixes the leader mirrors (one watch each)."""
-    return [keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies, keys.cordons, keys.metadata]
+    return [
+        keys.machines, keys.units, keys.targets, keys.schedules, keys.bodies, keys.cordons, keys.metadata,
+        keys.failed, keys.reschedules,
+    ]
 
 
 class Engine:
@@ -84,6 +88,7 @@ class Engine:
         parse_body: BodyParser = parse_unit_body,
         grace: float = DEFAULT_TTL,
         mass_loss: float = MASS_LOSS_FRACTION,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = Registry(kv, prefix)
         keys = self.registry.keys
@@ -105,6 +110,9 @@ class Engine:
         self.skipped = 0  # wake-ups as leader with nothing new to plan
         self.reasons = Reasons(self.registry)
         self._published: dict[UnitName, Unplaceable] | None = None  # reasons in etcd (read once a term)
+        self._wall_clock = wall_clock  # reschedule backoffs: recorded in etcd, so a new leader honours them
+        self._retry_at: float | None = None  # a reschedule backoff ends: plan though nothing changed
+        self.reschedules = Reschedules(self.registry)
 
     @property
     def is_leader(self) -> bool:
@@ -179,7 +187,8 @@ class Engine:
         self.election.changed.clear()
 
     async def _guarded_pass(self, mirror: Mirror) -> None:
-        if self._planned == (mirror.generation, self._clock() < self._hold_until):
+        retry = self._retry_at is not None and self._wall_clock() >= self._retry_at
+        if self._planned == (mirror.generation, self._clock() < self._hold_until) and not retry:
             self.skipped += 1
             return
         started = self._clock()
@@ -209,16 +218,18 @@ class Engine:
     def _copy_mirror(self) -> _Copy:
         """The mirror's prefixes copied (plain dict copies: quick), to build from off the event loop."""
         m, keys = self._leading_mirror(), self.registry.keys
-        machines, units, targets, schedule, cordons, metadata = (
+        machines, units, targets, schedule, cordons, metadata, failed, rescheduled = (
             dict(m.records(prefix))
             for prefix in (
-                keys.machines, keys.units, keys.targets, keys.schedules, keys.cordons, keys.metadata
+                keys.machines, keys.units, keys.targets, keys.schedules, keys.cordons, keys.metadata,
+                keys.failed, keys.reschedules,
             )
         )
         bodies = dict(m.items(keys.bodies))
         build = partial(
             self._builder.build, m.revision, machines=machines, units=units, targets=targets, bodies=bodies,
             schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons, metadata=metadata,
+            failed=failed, rescheduled=rescheduled,
         )
         return _Copy(build, bodies, min(m.revision_of(keys.units), m.revision_of(keys.schedules)))
 
@@ -232,10 +243,9 @@ class Engine:
         for problem in built.problems:
             logger.warning("%s", problem)
         held = self._held_machines(built)
-        if held:
-            built = dataclasses.replace(
-                built, snapshot=dataclasses.replace(built.snapshot, held_machines=held)
-            )
+        built = dataclasses.replace(
+            built, snapshot=dataclasses.replace(built.snapshot, held_machines=held, now=self._wall_clock())
+        )
         plan, garbage = await asyncio.to_thread(self._plan_and_collect, built, copy)
         return built, plan, garbage
 
@@ -252,6 +262,13 @@ class Engine:
         generation = self.mirror.generation
         built, plan, garbage = await self._build_and_plan()
         metrics.ENGINE_UNPLACEABLE.set(len(plan.unplaceable))
+        if plan.rescheduled:  # counted before the move is written: a leader dying in between over-counts
+            await self.reschedules.publish(plan.rescheduled, leadership)
+            for name, record in sorted(plan.rescheduled.items()):
+                if record is not None:
+                    logger.info('action=reschedule unit=%s attempts=%d reason="%s"', name, record.attempts,
+                                record.reason)
+        self._retry_at = plan.retry_at
         if plan.actions:
             if not await self._apply(plan, leadership):
                 return  # not applied: the next wake-up plans again

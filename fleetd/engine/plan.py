@@ -13,6 +13,7 @@ from fleetd.model import (
     EnginePlan,
     MachineID,
     MachineState,
+    Rescheduled,
     Schedule,
     TargetState,
     Unit,
@@ -25,6 +26,10 @@ __all__ = [
     "MACHINE_CORDONED",
     "MACHINE_UNABLE",
     "MACHINE_WENT_AWAY",
+    "RESCHEDULE_BACKOFF",
+    "RESCHEDULE_EXHAUSTED",
+    "RESCHEDULE_MOVED",
+    "RESCHEDULE_NOWHERE",
     "SCHEDULE_PLACED",
     "SCHEDULE_UPDATED",
     "UNPLACEABLE_CAP",
@@ -66,6 +71,10 @@ UNPLACEABLE_CAP = "every machine able to run it is at its unit cap"
 UNPLACEABLE_CORDONED = "every machine able to run it is cordoned"
 UNPLACEABLE_FULL_OR_CORDONED = "every machine able to run it is cordoned or at its unit cap"
 MACHINE_CORDONED = "target Machine({machine}) is cordoned: the unit moves to another machine"
+RESCHEDULE_MOVED = "failed on Machine({machine}): moved to another machine (reschedule {attempt} of {limit})"
+RESCHEDULE_BACKOFF = "failed on Machine({machine}): next reschedule after a backoff of {backoff:g}s"
+RESCHEDULE_EXHAUSTED = "failed on Machine({machine}): left failed after {limit} reschedule attempts"
+RESCHEDULE_NOWHERE = "failed on Machine({machine}): no other machine can run it, left failed"
 
 
 def stays_when_drained(unit: Unit) -> bool:
@@ -83,7 +92,7 @@ def plan_cluster(snapshot: ClusterSnapshot) -> EnginePlan:
     """
     fold = _Fold(snapshot)
     actions = fold.run()
-    return EnginePlan(snapshot.revision, actions, fold.unplaceable())
+    return EnginePlan(snapshot.revision, actions, fold.unplaceable(), fold.rescheduled, fold.retry_at)
 
 
 _SMALL_POOL = 32  # metadata matching this few machines: sort them per unit rather than keep an index
@@ -179,12 +188,16 @@ class _Fold:
         self.capped = any(host.machine.max_units for host in self.hosts.values())
         self.cordoned = frozenset(snapshot.cordoned & self.hosts.keys())
         self.unblocked = Unblocked(self.conflicts, self.cordoned, lambda m: self.hosts[m].load)
+        self.avoid: dict[UnitName, frozenset[MachineID]] = {}  # failed units moving: where they failed
+        self.rescheduled: dict[UnitName, Rescheduled | None] = {}  # records to write (None: delete)
+        self.retry_at: float | None = None
 
     # -- the pass -----------------------------------------------------------------------------------------
 
     def run(self) -> tuple[Action, ...]:
         self._keep_or_drop_entries()
         self._check_placed()
+        self._reschedule_failed()
         self._drain_cordoned()
         self._place_unplaced()
         return self._net_actions()
@@ -286,6 +299,56 @@ class _Fold:
             if machine_id in self.cordoned and not stays_when_drained(self.units[name]):
                 self._remove(name, MACHINE_CORDONED.format(machine=machine_id))
 
+    def _reschedule_failed(self) -> None:
+        """Move each Reschedule=on-failure unit that failed on its machine to another machine able to run it
+        (never one it failed on at this hash), at most ``reschedule_attempts`` times per hash and
+        ``reschedule_backoff`` seconds apart; otherwise leave it failed where it is, saying why. Records of
+        destroyed units, and of units whose body changed since, are deleted (a new body starts counting anew).
+        """
+        for name, record in sorted(self.snapshot.rescheduled.items()):
+            unit = self.units.get(name)
+            if unit is None or unit.hash != record.hash or not unit.requirements.reschedule:
+                self.rescheduled[name] = None
+        for name in sorted(self.snapshot.failed):
+            unit = self.units.get(name)
+            machine_id = self.placed.get(name)
+            if unit is None or not unit.requirements.reschedule or machine_id is None:
+                continue
+            if machine_id not in self.snapshot.failed[name]:
+                continue
+            self._reschedule(unit, machine_id)
+
+    def _reschedule(self, unit: Unit, machine_id: MachineID) -> None:
+        req = unit.requirements
+        record = self.snapshot.rescheduled.get(unit.name)
+        if record is not None and record.hash != unit.hash:
+            record = None
+        attempts, tried = (record.attempts, set(record.machines)) if record is not None else (0, set())
+        tried.add(machine_id)
+        last = record.last if record is not None else 0.0
+        if attempts >= req.reschedule_attempts:
+            reason = RESCHEDULE_EXHAUSTED.format(machine=machine_id, limit=req.reschedule_attempts)
+        elif record is not None and self.snapshot.now < last + req.reschedule_backoff:
+            reason = RESCHEDULE_BACKOFF.format(machine=machine_id, backoff=req.reschedule_backoff)
+            ends = last + req.reschedule_backoff
+            self.retry_at = ends if self.retry_at is None else min(self.retry_at, ends)
+        else:
+            self.avoid[unit.name] = frozenset(tried)
+            if self._choose(unit) is None:
+                reason = RESCHEDULE_NOWHERE.format(machine=machine_id)
+            else:
+                attempts += 1
+                last = self.snapshot.now
+                reason = RESCHEDULE_MOVED.format(
+                    machine=machine_id, attempt=attempts, limit=req.reschedule_attempts
+                )
+                self._remove(unit.name, reason)
+        wanted = Rescheduled(unit.hash, attempts, last, tuple(sorted(tried)), reason)
+        if wanted != record:
+            self.rescheduled[unit.name] = wanted
+        else:
+            self.rescheduled.pop(unit.name, None)
+
     def _place_unplaced(self) -> None:
         """Place every unplaced unit in name order; a MachineOf follower waits until its peers are decided."""
         queue = sorted(
@@ -380,6 +443,8 @@ class _Fold:
                     built = self.unblocked.build(source[0], source[1], signature)
                     if built is not None:
                         return self._choose(unit)  # the same walk without the blocked machines
+                continue
+            if self.avoid and machine_id in self.avoid.get(unit.name, ()):
                 continue
             host = self.hosts[machine_id]
             if not can_run(host, unit).ok:

@@ -246,6 +246,38 @@ class Keyspace:
     def states(self) -> str:
         return self.prefix + "states/"
 
+    @property
+    def failed(self) -> str:
+        """``failed/<unit>/<machine>``: systemd reports the unit failed there (the agent's, on its lease)."""
+        return self.prefix + "failed/"
+
+    def failed_unit(self, name: str, machine_id: str) -> str:
+        return self.failed + name + "/" + machine_id
+
+    def parse_failed(self, key: str) -> tuple[UnitName, MachineID]:
+        name, machine_id = self.pair(key, self.failed)
+        return check_unit_name(key, name), check_machine_id(key, machine_id)
+
+    @property
+    def reschedules(self) -> str:
+        """``reschedules/<unit>``: the engine's count of moves of a failed unit (Reschedule=on-failure)."""
+        return self.prefix + "reschedules/"
+
+    def rescheduled_unit(self, name: str) -> str:
+        return self.reschedules + name
+
+    @property
+    def rollouts(self) -> str:
+        """``rollouts/<name>``: a rolling update's progress (fleetctl rolling-update), by template or unit."""
+        return self.prefix + "rollouts/"
+
+    def rollout(self, name: str) -> str:
+        return self.rollouts + name
+
+    def rollout_name(self, key: str) -> UnitName:
+        """The template or unit name of a ``rollouts/<name>`` key."""
+        return self.unit_name(key, self.rollouts)
+
     # Single keys.
     @property
     def schema(self) -> str:

@@ -32,6 +32,7 @@ from fleetd.model import (
     UnitState,
 )
 from fleetd.registry import keyspace as ks
+from fleetd.registry import records
 from fleetd.registry.keyspace import BadRecord, Keyspace, ReportOnce, UnitRecord
 from fleetd.registry.kv import (
     KV,
@@ -63,6 +64,7 @@ _BODIES_PER_READ = 16  # bodies per Txn of Gets: a reply holds at most 16 MiB of
 
 
 _PACK_ON_LOOP = 1000  # actions packed on the event loop; more are packed in a worker thread
+FAILED_STATE = "failed"  # systemd's ActiveState of a unit that failed
 
 
 class DuplicateMachine(RegistryError):
@@ -435,20 +437,35 @@ class Registry:
         return await self.publish_states([state], lease)
 
     async def publish_states(
-        self, states: Iterable[UnitState], lease: int, removed: Iterable[tuple[str, str]] = ()
+        self,
+        states: Iterable[UnitState],
+        lease: int,
+        removed: Iterable[tuple[str, str]] = (),
+        unfailed: Iterable[tuple[str, str]] = (),
     ) -> int:
         """Write unit states on ``lease`` and delete the ``removed`` (name, machine) states, in as few packed
-        Txns as the limits allow, one after the other. Returns the last revision (0: nothing to do)."""
+        Txns as the limits allow, one after the other. Returns the last revision (0: nothing to do).
+
+        A state systemd reports failed also puts ``failed/<unit>/<machine>`` (the engine reschedules units
+        with Reschedule=on-failure from those few keys rather than from every state); ``unfailed`` are the
+        (name, machine) markers to delete: units published failed before and no longer failed or run."""
         groups: list[Group[str]] = [
-            Group(s.name, (Put(key, ks.encode_unit_state(s), lease),))
+            Group(s.name, (Put(key, ks.encode_unit_state(s), lease), *self._failure_ops(s, lease)))
             for s in states
             for key in [self.keys.unit_state(s.name, s.machine_id)]
         ]
         groups += [Group(name, (Delete(self.keys.unit_state(name, m)),)) for name, m in removed]
+        groups += [Group(name, (Delete(self.keys.failed_unit(name, m)),)) for name, m in unfailed]
         revision = 0
         for batch in pack(groups):
             revision = (await self.kv.txn([], batch.ops)).revision
         return revision
+
+    def _failure_ops(self, state: UnitState, lease: int) -> tuple[Op, ...]:
+        if state.active_state != FAILED_STATE:
+            return ()
+        key = self.keys.failed_unit(state.name, state.machine_id)
+        return (Put(key, records.encode_failed(state.hash), lease),)
 
     async def remove_state(self, name: str, machine_id: str) -> None:
         await self.kv.delete(self.keys.unit_state(name, machine_id))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from fleetd.model import MachineID, MachineState, TargetState, Unit, UnitName
+from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, Unit, UnitName
 
-__all__ = ["ClusterSnapshot", "ScheduledUnit"]
+__all__ = ["ClusterSnapshot", "Rescheduled", "ScheduledUnit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +39,9 @@ class ClusterSnapshot:
     held_machines: frozenset[MachineID] = frozenset()
     # Cordoned machines (``fleetctl drain``): nothing new is placed there and their movable units move away.
     cordoned: frozenset[MachineID] = frozenset()
+    # Machines where systemd reports a unit failed at its current hash (``failed/<unit>/<machine>``, kept by
+    # the agents), the reschedule records of units with Reschedule=on-failure, and the wall clock (seconds)
+    # that reschedule backoffs are measured with.
+    failed: Mapping[UnitName, frozenset[MachineID]] = field(default_factory=dict)
+    rescheduled: Mapping[UnitName, Rescheduled] = field(default_factory=dict)
+    now: float = 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from fleetd.errors import UnitFileError
 from fleetd.glob import match as glob_match
@@ -28,6 +29,7 @@ __all__ = [
     "VALID_KEYS",
     "expand_specifiers",
     "expanded_requirements",
+    "health_check",
     "parse_multivalue",
     "requirement_problems",
     "requirements_for",
@@ -42,8 +44,16 @@ CONFLICT_KEYS = frozenset({"Conflicts", "X-Conflicts"})
 METADATA_KEYS = frozenset({"MachineMetadata", "X-ConditionMachineMetadata"})
 GLOBAL_KEY = "Global"
 REPLACES_KEY = "Replaces"
+RESCHEDULE_KEY = "Reschedule"  # "no" (the default: a failed unit stays where it failed) or "on-failure"
+ATTEMPTS_KEY = "RescheduleAttempts"
+BACKOFF_KEY = "RescheduleBackoff"
+HEALTH_CHECK_KEY = "HealthCheck"  # a command fleetctl rolling-update runs on the unit's machine
+RESCHEDULE_VALUES = ("no", "on-failure")
+MAX_ATTEMPTS = 100
+MAX_BACKOFF = 86400.0
 VALID_KEYS = frozenset(
-    {*MACHINE_ID_KEYS, *PEER_KEYS, *CONFLICT_KEYS, *METADATA_KEYS, GLOBAL_KEY, REPLACES_KEY}
+    {*MACHINE_ID_KEYS, *PEER_KEYS, *CONFLICT_KEYS, *METADATA_KEYS, GLOBAL_KEY, REPLACES_KEY, RESCHEDULE_KEY,
+     ATTEMPTS_KEY, BACKOFF_KEY, HEALTH_CHECK_KEY}
 )
 TRUTHY = frozenset({"true", "yes", "1", "on", "t"})
 MAX_VALUES = 256  # MachineOf peers, Conflicts or Replaces patterns per unit (each peer meets each pattern)
@@ -162,7 +172,66 @@ def requirement_problems(unit: UnitFile) -> tuple[UnitFileError, ...]:
         if first in present and second in present:
             line = max(present[first], present[second])
             problems.append(UnitFileError(f"{first} cannot be used with {second}", line or None))
+    problems.extend(_policy_problems(found, present))
     return tuple(problems)
+
+
+def _policy_problems(found: _Extracted, present: dict[str, int]) -> list[UnitFileError]:
+    """Reschedule=, RescheduleAttempts=, RescheduleBackoff= and HealthCheck= values (last one wins)."""
+    problems: list[UnitFileError] = []
+    for item in found.policy[RESCHEDULE_KEY][-1:]:
+        if item.value not in RESCHEDULE_VALUES:
+            problems.append(UnitFileError(
+                f'Reschedule="{_shortened(item.value)}" is not valid; use Reschedule=on-failure or'
+                " Reschedule=no", item.line or None))
+        elif item.value == "on-failure":
+            for label, why in (("MachineID", "its one machine"), ("Peers", "its MachineOf peer's machine"),
+                               ("Global", "every machine")):
+                if label in present:
+                    key = "MachineOf" if label == "Peers" else label
+                    problems.append(UnitFileError(
+                        f"Reschedule=on-failure cannot be used with {key}: the unit runs only on {why}",
+                        max(item.line, present[label]) or None))
+    for item in found.policy[ATTEMPTS_KEY][-1:]:
+        if _attempts(item.value) is None:
+            problems.append(UnitFileError(
+                f'RescheduleAttempts="{_shortened(item.value)}" must be a whole number from 1 to'
+                f" {MAX_ATTEMPTS}",
+                item.line or None))
+    for item in found.policy[BACKOFF_KEY][-1:]:
+        if _backoff(item.value) is None:
+            problems.append(UnitFileError(
+                f'RescheduleBackoff="{_shortened(item.value)}" must be seconds from 0 to {MAX_BACKOFF:g}',
+                item.line or None))
+    for item in found.policy[HEALTH_CHECK_KEY][-1:]:
+        if not item.value.strip():
+            problems.append(UnitFileError("HealthCheck= needs a command (run on the unit's machine; exit"
+                                          " status 0 means healthy)", item.line or None))
+    return problems
+
+
+def _attempts(text: str) -> int | None:
+    value = text.strip()
+    if not value.isdecimal() or len(value) > 4 or not 1 <= int(value) <= MAX_ATTEMPTS:
+        return None
+    return int(value)
+
+
+def _backoff(text: str) -> float | None:
+    value = text.strip().removesuffix("s")
+    if not value or len(value) > 16 or not all(c.isdigit() or c == "." for c in value):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= MAX_BACKOFF else None
+
+
+def health_check(unit: UnitFile) -> str | None:
+    """The unit's HealthCheck= command (the last one given), or None."""
+    values = _Extracted(list(_values(unit))).policy[HEALTH_CHECK_KEY]
+    return values[-1].value.strip() if values and values[-1].value.strip() else None
 
 
 _EXCLUSIVE = (
@@ -189,6 +258,10 @@ class _Extracted:
         self.replaces = [v for v in values if v.key == REPLACES_KEY]
         self.globals = [v for v in values if v.key == GLOBAL_KEY]
         self.metadata = [v for v in values if v.key in METADATA_KEYS]
+        self.policy = {
+            key: [v for v in values if v.key == key]
+            for key in (RESCHEDULE_KEY, ATTEMPTS_KEY, BACKOFF_KEY, HEALTH_CHECK_KEY)
+        }
         self.machine_ids: list[_Value] = []
         for key in MACHINE_ID_KEYS:
             self.machine_ids = [v for v in values if v.key == key]
@@ -211,7 +284,22 @@ class _Extracted:
             metadata={key: frozenset(values) for key, values in allowed.items()},
             is_global=self.is_global(),
             replaces=tuple(v.value for v in self.replaces),
+            **self._reschedule(),
         )
+
+    def _reschedule(self) -> dict[str, Any]:
+        """The reschedule policy (values that do not validate fall back to the defaults)."""
+        policy = self.policy[RESCHEDULE_KEY]
+        if not policy or policy[-1].value != "on-failure":
+            return {}
+        out: dict[str, Any] = {"reschedule": True}
+        attempts = self.policy[ATTEMPTS_KEY]
+        if attempts and (count := _attempts(attempts[-1].value)) is not None:
+            out["reschedule_attempts"] = count
+        backoff = self.policy[BACKOFF_KEY]
+        if backoff and (seconds := _backoff(backoff[-1].value)) is not None:
+            out["reschedule_backoff"] = seconds
+        return out
 
 
 def _fields(value: str) -> list[str]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from fleetd.model import MachineID, TargetState, UnitName, UnitState
 from fleetd.registry import keyspace as ks
+from fleetd.registry import records
 from fleetd.registry.keyspace import BadRecord
 from fleetd.registry.memory import MemoryKV
 from tests.unit.fleetctl.conftest import HELLO, MACHINE_A, FakeCluster
@@ -72,6 +73,9 @@ DECODERS: dict[str, Decode] = {
     "schedule": lambda k, t: ks.decode_schedule(k, t, MachineID("m1")),
     "unit_state": lambda k, t: ks.decode_unit_state(k, t, UnitName("a.service"), MachineID("m1")),
     "cordon": ks.decode_cordon,
+    "failed": records.decode_failed,
+    "rescheduled": records.decode_rescheduled,
+    "rollout": records.decode_rollout,
 }
 PARSERS: dict[str, Callable[[str], object]] = {
     "leaf": lambda k: KEYS.leaf(k, KEYS.units),
@@ -81,6 +85,8 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "scheduled": KEYS.parse_scheduled,
     "unit_state": KEYS.parse_unit_state,
     "cordoned_machine": KEYS.cordoned_machine,
+    "failed": KEYS.parse_failed,
+    "rollout": KEYS.rollout_name,
 }
 
 

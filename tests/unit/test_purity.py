@@ -20,6 +20,8 @@ PURE = [
     "fleetd/engine/unblocked.py",
     "fleetd/agent/plan.py",
     "fleetd/registry/keyspace.py",
+    "fleetd/registry/records.py",
+    "fleetctl/rollout.py",
     "fleetd/registry/snapshot.py",
     "fleetd/registry/kv.py",
     "fleetd/registry/txn.py",

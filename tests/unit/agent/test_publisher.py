@@ -131,3 +131,36 @@ def test_a_failed_write_keeps_every_name_of_the_flush_dirty() -> None:
         await kv.close()
 
     asyncio.run(main())
+
+
+def test_a_failed_unit_is_marked_failed_until_it_runs_again_or_leaves() -> None:
+    async def main() -> None:
+        kv = MemoryKV()
+        registry = Registry(kv, "/p/")
+        name = UnitName("web.service")
+        units = FakeUnitManager({name: "[Service]\nExecStart=/bin/true\n"})
+        publisher = StatePublisher(registry, units, MACHINE)
+        publisher.lease = await kv.grant(30)
+        applied = {name: CurrentUnit(name, "a" * 40, TargetState.LAUNCHED)}
+        marker = registry.keys.failed_unit(name, MACHINE)
+        await units.start(name)
+        units.crash(name)
+        publisher.mark([name])
+        await publisher.flush(applied)
+        stored = await kv.get(marker)
+        assert stored is not None and stored.lease == publisher.lease and ("a" * 40) in stored.value
+        await units.start(name)  # running again: the marker goes
+        publisher.mark([name])
+        await publisher.flush(applied)
+        assert await kv.get(marker) is None
+        units.crash(name)
+        publisher.mark([name])
+        await publisher.flush(applied)
+        assert await kv.get(marker) is not None
+        publisher.mark([name])
+        await publisher.flush({})  # no longer run here: state and marker go together
+        assert await kv.get(marker) is None
+        assert await registry.list_unit_states([name]) == ()
+        await kv.close()
+
+    asyncio.run(main())

@@ -17,11 +17,14 @@ from fleetd.registry.mirror import Decoded
 from fleetd.registry.registry import UnitRecord
 from tests.unit.hostile import GOOD, GOOD_FILE, KEYS, PROTECTED, garbage, names, values
 
-# cordons/ and metadata/ are not among the hostile module's segments (a valid cordon would drain its units)
+# cordons/, metadata/, reschedules/ and failed/ are not among the hostile module's segments (a valid cordon
+# would drain its units)
 MACHINE_KEYED = st.lists(
-    st.tuples(st.sampled_from([KEYS.cordons, KEYS.metadata]), names | st.just("m1"), values).map(
-        lambda t: (t[0] + t[1], t[2])
-    ),
+    st.tuples(
+        st.sampled_from([KEYS.cordons, KEYS.metadata, KEYS.reschedules, KEYS.failed + "good.service/"]),
+        names | st.just("m1") | st.just(GOOD),
+        values,
+    ).map(lambda t: (t[0] + t[1], t[2])),
     max_size=4,
 )
 
@@ -65,7 +68,7 @@ def _build(read: Mapping[str, Mapping[str, Entry]]) -> tuple[object, ...]:
     built = SnapshotBuilder(KEYS, parse_unit_body).build(
         100, machines=read[KEYS.machines], units=read[KEYS.units], targets=read[KEYS.targets],
         bodies=bodies, schedule=read[KEYS.schedules], bodies_revision=100, cordons=read[KEYS.cordons],
-        metadata=read[KEYS.metadata],
+        metadata=read[KEYS.metadata], failed=read[KEYS.failed], rescheduled=read[KEYS.reschedules],
     )
     return built.snapshot, built.referenced, sorted(built.problems)
 

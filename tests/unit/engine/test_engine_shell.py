@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -12,11 +13,11 @@ import pytest
 from fleetd.engine.engine import Engine
 from fleetd.engine.plan import EnginePlan, Schedule
 from fleetd.errors import CASConflict
-from fleetd.model import MachineID, MachineState, TargetState, UnitName
+from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.cordons import Cordons
 from fleetd.registry.keyspace import Cordon
 from fleetd.registry.memory import MemoryKV
-from fleetd.registry.reasons import Reasons
+from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry, UnitRecord
 from fleetd.unitfile.unit import UnitFile
 
@@ -506,3 +507,46 @@ def test_a_new_leader_holds_absent_machines_only_when_its_view_of_etcd_is_not_st
 
 async def _placed_anywhere(c: Cluster) -> bool:
     return "a.service" in await placement(c.reg)
+
+
+def test_a_unit_reported_failed_moves_with_reschedule_on_failure_and_its_count_is_recorded() -> None:
+    async def t(c: Cluster) -> None:
+        await c.add_machine("m1")
+        await c.add_machine("m2")
+        extra = "[X-Fleet]\nReschedule=on-failure\nRescheduleAttempts=1\nRescheduleBackoff=0\n"
+        await submit(c.reg, "web.service", extra)
+        await submit(c.reg, "plain.service")
+        c.start_engine("m1", interval=0.01)
+        await c.one_leader()
+        await eventually(lambda: _has(placement(c.reg), {"web.service": ["m2"], "plain.service": ["m1"]}))
+        web_hash, plain_hash = unit_file(extra).hash, unit_file().hash
+        failed = UnitState(UnitName("web.service"), MachineID("m2"), "loaded", "failed", "failed", web_hash,
+                           TargetState.LAUNCHED)
+        plain = dataclasses.replace(failed, name=UnitName("plain.service"), machine_id=MachineID("m1"),
+                                    hash=plain_hash)
+        await c.reg.publish_states([failed, plain], c.machine_leases["m2"])
+        await eventually(lambda: _has(placement(c.reg), {"web.service": ["m1"], "plain.service": ["m1"]}))
+        record = (await Reschedules(c.reg).read())[UnitName("web.service")]
+        assert (record.attempts, record.machines) == (1, ("m2",))
+        assert record.reason == "failed on Machine(m2): moved to another machine (reschedule 1 of 1)"
+        # failing on m1 too: its one attempt is used, so it stays there, saying so
+        await c.reg.publish_states([dataclasses.replace(failed, machine_id=MachineID("m1"))],
+                                   c.machine_leases["m1"])
+
+        async def exhausted() -> bool:
+            found = (await Reschedules(c.reg).read()).get(UnitName("web.service"))
+            return found is not None and "left failed after 1 reschedule attempts" in found.reason
+
+        await eventually(exhausted)
+        assert await placement(c.reg) == {"web.service": ["m1"], "plain.service": ["m1"]}
+        # an agent no longer running it deletes its failure marker with its state
+        assert await c.kv.get(c.reg.keys.failed_unit("web.service", "m2")) is not None
+        await c.reg.publish_states([], c.machine_leases["m2"], [("web.service", "m2")],
+                                   [("web.service", "m2")])
+        assert await c.kv.get(c.reg.keys.failed_unit("web.service", "m2")) is None
+
+    run(t)
+
+
+async def _has(found: Awaitable[dict[str, list[str]]], wanted: dict[str, list[str]]) -> bool:
+    return await found == wanted

@@ -35,7 +35,7 @@ class FakeCluster:
 
     kv: MemoryKV = field(default_factory=lambda: MemoryKV(clock=lambda: 0.0))
     agent: bool = True
-    fail_active: set[str] = field(default_factory=set)  # units whose systemd start "fails"
+    fail_active: set[str] = field(default_factory=set)  # units (or bodies, by hash) whose start "fails"
     unplaceable: dict[str, str] = field(default_factory=dict)  # units the "engine" cannot place, and why
     stuck_activating: set[str] = field(default_factory=set)  # units systemd keeps starting
     requests: int = 0
@@ -101,7 +101,7 @@ class FakeCluster:
             active, sub = "inactive", "dead"
             if unit.target_state is TargetState.LAUNCHED:
                 active, sub = "active", "running"
-                if name in self.fail_active:
+                if name in self.fail_active or unit.hash in self.fail_active:
                     active, sub = "failed", "failed"
                 elif name in self.stuck_activating:
                     active, sub = "activating", "start"

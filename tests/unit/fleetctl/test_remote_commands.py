@@ -11,14 +11,15 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from fleetctl.cli import FleetGroup
+from fleetctl.cli import FleetGroup, cli
 from fleetctl.client import FleetClient
 from fleetctl.commands import remote as commands
 from fleetctl.context import App, GlobalOptions
 from fleetctl.ssh import remote
-from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
+from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, UnitName, UnitState
 from fleetd.registry import keyspace as ks
-from tests.unit.fleetctl.conftest import MACHINE_A, FakeCluster
+from fleetd.registry import records
+from tests.unit.fleetctl.conftest import MACHINE_A, FakeCluster, running
 
 MACHINE_C = MachineState(MachineID("1a2b99999999"), "127.0.0.13", {})
 HELLO = "[Service]\nExecStart=/bin/sleep 100\n"
@@ -392,3 +393,22 @@ def test_unit_locations_read_the_unit_states_once(fake: FakeCluster) -> None:
     idle = found["idle.service"]
     assert idle is not None and idle.machine is None and idle.state is TargetState.INACTIVE
     assert found["nope.service"] is None
+
+
+def test_status_and_lists_say_what_the_engine_did_after_a_unit_failed(
+    fake: FakeCluster, runner: RecordingRunner
+) -> None:
+    record = fake.run(fake.registry.get_units(["hello.service"]))[UnitName("hello.service")]
+    why = "failed on Machine(m2): moved to another machine (reschedule 1 of 3)"
+    moved = Rescheduled(record.hash, 1, 1.0, (MachineID("m2"),), why)
+    key = fake.registry.keys.rescheduled_unit("hello.service")
+    fake.run(fake.kv.put(key, records.encode_rescheduled(moved)))
+    fake.publish(running("hello.service", record.hash, MACHINE_A))
+    result = invoke(fake, commands.status, ["hello.service"])
+    assert result.stdout == f"Unit hello.service: {why}\nran systemctl status -l -- hello.service\n"
+    app = App(connect=fake.connect)
+    units = CliRunner().invoke(cli, ["list-units", "--no-legend", "--fields", "unit,reason"], obj=app)
+    assert units.stdout == f"hello.service\t{why}\n"
+    files = CliRunner().invoke(cli, ["list-unit-files", "--no-legend", "--fields", "unit,reason"], obj=app)
+    [line] = [line for line in files.stdout.splitlines() if line.startswith("hello.service")]
+    assert line.split()[-len(why.split()):] == why.split()

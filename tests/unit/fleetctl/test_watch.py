@@ -30,8 +30,8 @@ class ReadSignallingClient(FleetClient):
         super().__init__(cluster.registry)
         self.reads = reads
 
-    async def unit_state_rows(self) -> list[UnitStateRow]:
-        rows = await super().unit_state_rows()
+    async def unit_state_rows(self, *, reasons: bool = False) -> list[UnitStateRow]:
+        rows = await super().unit_state_rows(reasons=reasons)
         self.reads.put_nowait(None)
         return rows
 

@@ -1,0 +1,396 @@
+"""rolling-update: give running units a new body a step at a time (the decisions are fleetctl.rollout's).
+
+The shell reads the units, their published states and (with ``HealthCheck=``) the check's exit status on
+each unit's machine, asks ``fleetctl.rollout.decide`` what to do, writes it and prints progress. Its record
+lives at ``rollouts/<template-or-unit>`` and is written before every change of the units, so running the
+same command again after an interruption resumes where it stopped.
+
+A unit is given its new body in place: its record is rewritten with the new hash and its target state kept
+(one Txn), the engine updates its schedule entry where it is, and the agent there, seeing another hash,
+stops the unit, replaces its file and starts it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+
+import click
+
+from fleetctl.client import FleetClient
+from fleetctl.commands.remote import SSH_PORT, RunnerFactory, default_runner
+from fleetctl.context import CommandFailed, UsageFailed, app_of, run
+from fleetctl.global_flags import FleetCommand
+from fleetctl.output import say
+from fleetctl.params import Seconds
+from fleetctl.rollout import DONE, FAILED, ROLLING, Act, Decision, Observed, Settings, decide, dry_run_steps
+from fleetctl.ssh.config import DEFAULT_SSH_PORT
+from fleetctl.ssh.remote import Runner
+from fleetctl.unit_files import LocalUnitFileError, read_unit_file
+from fleetd.errors import FleetError
+from fleetd.glob import match as glob_match
+from fleetd.model import MachineState, TargetState, UnitName, UnitState
+from fleetd.registry import records
+from fleetd.registry.keyspace import BadRecord, UnitRecord
+from fleetd.registry.records import Rollout
+from fleetd.unitfile.body import checked_unit_file
+from fleetd.unitfile.names import UnitNameInfo, mangle
+from fleetd.unitfile.requirements import health_check
+from fleetd.unitfile.unit import UnitFile
+from fleetd.units import new_record
+from fleetd.values import Bounds
+
+__all__ = ["COMMANDS"]
+
+POLL = 1.0  # seconds between two looks at the units while a step comes up
+HEALTHY_BOUNDS = Bounds(0.0, 86_400.0)  # --min-healthy-time: 0 .. 24h
+STEP_BOUNDS = Bounds(1.0, 86_400.0)  # --step-timeout: 1s .. 24h
+
+
+def _natural(name: str) -> tuple[object, ...]:
+    """web@2 before web@10."""
+    parts: list[object] = []
+    digits = ""
+    for char in name + "\0":
+        if char.isdigit():
+            digits += char
+            continue
+        if digits:
+            parts.append((0, int(digits)))
+            digits = ""
+        parts.append((1, char))
+    return tuple(parts)
+
+
+def _rollout_name(path: str, pattern: str) -> UnitName:
+    """The name the rollout is recorded under: the file's template or unit name."""
+    base = os.path.basename(path)
+    info = UnitNameInfo.parse(base)
+    if info is None:
+        raise UsageFailed(f"{path} is not named like a unit file (e.g. web@.service or web.service)")
+    if not info.is_template and mangle(pattern) != base:
+        raise UsageFailed(f"{path} is the unit {base}: give {base} as UNITS, or give a template file")
+    return UnitName(base)
+
+
+def _targets(name: UnitName, pattern: str, units: Sequence[UnitRecord]) -> list[UnitRecord]:
+    info = UnitNameInfo.parse(name)
+    wanted = mangle(pattern)
+    if info is not None and info.is_template:
+        found = [
+            r for r in units
+            if (i := UnitNameInfo.parse(r.name)) is not None and i.is_instance and i.template == name
+            and glob_match(wanted, r.name)
+        ]
+    else:
+        found = [r for r in units if r.name == name]
+    return sorted(found, key=lambda r: _natural(r.name))
+
+
+async def _read_rollout(client: FleetClient, name: UnitName) -> Rollout | None:
+    kv = await client.registry.kv.get(client.registry.keys.rollout(name))
+    if kv is None:
+        return None
+    try:
+        return records.decode_rollout(kv.key, kv.value)
+    except BadRecord as exc:
+        raise CommandFailed(f"Error: {exc}; drop it with fleetctl rolling-update --abort {name}") from exc
+
+
+async def _write_rollout(client: FleetClient, rollout: Rollout) -> None:
+    await client.registry.kv.put(client.registry.keys.rollout(rollout.name), records.encode_rollout(rollout))
+
+
+@dataclass
+class _Watch:
+    """What the shell remembers between looks: when each unit was first seen active at its hash, and each
+    unit's last health-check result at its hash."""
+
+    active_since: dict[UnitName, tuple[str, float]] = field(default_factory=dict)
+    checks: dict[UnitName, tuple[str, bool]] = field(default_factory=dict)
+
+
+class _Shell:
+    def __init__(
+        self,
+        client: FleetClient,
+        runner: Runner | None,
+        ssh_port: int,
+        settings: Settings,
+        checks: dict[str, str],
+    ) -> None:
+        self.client = client
+        self.runner = runner
+        self.ssh_port = ssh_port
+        self.settings = settings
+        self.checks = checks  # body hash -> its HealthCheck= command
+        self.watch = _Watch()
+
+    async def observe(self, rollout: Rollout) -> dict[UnitName, Observed]:
+        now = time.monotonic()
+        names = list(rollout.units)
+        current = await self.client.units(names)
+        states: dict[str, list[UnitState]] = {}
+        for state in await self.client.registry.list_unit_states(names):
+            states.setdefault(state.name, []).append(state)
+        machines = await self.client.machine_map()
+        out: dict[UnitName, Observed] = {}
+        for name in names:
+            record = current.get(name)
+            if record is None:
+                out[name] = Observed("")
+                continue
+            mine = [
+                s for s in states.get(name, ()) if s.hash == record.hash and s.state is TargetState.LAUNCHED
+            ]
+            active = next((s for s in mine if s.load_state == "loaded" and s.active_state == "active"), None)
+            failed = any(s.active_state == "failed" for s in mine)
+            since = self.watch.active_since.get(name)
+            if active is None:
+                self.watch.active_since.pop(name, None)
+            elif since is None or since[0] != record.hash:
+                self.watch.active_since[name] = since = (record.hash, now)
+            check = None
+            if active is not None and name in rollout.replaced:
+                check = await self._check(name, record.hash, machines.get(active.machine_id))
+            out[name] = Observed(
+                record.hash,
+                launched=record.target_state is TargetState.LAUNCHED,
+                active=active is not None,
+                failed=failed,
+                check=check,
+                active_for=now - since[1] if active is not None and since is not None else 0.0,
+            )
+        return out
+
+    async def _check(self, name: UnitName, unit_hash: str, machine: MachineState | None) -> bool | None:
+        command = self.checks.get(unit_hash)
+        if command is None or self.runner is None or machine is None:
+            return None
+        known = self.watch.checks.get(name)
+        if known is not None and known == (unit_hash, True):
+            return True  # passed once at this hash: not asked again
+        code = await asyncio.to_thread(self.runner.run, machine, ["sh", "-c", command], self.ssh_port)
+        self.watch.checks[name] = (unit_hash, code == 0)
+        return code == 0
+
+    async def replace_units(self, rollout: Rollout, names: Sequence[UnitName]) -> Rollout:
+        """Record the step, then write each unit's goal body with its target state kept."""
+        if rollout.phase == ROLLING:
+            added = [n for n in names if n not in rollout.replaced]
+            rollout = replace(rollout, replaced=(*rollout.replaced, *added))
+        await _write_rollout(self.client, rollout)
+        current = await self.client.units(list(names))
+        writes = []
+        for name in names:
+            record = current.get(name)
+            if record is None:
+                continue
+            goal = rollout.hash if rollout.phase == ROLLING else rollout.old[name]
+            text = rollout.body if goal == rollout.hash else rollout.old_bodies[goal]
+            writes.append(new_record(name, checked_unit_file(text), record.target_state))
+        await self.client.put_units(writes)
+        return rollout
+
+
+def _checks_of(rollout: Rollout) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for unit_hash, text in {rollout.hash: rollout.body, **rollout.old_bodies}.items():
+        try:
+            command = health_check(UnitFile.from_text(text))
+        except FleetError:
+            continue
+        if command is not None:
+            out[unit_hash] = command
+    return out
+
+
+async def _start(
+    client: FleetClient, name: UnitName, pattern: str, unit_file: UnitFile, max_unavailable: int
+) -> Rollout:
+    units = _targets(name, pattern, await client.all_units())
+    if not units:
+        raise CommandFailed(f"Error: no unit in the cluster matches {pattern} (for {name})")
+    globals_ = [r.name for r in units if r.is_global]
+    if globals_:
+        raise CommandFailed(
+            f"Error: {globals_[0]} is a Global unit: rolling-update updates scheduled units only; replace it"
+            f" everywhere at once with fleetctl destroy {globals_[0]} and fleetctl start"
+        )
+    template = (await client.units([name])).get(name) if name not in [r.name for r in units] else None
+    old = {r.name: r.hash for r in units}
+    if template is not None:
+        old[template.name] = template.hash
+    bodies = await client.bodies(set(old.values()) - {unit_file.hash})
+    missing = sorted(set(old.values()) - {unit_file.hash} - set(bodies))
+    if missing:
+        raise CommandFailed(f"Error: the body {missing[0]} of a unit to update is missing from the registry")
+    return Rollout(
+        name, unit_file.hash, unit_file.canonical, tuple(r.name for r in units), old, dict(bodies),
+        max_unavailable,
+    )
+
+
+async def _template_to(client: FleetClient, rollout: Rollout, goal: str) -> None:
+    """Give the template (when the rollout replaced one) the body ``goal``."""
+    template = (await client.units([rollout.name])).get(rollout.name)
+    if template is None or rollout.name in rollout.units or template.hash == goal:
+        return
+    text = rollout.body if goal == rollout.hash else rollout.old_bodies.get(goal)
+    if text is not None:
+        await client.put_units([new_record(rollout.name, checked_unit_file(text), template.target_state)])
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    pattern: str
+    path: str
+    max_unavailable: int
+    settings: Settings
+    dry_run: bool
+    ssh_port: int
+
+
+async def _roll(client: FleetClient, options: _Options, runner: Runner | None) -> None:
+    try:
+        unit_file = read_unit_file(options.path)
+    except LocalUnitFileError as exc:
+        raise CommandFailed(f"Error: {exc}") from exc
+    name = _rollout_name(options.path, options.pattern)
+    rollout = await _read_rollout(client, name)
+    if rollout is not None and rollout.phase not in (DONE, FAILED):
+        if rollout.hash != unit_file.hash:
+            raise CommandFailed(
+                f"Error: an unfinished rolling update of {name} to another body ({rollout.hash[:7]}) is"
+                " recorded; run it again with that file to resume, or drop it with"
+                f" fleetctl rolling-update --abort {name}"
+            )
+        say(f"Resuming the rolling update of {name} ({rollout.phase}, {len(rollout.replaced)} replaced)")
+    else:
+        rollout = await _start(client, name, options.pattern, unit_file, options.max_unavailable)
+    shell = _Shell(client, runner, options.ssh_port, options.settings, _checks_of(rollout))
+    if options.dry_run:
+        steps = dry_run_steps(rollout, await shell.observe(rollout))
+        for index, step in enumerate(steps, 1):
+            say(f"Step {index}/{len(steps)}: replace {' '.join(step)}")
+        if not steps:
+            say(f"Nothing to do: every unit of {name} has the body {unit_file.hash[:7]}")
+        return
+    if rollout.phase == ROLLING and not rollout.replaced:
+        await _write_rollout(client, rollout)
+        await _template_to(client, rollout, rollout.hash)
+    await _follow(shell, rollout)
+
+
+async def _follow(shell: _Shell, rollout: Rollout) -> None:
+    step_started = time.monotonic()
+    shown = ""
+    while True:
+        # a HealthCheck= of the new body must pass while rolling; rolling back waits for active units only
+        checked = rollout.phase == ROLLING and rollout.hash in shell.checks
+        settings = replace(shell.settings, has_check=checked)
+        elapsed = time.monotonic() - step_started
+        decision: Decision = decide(rollout, await shell.observe(rollout), settings, elapsed)
+        if decision.rollout != rollout:
+            if decision.rollout.phase != rollout.phase and decision.rollout.phase not in (DONE, FAILED):
+                say(f"Rolling back: {decision.rollout.reason}")
+            rollout = decision.rollout
+            await _write_rollout(shell.client, rollout)
+        if decision.act is Act.REPLACE:
+            verb = "Replacing" if rollout.phase == ROLLING else "Restoring"
+            say(f"{verb} {' '.join(decision.units)}")
+            rollout = await shell.replace_units(rollout, decision.units)
+            step_started, shown = time.monotonic(), ""
+        elif decision.act is Act.WAIT:
+            if decision.why != shown:
+                say(f"Waiting: {decision.why}")
+                shown = decision.why
+            await asyncio.sleep(POLL)
+        else:
+            break
+    if rollout.phase == DONE:
+        say(f"Rolled out {rollout.name} ({rollout.hash[:7]}) to {len(rollout.units)} units")
+        return
+    await _template_to(shell.client, rollout, rollout.old.get(rollout.name, rollout.hash))
+    raise CommandFailed(
+        f"Error: rolling update of {rollout.name} failed and was rolled back: {rollout.reason}"
+    )
+
+
+def _runner_factory(ctx: click.Context) -> RunnerFactory:
+    return getattr(app_of(ctx), "remote_runner", None) or default_runner
+
+
+@click.command("rolling-update", cls=FleetCommand)
+@click.option("--max-unavailable", type=click.IntRange(1, 100_000), default=1, show_default=True,
+              help="Units replaced at once (each step waits until they are healthy).")
+@click.option("--min-healthy-time", type=Seconds(HEALTHY_BOUNDS), default=0.0, show_default=True,
+              help="How long a replaced unit must stay active to count as healthy (e.g. 10s).")
+@click.option("--step-timeout", type=Seconds(STEP_BOUNDS), default=300.0, show_default=True,
+              help="How long a step may take to become healthy before the update is rolled back.")
+@click.option("--dry-run", is_flag=True, help="Print the steps and write nothing.")
+@click.option("--abort", is_flag=True, help="Drop the record of an unfinished update of UNITS (units stay).")
+@click.option("--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True,
+              help="SSH port of the machines (for HealthCheck= commands).")
+@click.argument("units")
+@click.argument("file", required=False)
+@click.pass_context
+def rolling_update(  # noqa: PLR0917 (click passes options as keywords)
+    ctx: click.Context, max_unavailable: int, min_healthy_time: float, step_timeout: float, dry_run: bool,
+    abort: bool, ssh_port: int, units: str, file: str | None,
+) -> None:
+    """Give running units a new unit file, a few at a time, rolling back on failure.
+
+    UNITS names the units to update: instances of FILE's template (a glob such as 'web@*') or, for a plain
+    unit file, the unit itself. Each step replaces --max-unavailable units (units already down first), then
+    waits until each is active and healthy: its [X-Fleet] HealthCheck= command (run on the unit's machine
+    over SSH) exits 0 and it stayed active --min-healthy-time. A unit that fails, or a step not healthy
+    within --step-timeout, rolls the replaced units back to their old file, step by step, and the command
+    fails naming why. Progress is kept in etcd (rollouts/NAME): run the same command again to resume after
+    an interruption. A replaced unit keeps its machine when it can; its agent restarts it with the new file.
+    Global units are not updated this way.
+
+    \b
+    Examples:
+      fleetctl rolling-update 'web@*' ./web@.service
+      fleetctl rolling-update --max-unavailable 2 --min-healthy-time 10s 'web@*' web@.service
+      fleetctl rolling-update --dry-run db.service ./db.service
+      fleetctl rolling-update --abort web@.service
+    """
+    if abort:
+        name = UnitName(mangle(units))
+
+        async def drop(client: FleetClient) -> bool:
+            return bool(await client.registry.kv.delete(client.registry.keys.rollout(name)))
+
+        say(f"Dropped the rolling update of {name}" if run(ctx, drop) else f"No rolling update of {name}")
+        return
+    if file is None:
+        raise UsageFailed("rolling-update needs UNITS and the new unit FILE")
+    settings = Settings(min_healthy_time, False, step_timeout)
+    options = _Options(units, file, max_unavailable, settings, dry_run, ssh_port)
+    app = app_of(ctx)
+
+    async def action(client: FleetClient) -> None:
+        with _runner(ctx, app.options, dry_run) as runner:
+            await _roll(client, options, runner)
+
+    run(ctx, action)
+
+
+class _NoRunner(AbstractContextManager[None]):
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _runner(ctx: click.Context, options: object, dry_run: bool) -> AbstractContextManager[Runner | None]:
+    if dry_run:
+        return _NoRunner()
+    return _runner_factory(ctx)(app_of(ctx).options, False, False)
+
+
+COMMANDS = [rolling_update]
