@@ -12,6 +12,8 @@ problem is reported once per (key, mod revision).
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -95,6 +97,8 @@ class _Decoders:
             record: UnitRecord | BadRecord = ks.decode_unit(kv.key, kv.value, name, TargetState.INACTIVE)
         except BadRecord as exc:  # the target is its own key
             record = exc
+        if isinstance(record, UnitRecord):  # one copy of a hash for the record, schedule entry and unit
+            record = dataclasses.replace(record, hash=sys.intern(record.hash))
         return _Named(name, record)
 
     def target(self, kv: KeyValue) -> TargetState:
@@ -102,10 +106,13 @@ class _Decoders:
 
     def scheduled(self, kv: KeyValue) -> _Placed:
         machine_id, name = self._keys.parse_scheduled(kv.key)
+        machine_id = MachineID(sys.intern(machine_id))  # one copy per machine, not one per entry
         try:
             entry: ScheduledUnit | BadRecord = ks.decode_schedule(kv.key, kv.value, machine_id)
         except BadRecord as exc:
             entry = exc
+        if isinstance(entry, ScheduledUnit):
+            entry = dataclasses.replace(entry, hash=sys.intern(entry.hash))
         return _Placed(machine_id, name, entry)
 
 
