@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,11 +81,34 @@ def child(mode: str) -> int:
             "hwm_mb": status_mb("VmHWM"),
             "settled_s": ready,
             "leader": engine.is_leader,
+            "modules": sorted(
+                name for name in sys.modules if "." not in name and name not in {"__main__", "bench"}
+            ),
         }
         print(json.dumps(figures), flush=True)
 
     machine = {"standby": "5ba9db1e", "anchor": "a9c40000", "leader": "1eade700"}[mode] * 4
     return run_fleetd(machine, report, MirroringEngine if mode == "anchor" else None)
+
+
+IMPORTS_ONLY = """
+import importlib, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+print(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+"""
+
+
+def imports_only_mb(modules: list[str]) -> float:
+    """VmRSS of a new interpreter that imports ``modules`` and does nothing else: what a fleetd process
+    costs before it holds anything (the interpreter, asyncio, gRPC and protobuf, aiohttp, dbus-fast)."""
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORTS_ONLY, *modules], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return int(out.stdout.strip()) / 1024
 
 
 async def _child(endpoint: str, mode: str, limit: float) -> tuple[dict[str, Any], float]:
@@ -137,6 +161,7 @@ async def _run(machines: int, units: int, limit: float) -> list[Figure]:
         flush=True,
     )
     size = f"{units:,} units on {machines:,} machines"
+    baseline = imports_only_mb(standby["modules"])
     return [
         Figure(
             "fleetd_rss",
@@ -146,6 +171,14 @@ async def _run(machines: int, units: int, limit: float) -> list[Figure]:
             standby["rss_mb"] <= STANDBY_TARGET_MB,
             f"anchor, standby mirror on: {anchor['rss_mb']:.1f} MB; one process, VmRSS {SETTLE:.0f} s after"
             " settling",
+        ),
+        Figure(
+            "fleetd_rss",
+            "the standby's imports alone: a new interpreter importing the modules the standby had loaded",
+            "",
+            f"{baseline:.1f} MB",
+            None,
+            f"the standby's own state: {standby['rss_mb'] - baseline:.1f} MB",
         ),
         Figure(
             "fleetd_rss",
