@@ -7,11 +7,9 @@ that do not reach the cluster (``version``, ``help``) load neither gRPC nor para
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from fleetctl.client import FleetClient
 from fleetd.registry.registry import Registry
@@ -19,43 +17,7 @@ from fleetd.registry.registry import Registry
 if TYPE_CHECKING:  # context imports this module (lazily) as its default connector
     from fleetctl.context import GlobalOptions
 
-__all__ = ["connect_etcd", "tunnel_channel_factory"]
-
-DEFAULT_ETCD_PORT = 2379
-
-
-def tunnel_channel_factory(
-    originals: Mapping[str, str], ca_file: str, cert_file: str, key_file: str
-) -> Callable[[str], Any]:
-    """gRPC channels for tunnelled endpoints: ``originals`` maps each ``unix:`` endpoint of the tunnel to the
-    etcd endpoint it reaches. An ``https://`` original keeps TLS end to end through the tunnel: the channel
-    verifies etcd's certificate against the CA file for the original host name (and sends the original
-    authority), and presents the client certificate; an ``http://`` original is a plain channel, as direct.
-
-    gRPC is imported here, not in fleetd's adapter, because only the tunnel needs a TLS channel whose target
-    (a unix socket) is not the name on the certificate.
-    """
-    import grpc  # noqa: PLC0415 (only commands that reach etcd load gRPC)
-    import grpc.aio  # noqa: PLC0415
-
-    from fleetd.registry.etcd import _CHANNEL_OPTIONS  # noqa: PLC0415 (the same keep-alives as direct)
-
-    def make(endpoint: str) -> grpc.aio.Channel:
-        url = urlsplit(originals.get(endpoint, ""))
-        if url.scheme != "https":
-            return grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
-        host = url.hostname or ""
-        authority = url.netloc.rpartition("@")[2] or f"{host}:{DEFAULT_ETCD_PORT}"
-        ca, cert, key = (Path(path).read_bytes() if path else None for path in (ca_file, cert_file, key_file))
-        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-        options = [
-            *_CHANNEL_OPTIONS,
-            ("grpc.ssl_target_name_override", host),
-            ("grpc.default_authority", authority),
-        ]
-        return grpc.aio.secure_channel(endpoint, creds, options=options)
-
-    return make
+__all__ = ["connect_etcd"]
 
 
 @contextmanager
@@ -93,12 +55,10 @@ async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
 
     with ExitStack() as stack:
         endpoints = options.endpoints
-        factory = None
+        forwarded: dict[str, str] = {}
         if options.tunnel:
             endpoints = stack.enter_context(_tunnel(options))
-            factory = tunnel_channel_factory(
-                _originals(endpoints, options.endpoints), options.ca_file, options.cert_file, options.key_file
-            )
+            forwarded = _originals(endpoints, options.endpoints)
         kv = EtcdKV(
             list(endpoints),
             request_timeout=options.request_timeout,
@@ -107,7 +67,7 @@ async def connect_etcd(options: GlobalOptions) -> AsyncIterator[FleetClient]:
             key_file=options.key_file or None,
             username=options.username or None,
             password=options.password or None,
-            channel_factory=factory,
+            forwarded=forwarded,
         )
         try:
             yield FleetClient(Registry(kv, options.etcd_key_prefix))

@@ -21,7 +21,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ __all__ = ["EtcdKV"]
 
 logger = logging.getLogger(__name__)
 
-ChannelFactory = Callable[[str], grpc.aio.Channel]
+DEFAULT_PORT = 2379  # etcd's client port, for a forwarded endpoint whose URL names none
 
 _LOCAL_STREAM_FAILURE = "Internal error from Core"  # grpc-core's text, not etcd's
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -188,15 +188,18 @@ class EtcdKV:
         key_file: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        channel_factory: ChannelFactory | None = None,
+        forwarded: Mapping[str, str] | None = None,
     ) -> None:
+        """``forwarded``: endpoints that are local forwards (an SSH tunnel's ``unix:`` sockets) mapped to
+        the etcd endpoint each reaches. An ``https://`` one keeps TLS end to end: the channel verifies
+        etcd's certificate for the original host name (and sends its authority); others are plain."""
         if not endpoints:
             raise RegistryError("no etcd endpoints given")
         self._endpoints = tuple(endpoints)
         self._timeout = request_timeout
         self._tls = (ca_file, cert_file, key_file)
         self._auth = (username, password or "") if username else None
-        self._factory = channel_factory or self._make_channel
+        self._forwarded = dict(forwarded or {})
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._current = 0
         self._token: str | None = None
@@ -214,22 +217,37 @@ class EtcdKV:
     # -- channels, endpoints, auth ---------------------------------------------------------------------------
 
     def _make_channel(self, endpoint: str) -> grpc.aio.Channel:
+        original = self._forwarded.get(endpoint)
+        if original is not None:
+            url = urlsplit(original if "://" in original else f"http://{original}")
+            if url.scheme != "https":
+                return grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+            host = url.hostname or ""
+            authority = url.netloc.rpartition("@")[2] or f"{host}:{DEFAULT_PORT}"
+            options = [
+                *_CHANNEL_OPTIONS,
+                ("grpc.ssl_target_name_override", host),
+                ("grpc.default_authority", authority),
+            ]
+            return grpc.aio.secure_channel(endpoint, self._credentials(), options=options)
         if endpoint.startswith("unix:"):
             return grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
         target = url.netloc
         if url.scheme != "https":
             return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(target, self._credentials(), options=_CHANNEL_OPTIONS)
+
+    def _credentials(self) -> grpc.ChannelCredentials:
         ca, cert, key = (Path(p).read_bytes() if p else None for p in self._tls)
-        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-        return grpc.aio.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
     def _channel(self) -> tuple[int, grpc.aio.Channel]:
         if self._closed:
             raise KVClosed()
         index = self._current
         if index not in self._channels:
-            self._channels[index] = self._factory(self._endpoints[index])
+            self._channels[index] = self._make_channel(self._endpoints[index])
         return index, self._channels[index]
 
     def _failover(self, index: int) -> None:
