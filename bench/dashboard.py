@@ -6,7 +6,10 @@ The dashboard server runs on the in-memory registry filled with ``--units`` laun
 it. Chromium loads the page; the first render is the page's own mark (``performance.now()`` when the snapshot
 is drawn, from the start of navigation). Then ``--updates`` unit state changes are written one at a time and
 the server counts the bytes of every ``diff`` event it sends (one change each), after the browser has shown
-the last one. Not part of ``python -m bench``: it needs Chromium (scripts/setup installs it).
+the last one. Bytes on the wire are measured by a second stream opened beside the browser's, as a browser
+asks for it (``Accept-Encoding: gzip``; the server then sends one gzip stream flushed after every event): the
+body bytes up to the end of the snapshot event, and those the updates add. Not part of ``python -m bench``:
+it needs Chromium (scripts/setup installs it).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import http.client
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -97,6 +102,44 @@ class Server:
         self._thread.join(10)
 
 
+class WireReader:
+    """A gzip event stream read in a thread: body bytes received (``wire``) and the decoded text."""
+
+    def __init__(self, port: int) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        self._connection.request("GET", "/dashboard/events", headers={"Accept-Encoding": "gzip"})
+        self._reply = self._connection.getresponse()
+        self.encoding = self._reply.getheader("Content-Encoding", "identity")
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.encoding == "gzip" else None
+        self.wire = 0
+        self.text = ""
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while chunk := self._reply.read1(65536):
+                text = (self._inflate.decompress(chunk) if self._inflate else chunk).decode()
+                with self._lock:
+                    self.wire += len(chunk)
+                    self.text += text
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return  # closed under the read
+
+    def seen(self) -> tuple[int, str]:
+        with self._lock:
+            return self.wire, self.text
+
+    def snapshot_read(self) -> int | None:
+        """The bytes received once the whole snapshot event is (None before)."""
+        wire, text = self.seen()
+        return wire if "\n\n" in text.partition("event: snapshot")[2] else None
+
+    def close(self) -> None:
+        self._connection.close()
+
+
 def _wait(probe: Any, what: str) -> Any:
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
@@ -107,7 +150,7 @@ def _wait(probe: Any, what: str) -> Any:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def measure(units: int, machines: int, updates: int, screenshot: str = "") -> dict[str, float]:
+def measure(units: int, machines: int, updates: int, screenshot: str = "") -> dict[str, Any]:
     server = Server(units, machines)
     try:
         with headless_chromium() as driver:
@@ -118,6 +161,8 @@ def measure(units: int, machines: int, updates: int, screenshot: str = "") -> di
             wall = time.monotonic() - started
             rows = driver.execute_script("return document.querySelectorAll('#units tbody tr').length")
             snapshot_bytes = len(server.feed.snapshot_frame().encode())
+            reader = WireReader(server.port)
+            snapshot_wire = _wait(reader.snapshot_read, "the snapshot on the wire")
             if screenshot:
                 driver.save_screenshot(screenshot)
             before_frames, before_bytes = server.feed.frames_sent, server.feed.bytes_sent
@@ -129,12 +174,18 @@ def measure(units: int, machines: int, updates: int, screenshot: str = "") -> di
             update_seconds = time.monotonic() - update_started
             frames = server.feed.frames_sent - before_frames
             sent = server.feed.bytes_sent - before_bytes
+            _wait(lambda: reader.seen()[1].count("event: diff") >= frames, "the updates on the wire")
+            update_wire = reader.seen()[0] - snapshot_wire
+            encoding = reader.encoding
+            reader.close()
     finally:
         server.close()
     return {
         "units": units, "machines": machines, "first_render_ms": float(first), "load_wall_s": wall,
         "rows_drawn": float(rows), "snapshot_bytes": float(snapshot_bytes), "updates": float(frames),
-        "bytes_per_update": sent / frames if frames else 0.0,
+        "bytes_per_update": sent / frames if frames else 0.0, "encoding": encoding,
+        "snapshot_wire_bytes": float(snapshot_wire),
+        "wire_bytes_per_update": update_wire / frames if frames else 0.0,
         "update_round_trip_ms": 1000 * update_seconds / updates if updates else 0.0,
     }
 
@@ -155,7 +206,9 @@ def main() -> None:
         f" {figures['first_render_ms']:.0f} ms after navigation ({figures['load_wall_s']:.2f} s wall,"
         f" {figures['rows_drawn']:.0f} rows drawn, snapshot {figures['snapshot_bytes'] / 1024:,.0f} KiB);"
         f" {figures['updates']:.0f} updates: {figures['bytes_per_update']:.0f} bytes each,"
-        f" {figures['update_round_trip_ms']:.0f} ms from write to browser"
+        f" {figures['update_round_trip_ms']:.0f} ms from write to browser;"
+        f" on the wire ({figures['encoding']}): snapshot {figures['snapshot_wire_bytes'] / 1024:,.0f} KiB,"
+        f" {figures['wire_bytes_per_update']:.0f} bytes per update"
     )
 
 

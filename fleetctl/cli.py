@@ -56,6 +56,10 @@ COMMAND_MODULES: Mapping[str, tuple[str, str]] = {
         "fleetctl.commands.plan",
         "Print what the engine would do if FILE... were started now; writes nothing.",
     ),
+    "reset-metadata": (
+        "fleetctl.commands.metadata",
+        "Drop live metadata of a machine, back to its fleet.conf values; prints the units that move.",
+    ),
     "restart": (
         "fleetctl.commands.units",
         "Restart one or more units in the cluster: stop each (waiting until it is loaded), then start it.",

@@ -20,7 +20,7 @@ from fleetd.errors import FleetError
 from fleetd.metadata import MetadataChange
 from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, UnitName, UnitState
 from fleetd.registry.cordons import Cordons
-from fleetd.registry.keyspace import Cordon, UnitRecord
+from fleetd.registry.keyspace import BadRecord, Cordon, UnitRecord, decode_machine
 from fleetd.registry.kv import KeyValue, WatchCompacted, range_paged
 from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
@@ -256,6 +256,17 @@ class FleetClient:
         """Live metadata overrides by machine (set-metadata), live or not."""
         return await self.registry.read_metadata()
 
+    async def configured_machine(self, machine_id: MachineID) -> MachineState | None:
+        """A live machine as its fleetd published it, without live metadata (None when it is not live or
+        its record does not decode)."""
+        kv = await self.registry.kv.get(self.registry.keys.machine(machine_id))
+        if kv is None:
+            return None
+        try:
+            return decode_machine(kv.key, kv.value)
+        except BadRecord:
+            return None
+
     async def machine_schedule(self, machine_id: str) -> Mapping[UnitName, ScheduledUnit]:
         """What the engine scheduled to one machine."""
         return await self.registry.machine_schedule(machine_id)
@@ -294,6 +305,9 @@ class FleetClient:
 
     async def patch_metadata(self, changes: Sequence[MetadataChange]) -> None:
         await self.registry.patch_metadata(changes)
+
+    async def reset_metadata(self, machine_id: MachineID, keys: Sequence[str] | None) -> None:
+        await self.registry.reset_metadata(machine_id, keys)
 
     async def ensure_schema(self) -> None:
         await self.registry.ensure_schema()

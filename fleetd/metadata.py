@@ -4,7 +4,8 @@ metadata, and the JSON Patch documents that change them.
 A machine's configured metadata (fleet.conf ``metadata``) is published by its agent in ``machines/<id>``; live
 metadata, set with ``fleetctl set-metadata`` or ``PATCH /fleet/v1/machines``, is stored apart, in
 ``metadata/<id>`` (see docs/registry.md), as overrides: ``key -> value``, where the empty value means
-"removed" (it hides a configured key). A restarting agent rewrites only its own record, so overrides
+"removed" (it hides a configured key); dropping an override (``fleetctl reset-metadata``) brings back the
+configured value. A restarting agent rewrites only its own record, so overrides
 outlive it; every reader of machines (the engine's snapshot, list-machines, the API) sees ``merged``.
 """
 
@@ -21,10 +22,12 @@ from fleetd.model import MachineID, MachineState
 __all__ = [
     "REMOVED",
     "RESERVED_KEYS",
+    "RESET",
     "MetadataChange",
     "PatchError",
     "applied",
     "check_key",
+    "check_machine_id",
     "check_value",
     "merged",
     "parse_patch",
@@ -65,6 +68,13 @@ def check_key(key: str) -> str | None:
     return None
 
 
+def check_machine_id(machine_id: str) -> str | None:
+    """Why ``machine_id`` cannot name a machine in a metadata path (None when it can)."""
+    if _MACHINE_ID.fullmatch(machine_id) is None:
+        return f"{machine_id!r} is not a machine ID"
+    return None
+
+
 def check_value(value: str) -> str | None:
     """Why ``value`` cannot be set live (None when it can): not empty (remove the key instead), no ``,``,
     no surrounding whitespace, printable, at most 1024 characters."""
@@ -92,18 +102,25 @@ def merged(machine: MachineState, overrides: Mapping[str, str]) -> MachineState:
 
 @dataclass(frozen=True, slots=True)
 class MetadataChange:
-    """Set ``key`` to ``value`` on a machine; ``value`` REMOVED removes it."""
+    """Set ``key`` to ``value`` on a machine; ``value`` REMOVED removes it (hiding a configured key) and
+    RESET drops the override (the configured value, if any, holds again)."""
 
     machine_id: MachineID
     key: str
-    value: str
+    value: str | None
+
+
+RESET = None  # a MetadataChange value: drop the override of that key
 
 
 def applied(overrides: Mapping[str, str], changes: Iterable[MetadataChange]) -> dict[str, str]:
     """``overrides`` after ``changes`` (all of one machine), in order."""
     out = dict(overrides)
     for change in changes:
-        out[change.key] = change.value
+        if change.value is RESET:
+            out.pop(change.key, None)
+        else:
+            out[change.key] = change.value
     return out
 
 
@@ -143,8 +160,8 @@ def parse_patch(document: object, machine_id: str | None = None) -> list[Metadat
         if found is None:
             raise PatchError(INVALID_PATH)
         target = machine_id if machine_id is not None else found.group(1)
-        if _MACHINE_ID.fullmatch(target) is None:
-            raise PatchError(f"{INVALID_PATH}: {target!r} is not a machine ID")
+        if (problem := check_machine_id(target)) is not None:
+            raise PatchError(f"{INVALID_PATH}: {problem}")
         key = _unescape(found.group(found.lastindex or 1))
         problem = check_key(key)
         if problem is not None:

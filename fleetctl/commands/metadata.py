@@ -1,7 +1,9 @@
-"""set-metadata and unset-metadata: change a machine's metadata live, and say which units that moves.
+"""set-metadata, unset-metadata and reset-metadata: change a machine's metadata live, and say which units
+that moves.
 
 The change is stored as live metadata (``metadata/<machine-id>``, merged over the metadata the machine's
-fleet.conf publishes; see ``fleetd.metadata``), so a restarting fleetd keeps it. Before writing, the cluster
+fleet.conf publishes; see ``fleetd.metadata``), so a restarting fleetd keeps it; reset-metadata drops
+overrides, so the configured values hold again. Before writing, the cluster
 is read as the engine leader sees it (``FleetClient.snapshot``) and the engine's pure planner is run on it
 with and without the change: the schedule changes only the new metadata causes (units whose
 ``MachineMetadata`` the machine no longer satisfies move away; unplaced units it now satisfies may land there)
@@ -11,7 +13,7 @@ are printed, as ``fleetctl plan`` prints them. The engine then makes them on its
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import click
 
@@ -22,8 +24,8 @@ from fleetctl.context import UsageFailed, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetd.engine.plan import plan_cluster
-from fleetd.metadata import REMOVED, MetadataChange, check_key, check_value, merged
-from fleetd.model import MachineID
+from fleetd.metadata import REMOVED, RESET, MetadataChange, applied, check_key, check_value, merged
+from fleetd.model import MachineState
 from fleetd.registry.snapshot import ClusterSnapshot
 
 __all__ = ["COMMANDS", "moved_by", "parse_assignments"]
@@ -52,30 +54,51 @@ def _checked_keys(keys: Sequence[str]) -> list[str]:
 
 
 def moved_by(
-    snapshot: ClusterSnapshot, machine_id: MachineID, changes: Sequence[MetadataChange]
+    snapshot: ClusterSnapshot,
+    configured: MachineState | None,
+    overrides: Mapping[str, str],
+    changes: Sequence[MetadataChange],
 ) -> list[str]:
-    """The planner's lines for what ``changes`` to ``machine_id``'s metadata would do that the next pass
-    would not do anyway (empty when the machine is not live: the engine does not plan for it)."""
-    machine = snapshot.machines.get(machine_id)
-    if machine is None:
+    """The planner's lines for what ``changes`` to a machine's live ``overrides`` would do that the next
+    pass would not do anyway; ``configured`` is the machine as its fleetd published it (None, or not in
+    the snapshot, when it is not live: the engine does not plan for it, and the result is empty)."""
+    machine = snapshot.machines.get(configured.id) if configured is not None else None
+    if configured is None or machine is None:
         return []
-    overrides = {change.key: change.value for change in changes}
-    machines = {**snapshot.machines, machine_id: merged(machine, overrides)}
+    metadata = merged(configured, applied(overrides, changes)).metadata
+    machines = {**snapshot.machines, configured.id: dataclasses.replace(machine, metadata=metadata)}
     before = set(plan_lines(plan_cluster(snapshot)))
     after = plan_lines(plan_cluster(dataclasses.replace(snapshot, machines=machines)))
     return [line for line in after if line not in before]
 
 
-def _change(ctx: click.Context, machine: str, changes: list[tuple[str, str]], verb: str) -> None:
+def _shown(key: str, value: str | None) -> str:
+    return key if value in (REMOVED, RESET) else f"{key}={value}"
+
+
+def _change(
+    ctx: click.Context, machine: str, changes: Sequence[tuple[str, str | None]] | None, verb: str
+) -> None:
+    """Apply ``changes`` to ``machine``'s live metadata (None: reset every override it has)."""
+
     async def action(client: FleetClient) -> None:
-        known = {m.id for m in await client.machines()} | set(await client.live_metadata())
-        machine_id = find_machine(sorted(known), machine)
-        built = await client.snapshot()
-        typed = [MetadataChange(machine_id, key, value) for key, value in changes]
-        lines = moved_by(built.snapshot, machine_id, typed)
-        await client.patch_metadata(typed)
-        shown = ", ".join(key if value == REMOVED else f"{key}={value}" for key, value in changes)
-        say(f"Machine {machine_id}: {verb} {shown}")
+        live = await client.live_metadata()
+        machine_id = find_machine(sorted({m.id for m in await client.machines()} | set(live)), machine)
+        overrides = live.get(machine_id, {})
+        wanted = changes if changes is not None else [(key, RESET) for key in sorted(overrides)]
+        typed = [MetadataChange(machine_id, key, value) for key, value in wanted]
+        lines: list[str] = []
+        if typed:
+            built = await client.snapshot()
+            lines = moved_by(built.snapshot, await client.configured_machine(machine_id), overrides, typed)
+        if changes is None:
+            await client.reset_metadata(machine_id, None)  # every override, whatever the entry holds
+        else:
+            await client.patch_metadata(typed)
+        if not wanted:
+            say(f"Machine {machine_id}: no live metadata to reset (its configured metadata holds)")
+            return
+        say(f"Machine {machine_id}: {verb} {', '.join(_shown(key, value) for key, value in wanted)}")
         for line in lines:
             say(f"Planned: {line}")
         if not lines:
@@ -110,7 +133,7 @@ def unset_metadata(ctx: click.Context, /, machine: str, keys: tuple[str, ...]) -
     """Remove metadata keys from a machine live (configured ones too); prints the units that move.
 
     MACHINE is a machine ID or its unique prefix. A key set in the machine's fleet.conf stays hidden until
-    set again with set-metadata.
+    set again with set-metadata, or reset with reset-metadata.
 
     \b
     Examples:
@@ -119,4 +142,22 @@ def unset_metadata(ctx: click.Context, /, machine: str, keys: tuple[str, ...]) -
     _change(ctx, machine, [(key, REMOVED) for key in _checked_keys(keys)], "unset")
 
 
-COMMANDS = (set_metadata, unset_metadata)
+@click.command("reset-metadata", cls=FleetCommand)
+@click.argument("machine")
+@click.argument("keys", nargs=-1, metavar="[KEY...]")
+@click.pass_context
+def reset_metadata(ctx: click.Context, /, machine: str, keys: tuple[str, ...]) -> None:
+    """Drop live metadata of a machine, back to its fleet.conf values; prints the units that move.
+
+    MACHINE is a machine ID or its unique prefix. Each KEY set or unset live takes its configured value
+    again (or is absent when fleet.conf does not set it); without KEYs, every live key of the machine does.
+
+    \b
+    Examples:
+      fleetctl reset-metadata 1a2b3c4d disk
+      fleetctl reset-metadata 1a2b3c4d
+    """
+    _change(ctx, machine, [(key, RESET) for key in _checked_keys(keys)] if keys else None, "reset")
+
+
+COMMANDS = (set_metadata, unset_metadata, reset_metadata)

@@ -1,8 +1,10 @@
 """The agent shell: register this machine, follow its schedule, drive systemd to match, publish unit states.
 
 Read -> decide -> write. The schedule (``schedule/<id>/``) and the global units (``globals/``) are followed by
-a watch-fed Mirror, so an idle agent reads nothing; bodies are read by hash once and cached. Each pass plans
-with the pure ``fleetd.agent.plan`` and runs the tasks in order, stopping at the first failure.
+a watch-fed Mirror; bodies are read by hash once and cached. While a Global unit it may run has
+``MachineMetadata``, this machine's live metadata is read every 10 s (``fleetd.agent.own_metadata``: one Get,
+not a watch), so Global units follow it; otherwise an idle agent reads nothing. Each pass plans with the
+pure ``fleetd.agent.plan`` and runs the tasks in order, stopping at the first failure.
 
 Liveness is one lease of ``ttl`` seconds, kept alive (keep-alives are not writes). Losing etcd stops no
 unit except by fencing: passes that cannot read are postponed with a backoff, and when etcd is back an
@@ -24,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fleetd import metrics
+from fleetd.agent.own_metadata import METADATA_INTERVAL, OwnMetadata
 from fleetd.agent.plan import (
     AgentPlan,
     CurrentUnit,
@@ -81,6 +84,7 @@ class Agent:
         settle: float = SETTLE,
         fence: FencePolicy = FencePolicy.CONFLICTS,
         handover: Handover | None = None,
+        metadata_interval: float = METADATA_INTERVAL,
     ) -> None:
         self._registry = registry
         self._kv = registry.kv
@@ -101,6 +105,9 @@ class Agent:
         self._fenced: frozenset[UnitName] = frozenset()
         self.source = DesiredSource(registry, machine.id)
         self.mirror = self.source.mirror
+        self.own_metadata = OwnMetadata(
+            registry.kv, registry.keys.machine_metadata(machine.id), machine.id, interval=metadata_interval
+        )
         self.publisher = StatePublisher(registry, units, machine.id)
         self.lease = 0
         self.registered = False
@@ -186,7 +193,12 @@ class Agent:
         if (self.lease == 0 and not self._lease_expired) or not self.source.ready:
             return ()  # not registered yet (a lost lease still plans: fencing)
         wanted = await self.source.read()
-        desired = desired_units(self.machine, wanted.scheduled, wanted.global_units)
+        own = self.own_metadata
+        own.needed = any(unit.requirements.metadata for unit in wanted.global_units.values())
+        if own.needed and not own.ready:
+            await own.refresh()  # Global units follow live metadata from the pass that first needs it
+        machine = self.own_metadata.machine(self.machine)
+        desired = desired_units(machine, wanted.scheduled, wanted.global_units)
         current = self._current()
         plan = plan_pass(desired, current, self._facts(wanted.skipped))
         if plan.confirm_lease:
@@ -286,6 +298,7 @@ class Agent:
             group.create_task(self.mirror.run())
             group.create_task(self._heartbeat_loop())
             group.create_task(self._mirror_wakeups())
+            group.create_task(self.own_metadata.run(self._wake.set, self._sleep))
             group.create_task(self._reconcile_loop())
             group.create_task(self._changes_loop())
             group.create_task(self._publish_loop())

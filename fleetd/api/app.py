@@ -2,7 +2,8 @@
 
 Routes (each under ``/fleet/v1`` and the legacy ``/v1-alpha``): ``discovery``, ``units`` (paginated),
 ``units/{name}`` (GET, PUT, DELETE), ``state`` (paginated; ``machineID`` and ``unitName`` filters),
-``state/{name}``, ``machines`` (paginated); ``/metrics`` at the root. Errors are JSON
+``state/{name}``, ``machines`` (paginated; PATCH, and DELETE ``machines/{id}/metadata[/{key}]`` for live
+metadata); ``/metrics`` at the root. Errors are JSON
 ``{"error": {"code": <status>, "message": "<text>"}}``; an unreachable etcd is ``503``. Every response carries
 ``Server: fleetd/<version>``.
 """
@@ -20,8 +21,8 @@ from fleetd import metrics
 from fleetd.api.discovery import DOCUMENT
 from fleetd.api.pagination import PageToken, TokenError, page_of, parse_tokens
 from fleetd.errors import FleetError, RegistryUnavailable, UnitFileError, UnitNameError
-from fleetd.metadata import PatchError, parse_patch
-from fleetd.model import VERSION, MachineState, TargetState, UnitState
+from fleetd.metadata import INVALID_PATH, PatchError, check_key, check_machine_id, parse_patch
+from fleetd.model import VERSION, MachineID, MachineState, TargetState, UnitState
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import checked_unit_file
 from fleetd.unitfile.names import UnitNameInfo, validate_unit_name
@@ -273,10 +274,30 @@ async def patch_machines(request: web.Request) -> web.Response:
         raise ApiError(400, f"unable to decode body: {exc}") from None
     registry = request.app[REGISTRY_KEY]
     if machine_id is not None:
-        keys = registry.keys
-        if not await registry.get_many([keys.machine(machine_id), keys.machine_metadata(machine_id)]):
-            raise ApiError(404, "machine does not exist")
+        await _known_machine(registry, machine_id)
     await registry.patch_metadata(changes)
+    return web.Response(status=204)
+
+
+async def _known_machine(registry: Registry, machine_id: str) -> None:
+    """ApiError 404 unless the machine is live or has live metadata."""
+    keys = registry.keys
+    if not await registry.get_many([keys.machine(machine_id), keys.machine_metadata(machine_id)]):
+        raise ApiError(404, "machine does not exist")
+
+
+async def reset_metadata(request: web.Request) -> web.Response:
+    """Drop live metadata, so the machine's configured values hold again: one key
+    (``DELETE machines/<id>/metadata/<key>``) or every override (``DELETE machines/<id>/metadata``).
+    204; 404 for a machine neither live nor with live metadata."""
+    machine_id = request.match_info["id"]
+    key = request.match_info.get("key")
+    problem = check_machine_id(machine_id) or (check_key(key) if key is not None else None)
+    if problem is not None:
+        raise ApiError(400, f"{INVALID_PATH}: {problem}")
+    registry = request.app[REGISTRY_KEY]
+    await _known_machine(registry, machine_id)
+    await registry.reset_metadata(MachineID(machine_id), None if key is None else [key])
     return web.Response(status=204)
 
 
@@ -316,4 +337,6 @@ def make_app(
         app.router.add_get(f"{prefix}/machines", list_machines)
         app.router.add_patch(f"{prefix}/machines", patch_machines)
         app.router.add_patch(f"{prefix}/machines/{{id}}", patch_machines)
+        app.router.add_delete(f"{prefix}/machines/{{id}}/metadata", reset_metadata)
+        app.router.add_delete(f"{prefix}/machines/{{id}}/metadata/{{key:.+}}", reset_metadata)
     return app

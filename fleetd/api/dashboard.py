@@ -8,13 +8,16 @@
 - ``GET /dashboard/units/{name}/journal?lines=N``: its recent journal lines from the ``JournalSource`` the
   server was given (fleetctl: over SSH as ``fleetctl journal``; fleetd: this machine's units only).
 
-Everything is read-only: nothing here writes to the registry.
+Everything is read-only: nothing here writes to the registry. Responses are gzip-compressed when the browser
+accepts it; the event stream is compressed as one gzip stream flushed after every event (``EventEncoder``),
+so each event reaches the browser as soon as it is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from importlib import resources
@@ -62,10 +65,42 @@ def _asset(name: str) -> bytes:
     return resources.files("fleetd.api").joinpath("static", name).read_bytes()
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (``gzip`` or ``*``, without ``q=0``)."""
+    for item in accept_encoding.lower().split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        if coding not in ("gzip", "*"):
+            continue
+        q = next((param[2:] for param in params if param.startswith("q=")), "1")
+        try:
+            return float(q) > 0
+        except ValueError:
+            return False
+    return False
+
+
+class EventEncoder:
+    """The bytes of an event stream: identity, or one gzip stream sync-flushed after every event (each
+    event is complete for the browser as soon as it is written). ``sent`` counts the bytes produced."""
+
+    def __init__(self, gzip: bool) -> None:
+        self.gzip = gzip
+        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzip else None
+        self.sent = 0
+
+    def encode(self, text: str) -> bytes:
+        data = text.encode()
+        if self._compressor is not None:
+            data = self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+        self.sent += len(data)
+        return data
+
+
 def _static(name: str) -> web.Response:
     response = web.Response(body=_asset(name), content_type=_ASSETS[name], charset="utf-8")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.enable_compression()  # gzip or deflate when the browser accepts it
     return response
 
 
@@ -87,23 +122,26 @@ async def asset(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED_KEY]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    encoder = EventEncoder(accepts_gzip(request.headers.get("Accept-Encoding", "")))
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+               "Vary": "Accept-Encoding"}
+    if encoder.gzip:
+        headers["Content-Encoding"] = "gzip"
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
-    await response.write(b"retry: 2000\n\n")
+    await response.write(encoder.encode("retry: 2000\n\n"))
     with contextlib.suppress(ConnectionResetError):
         while True:  # wait for the registry (the page says "connecting" meanwhile)
             try:
                 async with feed.hold(KEEP_ALIVE):
-                    await _stream(feed, response)
+                    await _stream(feed, response, encoder)
                     break
             except RegistryUnavailable:
-                await response.write(b": waiting for the registry\n\n")
+                await response.write(encoder.encode(": waiting for the registry\n\n"))
     return response
 
 
-async def _stream(feed: DashboardFeed, response: web.StreamResponse) -> None:
+async def _stream(feed: DashboardFeed, response: web.StreamResponse, encoder: EventEncoder) -> None:
     subscriber = feed.subscribe()
     try:
         while True:
@@ -113,7 +151,7 @@ async def _stream(feed: DashboardFeed, response: web.StreamResponse) -> None:
                 frame = ": keep-alive\n\n"
             if frame is None:
                 return
-            await response.write(frame.encode())
+            await response.write(encoder.encode(frame))
     finally:
         feed.unsubscribe(subscriber)
 
@@ -129,7 +167,9 @@ async def unit_page(request: web.Request) -> web.Response:
         unit_hash = feed.view.unit_hash(name)
         states = feed.view.unit_states_json(name)
     body = await feed.registry.get_body(unit_hash) if unit_hash else None
-    return web.json_response({"unit": unit, "states": states, "body": body})
+    response = web.json_response({"unit": unit, "states": states, "body": body})
+    response.enable_compression()
+    return response
 
 
 async def journal(request: web.Request) -> web.Response:

@@ -113,6 +113,19 @@ DOCUMENT: dict[str, Any] = {
                 "machines/{machineID}", parameters={"machineID": _string(location="path", required=True)},
                 parameterOrder=["machineID"], request={"$ref": "MetadataPatch"},
             ),
+            "ResetMetadata": _method(
+                "Machine.ResetMetadata", "Drop a machine's live metadata: its configured values hold again.",
+                "DELETE", "machines/{machineID}/metadata",
+                parameters={"machineID": _string(location="path", required=True)},
+                parameterOrder=["machineID"],
+            ),
+            "ResetMetadataKey": _method(
+                "Machine.ResetMetadataKey", "Drop one live metadata key: its configured value holds again.",
+                "DELETE", "machines/{machineID}/metadata/{key}",
+                parameters={"machineID": _string(location="path", required=True),
+                            "key": _string(location="path", required=True)},
+                parameterOrder=["machineID", "key"],
+            ),
         }},
         "Units": {"methods": {
             "List": _method("Unit.List", "Retrieve a page of Unit objects.", "GET", "units",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fleetd.errors import CASConflict, NotFound, RegistryError
-from fleetd.metadata import MetadataChange, applied, merged
+from fleetd.metadata import RESET, MetadataChange, applied, merged
 from fleetd.model import (
     Action,
     EnginePlan,
@@ -212,6 +212,14 @@ class Registry:
             if not pending:
                 return
         raise CASConflict(f"metadata kept changing on machines {', '.join(sorted(pending))}")
+
+    async def reset_metadata(self, machine_id: MachineID, keys: Sequence[str] | None = None) -> None:
+        """Drop live metadata overrides of one machine, so its configured values hold again: ``keys``, or
+        with None every override (the entry is deleted, whatever it holds)."""
+        if keys is None:
+            await self.kv.delete(self.keys.machine_metadata(machine_id))
+        else:
+            await self.patch_metadata([MetadataChange(machine_id, key, RESET) for key in keys])
 
     async def remove_machine(self, machine_id: str) -> None:
         await self.kv.delete(self.keys.machine(machine_id))

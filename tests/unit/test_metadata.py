@@ -14,8 +14,11 @@ from fleetd.metadata import (
     INVALID_OP,
     INVALID_PATH,
     INVALID_VALUE,
+    REMOVED,
+    RESET,
     MetadataChange,
     PatchError,
+    applied,
     check_key,
     check_value,
     merged,
@@ -51,6 +54,15 @@ def test_overrides_set_and_hide_configured_keys() -> None:
     machine = merged(CONFIGURED, {"disk": "ssd", "hostname": "", "zone": "b"})
     assert machine.metadata == {"disk": "ssd", "zone": "b"}
     assert machine.public_ip == "10.0.0.1" and CONFIGURED.metadata["disk"] == "hdd"
+
+
+def test_a_reset_drops_the_override_so_the_configured_value_holds_again() -> None:
+    m = MachineID("m1")
+    resets = [MetadataChange(m, key, RESET) for key in ("disk", "hostname", "new")]
+    overrides = applied({"disk": "ssd", "hostname": REMOVED}, resets)
+    assert overrides == {}
+    assert merged(CONFIGURED, overrides).metadata == CONFIGURED.metadata
+    assert applied({"a": "1"}, [MetadataChange(m, "a", RESET), MetadataChange(m, "a", "2")]) == {"a": "2"}
 
 
 def test_fleets_patch_document_names_machines_in_paths() -> None:

@@ -124,3 +124,54 @@ def test_getting_one_unit_costs_the_same_requests_whatever_the_number_of_units()
 
         run(scenario)
     assert counts[0] == counts[1] <= 6
+
+
+def test_delete_of_live_metadata_brings_back_the_configured_values() -> None:
+    async def scenario(client: TestClient[Any, Any], registry: Registry) -> None:
+        ops = [
+            {"op": "add", "path": "/metadata/ping", "value": "splat"},
+            {"op": "add", "path": "/metadata/a", "value": "b"},
+            {"op": "remove", "path": "/metadata/hostname"},
+        ]
+        assert (await client.patch(f"{V1}/machines/m1", json=ops)).status == 204
+        assert (await metadata(client))["m1"] == {"ping": "splat", "a": "b"}
+        # fleet's remove hides a configured key; DELETE of one key brings its configured value back
+        assert (await client.delete(f"{V1}/machines/m1/metadata/hostname")).status == 204
+        assert (await metadata(client))["m1"] == {"ping": "splat", "a": "b", "hostname": "smoke1"}
+        assert (await client.delete(f"{V1}/machines/m1/metadata/a")).status == 204
+        assert (await metadata(client))["m1"] == {"ping": "splat", "hostname": "smoke1"}
+        assert (await client.delete(f"{V1}/machines/m1/metadata/never-set")).status == 204
+        # and DELETE of the whole metadata drops every override
+        assert (await client.delete("/v1-alpha/machines/m1/metadata")).status == 204
+        assert (await metadata(client))["m1"] == {"ping": "pong", "hostname": "smoke1"}
+        assert await registry.read_metadata() == {}
+        # an entry that does not decode is dropped too
+        await registry.kv.put(registry.keys.machine_metadata("m0"), "{not json")
+        assert (await client.delete(f"{V1}/machines/m0/metadata/foo")).status == 204
+        assert await registry.kv.get(registry.keys.machine_metadata("m0")) is None
+        await registry.kv.put(registry.keys.machine_metadata("m9"), "{not json")  # a machine that is down
+        assert (await client.delete(f"{V1}/machines/m9/metadata")).status == 204
+        assert await registry.kv.get(registry.keys.machine_metadata("m9")) is None
+        missing = await client.delete(f"{V1}/machines/m7/metadata")
+        assert missing.status == 404
+        assert await missing.json() == {"error": {"code": 404, "message": "machine does not exist"}}
+        for path, problem in [
+            ("m1/metadata/a=b", "must not contain"),
+            ("m1/metadata/fleet.max-units", "unit cap"),
+            ("-m1/metadata", "is not a machine ID"),
+        ]:
+            response = await client.delete(f"{V1}/machines/{path}")
+            assert response.status == 400, path
+            message = (await response.json())["error"]["message"]
+            assert message.startswith(f"{INVALID_PATH}: ") and problem in message, message
+
+    run(with_machines(scenario))
+
+
+def test_delete_of_live_metadata_with_etcd_unreachable_is_503() -> None:
+    async def scenario(client: TestClient[Any, Any], registry: Registry) -> None:
+        response = await client.delete(f"{V1}/machines/m1/metadata")
+        assert response.status == 503
+        assert await response.json() == {"error": {"code": 503, "message": UNAVAILABLE}}
+
+    run(scenario, kv=UnreachableKV())

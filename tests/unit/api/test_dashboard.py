@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fleetctl.commands.dashboard import allowed_hosts, parse_address
 from fleetctl.context import UsageFailed
 from fleetd.api.app import make_app
-from fleetd.api.dashboard import Journal, add_dashboard, make_dashboard_app
+from fleetd.api.dashboard import Journal, accepts_gzip, add_dashboard, make_dashboard_app
 from fleetd.api.dashboard_feed import DashboardFeed, Subscriber
 from fleetd.model import MachineID, MachineState, TargetState, UnitState
 from fleetd.registry.memory import MemoryKV
@@ -229,3 +230,56 @@ def test_the_address_is_a_loopback_one(text: str, expected: tuple[str, int]) -> 
 def test_other_addresses_are_refused_with_what_to_do(text: str) -> None:
     with pytest.raises(UsageFailed, match=r"127\.0\.0\.1:PORT"):
         parse_address(text)
+
+
+@pytest.mark.parametrize(("header", "gzip"), [
+    ("gzip, deflate, br", True), ("GZIP", True), ("br;q=1.0, gzip;q=0.5", True), ("*", True),
+    ("", False), ("identity", False), ("gzip;q=0", False), ("gzip;q=0.0, br", False), ("gzip;q=x", False),
+    ("deflate, br", False),
+])
+def test_gzip_is_used_when_the_browser_accepts_it(header: str, gzip: bool) -> None:
+    assert accepts_gzip(header) is gzip
+
+
+def test_the_stream_is_gzip_flushed_after_every_event_and_the_assets_are_compressed() -> None:
+    async def scenario(client: TestClient[Any, Any], registry: Registry, kv: MemoryKV, feed: Any) -> None:
+        for index in range(200):
+            await start_unit(registry, f"unit-{index:03}.service")
+        gzip = {"Accept-Encoding": "gzip"}
+        raw = await client.get("/dashboard/events", headers=gzip, auto_decompress=False)
+        assert raw.headers["Content-Encoding"] == "gzip" and raw.headers["Vary"] == "Accept-Encoding"
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text, wire = "", 0
+
+        async def until(needle: str) -> None:
+            nonlocal text, wire
+            while needle not in text:  # every event decodes from the bytes sent so far: nothing held back
+                chunk = await asyncio.wait_for(raw.content.readany(), 5)
+                assert chunk, "stream ended"
+                wire += len(chunk)
+                text += inflate.decompress(chunk).decode()
+
+        await until("event: snapshot")
+        await until("\n\n")
+        snapshot = text[text.index("data: ") + 6 :].split("\n", 1)[0]
+        assert len(json.loads(snapshot)["units"]) == 200
+        assert wire * 5 < len(text), (wire, len(text))  # 200 similar rows compress well
+        await start_unit(registry, "late.service")
+        await until('"late.service"')
+        raw.close()
+        plain = await client.get("/dashboard/events", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        assert (await plain.content.readline()) == b"retry: 2000\n"
+        plain.close()
+        for path in ("/", "/dashboard/static/app.js", "/dashboard/static/app.css"):
+            asset = await client.get(path, headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+            body = await asset.read()
+            assert asset.headers["Content-Encoding"] == "gzip", path
+            assert len(zlib.decompress(body, 16 + zlib.MAX_WBITS)) > 2 * len(body), path
+        page = await client.get("/dashboard/units/late.service", headers={"Accept-Encoding": "gzip"},
+                                auto_decompress=False)
+        assert page.headers["Content-Encoding"] == "gzip"
+        assert json.loads(zlib.decompress(await page.read(), 16 + zlib.MAX_WBITS))["unit"]["name"] == (
+            "late.service")
+
+    run(scenario)
