@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fleetd import metrics
 from fleetd.api.discovery import DOCUMENT
+from fleetd.api.listing import Listings
 from fleetd.api.pagination import PageToken, TokenError, page_of, parse_tokens
 from fleetd.errors import FleetError, RegistryUnavailable, UnitFileError, UnitNameError
 from fleetd.metadata import INVALID_PATH, PatchError, check_key, check_machine_id, parse_patch
@@ -35,6 +36,7 @@ PREFIXES = ("/fleet/v1", "/v1-alpha")
 UNAVAILABLE = "fleet server unable to communicate with etcd"
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
+LISTINGS_KEY = web.AppKey("listings", Listings)
 LIMIT_KEY = web.AppKey("token_limit", int)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -135,7 +137,8 @@ async def discovery(request: web.Request) -> web.Response:
 async def list_units(request: web.Request) -> web.Response:
     token = _token(request)
     registry = request.app[REGISTRY_KEY]
-    page, following = page_of(await unit_views(registry), token)
+    views = await request.app[LISTINGS_KEY].get("units", lambda: unit_views(registry))
+    page, following = page_of(views, token)
     bodies = await registry.get_bodies(view.record.hash for view in page)
     units = [_unit_json(view, bodies.get(view.record.hash)) for view in page]
     return web.json_response(_page_json("units", units, following))
@@ -239,7 +242,10 @@ async def list_states(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     unit_name = request.query.get("unitName", "")
     machine_id = request.query.get("machineID", "")
-    states = await registry.list_unit_states([unit_name] if unit_name else None)
+    if unit_name:
+        states = await registry.list_unit_states([unit_name])
+    else:
+        states = await request.app[LISTINGS_KEY].get("states", registry.list_unit_states)
     if machine_id:
         states = tuple(state for state in states if state.machine_id == machine_id)
     page, following = page_of(states, token)
@@ -318,6 +324,7 @@ def make_app(
     ``/`` serves (the dashboard's routes); without it ``/`` is not allowed."""
     app = web.Application(middlewares=[_errors])
     app[REGISTRY_KEY] = registry
+    app[LISTINGS_KEY] = Listings(registry)
     app[LIMIT_KEY] = token_limit
     app.on_response_prepare.append(_server_header)
     app.router.add_get("/metrics", metrics_page)

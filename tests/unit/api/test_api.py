@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from fleetd import metrics
-from fleetd.api.app import UNAVAILABLE, make_app
+from fleetd.api.app import LISTINGS_KEY, UNAVAILABLE, make_app
 from fleetd.api.pagination import PageToken, TokenError, parse_tokens
 from fleetd.errors import RegistryUnavailable
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
@@ -206,6 +206,26 @@ def test_units_page_over_a_thousand_units_with_next_page_tokens() -> None:
                 break
         assert pages == 11
         assert names == [f"u{i:04d}.service" for i in range(1001)]
+        assert client.app is not None
+        assert client.app[LISTINGS_KEY].reads == 1  # 11 pages, the list read once: nothing changed
+
+    run(scenario)
+
+
+def test_a_change_between_pages_reads_the_list_anew() -> None:
+    async def scenario(client: TestClient[Any, Any], registry: Registry) -> None:
+        from fleetd.unitfile.unit import UnitFile  # noqa: PLC0415
+        from fleetd.units import new_record  # noqa: PLC0415
+
+        unit_file = UnitFile.from_options([("Service", "ExecStart", "/bin/true")])
+        await registry.put_units([new_record(f"u{i}.service", unit_file) for i in range(3)])
+        first = await (await client.get(f"{V1}/units")).json()
+        await registry.put_units([new_record("u9.service", unit_file)])
+        second = await (await client.get(f"{V1}/units")).json()
+        assert [u["name"] for u in first["units"]] == ["u0.service", "u1.service", "u2.service"]
+        assert [u["name"] for u in second["units"]][-1] == "u9.service"
+        assert client.app is not None
+        assert client.app[LISTINGS_KEY].reads == 2
 
     run(scenario)
 
