@@ -79,6 +79,27 @@ async def _set(client: FleetClient, records: Sequence[UnitRecord], state: Target
         raise CommandFailed(f"Error {doing} units: unable to find unit {exc.name}") from exc
 
 
+async def _change_and_report(
+    client: FleetClient,
+    app: App,
+    records: Sequence[UnitRecord],
+    state: TargetState,
+    verbs: tuple[str, str, str],
+    *,
+    no_block: bool,
+    budget: Budget,
+) -> None:
+    """stop/unload: set the target state, wait (fleet's failure line names the units), say it succeeded.
+    ``verbs``: the -ing form (errors), the plain form (waits) and the past form (the success line)."""
+    doing, verb, done = verbs
+    names = _go_list([r.name for r in records])
+    await _set(client, records, state, doing)
+    failure = f"Failed to {verb} units {names}. err: {{}}"
+    await _settle(client, app, records, state, verb, no_block=no_block, budget=budget, failure=failure)
+    if not no_block:
+        say(f"Successfully {done} units {names}.", err=True)
+
+
 async def _settle(
     client: FleetClient,
     app: App,
@@ -242,14 +263,9 @@ def stop(
             stopping.append(record)
         if not stopping:
             return
-        names = _go_list([r.name for r in stopping])
-        await _set(client, stopping, LOADED, "stopping")
-        failure = f"Failed to stop units {names}. err: {{}}"
-        await _settle(
-            client, app, stopping, LOADED, "stop", no_block=no_block, budget=budget, failure=failure
+        await _change_and_report(
+            client, app, stopping, LOADED, ("stopping", "stop", "stopped"), no_block=no_block, budget=budget
         )
-        if not no_block:
-            say(f"Successfully stopped units {names}.", err=True)
 
     run(ctx, action)
 
@@ -285,21 +301,10 @@ def unload(
         ]
         if not unloading:
             return
-        names = _go_list([r.name for r in unloading])
-        await _set(client, unloading, INACTIVE, "unloading")
-        failure = f"Failed to unload units {names}. err: {{}}"
-        await _settle(
-            client,
-            app,
-            unloading,
-            INACTIVE,
-            "unload",
-            no_block=no_block,
+        await _change_and_report(
+            client, app, unloading, INACTIVE, ("unloading", "unload", "unloaded"), no_block=no_block,
             budget=budget,
-            failure=failure,
         )
-        if not no_block:
-            say(f"Successfully unloaded units {names}.", err=True)
 
     run(ctx, action)
 
