@@ -107,19 +107,12 @@ def status(
 ) -> int:
     """``systemctl status -l`` for each unit on its machine; stops at the first non-zero exit code."""
     for index, name in enumerate(units):
-        location = lookup(name)
-        if location is None:
-            raise RemoteRefused(f"Unit {name} does not exist.")
-        if location.is_global:
-            raise RemoteRefused(f"Unable to retrieve status of global unit {name}.")
-        if location.state is TargetState.INACTIVE or location.machine is None:
-            why = f" No machine can run it: {location.reason}" if location.reason else ""
-            raise RemoteRefused(f"Unit {name} does not appear to be loaded.{why}")
+        location, machine = _placed(name, lookup, "status", "loaded", with_reason=True)
         if index:
             out("")
         if location.note:
             out(f"Unit {name}: {location.note}")
-        code = runner.run(location.machine, status_command(location.name), port)
+        code = runner.run(machine, status_command(location.name), port)
         if code:
             return code
     return 0
@@ -129,14 +122,23 @@ def journal(
     name: str, lookup: Lookup, runner: Runner, port: int, *, lines: int, output: str, follow: bool, sudo: bool
 ) -> int:
     """``journalctl`` for the unit on its machine; returns journalctl's exit code."""
+    location, machine = _placed(name, lookup, "journal", "running", with_reason=False)
+    return runner.run(machine, journal_command(location.name, lines, output, follow, sudo), port)
+
+
+def _placed(
+    name: str, lookup: Lookup, what: str, state: str, *, with_reason: bool
+) -> tuple[UnitLocation, MachineState]:
+    """A unit that runs on one machine, and that machine; RemoteRefused with fleet's line otherwise."""
     location = lookup(name)
     if location is None:
         raise RemoteRefused(f"Unit {name} does not exist.")
     if location.is_global:
-        raise RemoteRefused(f"Unable to retrieve journal of global unit {name}.")
+        raise RemoteRefused(f"Unable to retrieve {what} of global unit {name}.")
     if location.state is TargetState.INACTIVE or location.machine is None:
-        raise RemoteRefused(f"Unit {name} does not appear to be running.")
-    return runner.run(location.machine, journal_command(location.name, lines, output, follow, sudo), port)
+        why = f" No machine can run it: {location.reason}" if with_reason and location.reason else ""
+        raise RemoteRefused(f"Unit {name} does not appear to be {state}.{why}")
+    return location, location.machine
 
 
 def _machine_by_prefix(prefix: str, machines: Sequence[MachineState]) -> MachineState:
