@@ -5,7 +5,8 @@ running a disjoint range of machines, each an agent and an engine candidate as f
 leader is whichever candidate wins, in either worker). It reports every first start of a unit on one of its
 machines (unit, machine, ``time.monotonic()``: CLOCK_MONOTONIC, shared by every process on Linux) to the
 coordinator through a pipe, in batches every 20 ms. The coordinator (``ProcCluster``) runs no engine; it
-offers what the fan-out benchmark reads: ``registry``, ``kvs``, ``active``, ``changed``.
+offers what the fan-out and footprint benchmarks read: ``registry``, ``kvs``, ``active``, ``starts``,
+``changed``.
 
     async with ProcCluster(etcd.endpoint, workers=2, ttl=30.0, clients=8) as cluster:
         await cluster.add_machines(5000)
@@ -137,6 +138,7 @@ class ProcCluster:
         self._up = 0
         self._failure: str | None = None
         self.active: dict[UnitName, dict[MachineID, float]] = {}
+        self.starts = 0  # (unit, machine) pairs that became active, in total
         self.changed = asyncio.Event()
 
     @property
@@ -176,7 +178,10 @@ class ProcCluster:
             self._up += 1
         elif kind == "started":
             for name, machine, at in body:
-                self.active.setdefault(UnitName(name), {}).setdefault(MachineID(machine), at)
+                seen = self.active.setdefault(UnitName(name), {})
+                if MachineID(machine) not in seen:
+                    seen[MachineID(machine)] = at
+                    self.starts += 1
         else:
             self._failure = f"simulator worker failed:\n{body}"
         self.changed.set()
