@@ -56,14 +56,14 @@ async def _published(
     cluster: Cluster, name: str, count: int, limit: float, *, gone: bool = False
 ) -> float | None:
     """Seconds until ``count`` states of ``name`` are in etcd (with ``gone``: at most ``count``), polled every
-    0.2 s; None after ``limit`` s."""
+    0.2 s (0.05 s with ``gone``); None after ``limit`` s."""
     started = time.monotonic()
     prefix = cluster.registry.keys.unit_states(name)
     while time.monotonic() - started < limit:  # waiting for none left: one key says enough
         found = len((await cluster.kvs[0].range(prefix, limit=1 if gone and count == 0 else 0)).kvs)
         if (found <= count) if gone else (found >= count):
             return time.monotonic() - started
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05 if gone else 0.2)  # a read of one key is cheap; one of every state is not
     return None
 
 

@@ -91,7 +91,7 @@ async def measure(
     """``units`` units submitted in chunks and waited for until ``budget`` s after the first submit (the
     figures say how far they got)."""
     keys = cluster.registry.keys
-    cpu, etcd_cpu = cluster.cpu_seconds(), cpu_seconds(etcd.pid)
+    cpu, etcd_cpu, passes = cluster.cpu_seconds(), cpu_seconds(etcd.pid), cluster.leader_passes()
     terms: list[int] = []
     watching = asyncio.create_task(
         _count_terms(cluster.kvs[0], keys.leader, (await cluster.kvs[0].range(keys.schema)).revision, terms)
@@ -112,10 +112,12 @@ async def measure(
     cpu_used, etcd_used = cluster.cpu_seconds() - cpu, cpu_seconds(etcd.pid) - etcd_cpu
     watching.cancel()
     elections = len(set(terms))
+    pass_count, pass_s = (a - b for a, b in zip(cluster.leader_passes(), passes, strict=True))
+    leader = f"{elections} leader elections, {pass_count:.0f} leader passes taking {pass_s:.0f} s"
     print(
         f"footprint: {units} units on {machines} machines: submitted {submitted:.1f}s, {reached} active"
         f" {active:.1f}s ({done}), {states} states published {settled:.1f}s ({published});"
-        f" simulator CPU {cpu_used:.0f}s, etcd CPU {etcd_used:.0f}s; {elections} leader elections",
+        f" simulator CPU {cpu_used:.0f}s, etcd CPU {etcd_used:.0f}s; {leader}",
         flush=True,
     )
     before, _ = await asyncio.to_thread(db_size, etcd)
@@ -150,7 +152,7 @@ async def measure(
             f"{settled:.0f} s" if published else f"over {settled:.0f} s",
             settled <= TARGET_S and published,
             f"submit {submitted:.0f} s, all active {active:.0f} s{short}; simulator CPU {cpu_used:.0f} s"
-            f" ({WORKERS} worker processes), etcd CPU {etcd_used:.0f} s; {elections} leader changes",
+            f" ({WORKERS} worker processes), etcd CPU {etcd_used:.0f} s; {leader}",
         ),
     ]
 

@@ -40,6 +40,7 @@ from fleetd.registry.registry import Registry
 __all__ = ["ProcCluster", "cpu_seconds"]
 
 FLUSH = 0.02  # seconds between batches of activations sent to the coordinator
+PASSES_EVERY = 1.0  # seconds between reports of the engine passes run as leader in a worker
 # Objects that survive a run land in the oldest GC generation and make full collections (each 0.2-0.3 s with
 # 2,500 agents, finding no garbage) run dozens of times per run; freezing the survivors now and then keeps
 # full collections small. A simulator-only measure: cyclic garbage frozen meanwhile is never collected.
@@ -99,7 +100,8 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
         cluster.listener = lambda name, machine, at: started.append((name, machine, at))
         await cluster.add_machines(spec.count, first=spec.first)
         conn.send(("up", spec.count))
-        frozen = time.monotonic()
+        frozen = counted = time.monotonic()
+        passes = (0, 0.0)
         while not stop.is_set():
             if time.monotonic() - frozen > FREEZE_EVERY:
                 gc.freeze()
@@ -107,6 +109,13 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
             if started:
                 batch, started[:] = list(started), []
                 conn.send(("started", batch))
+            if time.monotonic() - counted > PASSES_EVERY:  # the leader's passes, if it runs here
+                counted = time.monotonic()
+                leading = [e for e in cluster.engines if e.pass_seconds]
+                now = (sum(len(e.pass_seconds) for e in leading), sum(sum(e.pass_seconds) for e in leading))
+                if now != passes:
+                    passes = now
+                    conn.send(("passes", passes))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FLUSH)
 
@@ -139,6 +148,7 @@ class ProcCluster:
         self._failure: str | None = None
         self.active: dict[UnitName, dict[MachineID, float]] = {}
         self.starts = 0  # (unit, machine) pairs that became active, in total
+        self._passes: dict[int, tuple[int, float]] = {}  # worker pipe fd -> (leader passes, seconds in them)
         self.changed = asyncio.Event()
 
     @property
@@ -152,6 +162,10 @@ class ProcCluster:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p.pid is not None]
+
+    def leader_passes(self) -> tuple[int, float]:
+        """Engine passes completed as leader so far, in every worker, and the seconds they took."""
+        return sum(n for n, _ in self._passes.values()), sum(t for _, t in self._passes.values())
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the coordinator and every worker so far."""
@@ -182,6 +196,8 @@ class ProcCluster:
                 if MachineID(machine) not in seen:
                     seen[MachineID(machine)] = at
                     self.starts += 1
+        elif kind == "passes":
+            self._passes[conn.fileno()] = body
         else:
             self._failure = f"simulator worker failed:\n{body}"
         self.changed.set()
