@@ -5,8 +5,8 @@ global unit and times submit -> active on the last machine (the fake systemd's S
 every machine has published the unit's state, destroys the unit and waits until every machine has removed
 its state before the next run (units left behind made each run's agents reconcile and resync one more unit).
 One warm-up run comes first (reported apart). The machines run in worker processes (``bench.sim_worker``;
-``BENCH_FANOUT_WORKERS``, default 2); the engine runs in the coordinator. The simulator's CPU time (all its
-processes) is printed too.
+``BENCH_FANOUT_WORKERS``, default 2), and the first machine, whose engine candidate leads, in one of its own.
+The simulator's CPU time (all its processes) and the leader elections during the runs are printed too.
 
     .venv/bin/python -m bench fanout [--quick]
 """
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from bench.budgets import BUDGETS
-from bench.cluster_sim import SimCluster, unit, wait_until
+from bench.cluster_sim import SimCluster, count_terms, unit, wait_until
 from bench.report import Figure
 from bench.sim_worker import ProcCluster, cpu_seconds
 from devcluster.etcd import EtcdServer
@@ -95,6 +95,10 @@ async def measure(
     cluster: Cluster, machines: int, runs: int, budget: float, etcd_pid: int | None = None
 ) -> list[Figure]:
     """``runs`` runs after a warm-up, or fewer when ``budget`` seconds run out (the figure says so)."""
+    terms: list[int] = []
+    keys = cluster.registry.keys
+    start = (await cluster.kvs[0].range(keys.schema)).revision
+    watching = asyncio.create_task(count_terms(cluster.kvs[0], keys.leader, start, terms))
     started = time.monotonic()
     warm, reached, _, _, _ = await _one(cluster, "fanout-warmup.service", machines)
     first = sorted(cluster.active.get(UnitName("fanout-warmup.service"), {}).values())
@@ -125,6 +129,8 @@ async def measure(
             f" states all published {published or float('nan'):.1f}s later)",
             flush=True,
         )
+    watching.cancel()
+    elections = len(set(terms))
     within = sum(t <= TARGET_S for t in times)
     skipped = f"; {runs - len(times)} runs not made (time budget)" if len(times) < runs else ""
     ordered = sorted(times)
@@ -137,7 +143,7 @@ async def measure(
             f"{within} of {len(times)}",
             within == runs,
             f"median {statistics.median(times):.1f} s, worst {ordered[-1]:.1f} s, least reached"
-            f" {worst_fraction:.0%}{skipped}",
+            f" {worst_fraction:.0%}; {elections} leader elections during the runs{skipped}",
         ),
         Figure(
             "fanout",
@@ -183,7 +189,9 @@ async def _run(machines: int, runs: int, clients: int, budget: float) -> list[Fi
     with EtcdServer(extra_args=("--quota-backend-bytes", str(8 << 30))) as etcd:
         cluster: SimCluster | ProcCluster
         if WORKERS:
-            cluster = ProcCluster(etcd.endpoint, workers=WORKERS, ttl=AGENT_TTL, clients=clients)
+            cluster = ProcCluster(
+                etcd.endpoint, workers=WORKERS, ttl=AGENT_TTL, clients=clients, leader_apart=True
+            )
         else:  # BENCH_FANOUT_WORKERS=0: every machine in this process, as the other benchmarks run them
             cluster = SimCluster(etcd.endpoint, ttl=AGENT_TTL, clients=clients)
         async with cluster:

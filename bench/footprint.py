@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable
 
 from bench.budgets import BUDGETS
-from bench.cluster_sim import unit, wait_until
+from bench.cluster_sim import count_terms, unit, wait_until
 from bench.fanout import AGENT_TTL, WORKERS
 from bench.report import Figure
 from bench.sim_worker import ProcCluster, cpu_seconds
 from devcluster.etcd import EtcdServer
-from fleetd.registry.etcd import EtcdKV
-from fleetd.registry.kv import EventType
 
 __all__ = ["db_size", "etcdctl", "measure", "run"]
 
@@ -77,14 +75,6 @@ def _reached(cluster: ProcCluster, starts: int) -> bool:
     return cluster.starts >= starts
 
 
-async def _count_terms(kv: EtcdKV, key: str, start: int, terms: list[int]) -> None:
-    """Append the create revision of every new leader term (the leader key created again) from ``start``."""
-    async for batch in kv.watch(key, start):
-        terms += [
-            e.kv.create_revision for e in batch if e.type is EventType.PUT and e.kv.create_revision > start
-        ]
-
-
 async def measure(
     cluster: ProcCluster, etcd: EtcdServer, machines: int, units: int, budget: float = float("inf")
 ) -> list[Figure]:
@@ -94,7 +84,7 @@ async def measure(
     cpu, etcd_cpu, passes = cluster.cpu_seconds(), cpu_seconds(etcd.pid), cluster.leader_passes()
     terms: list[int] = []
     watching = asyncio.create_task(
-        _count_terms(cluster.kvs[0], keys.leader, (await cluster.kvs[0].range(keys.schema)).revision, terms)
+        count_terms(cluster.kvs[0], keys.leader, (await cluster.kvs[0].range(keys.schema)).revision, terms)
     )
     started = time.monotonic()
     for first in range(0, units, CHUNK):  # the clock runs from the first submit; chunks keep Txns in flight
@@ -114,9 +104,10 @@ async def measure(
     elections = len(set(terms))
     pass_count, pass_s = (a - b for a, b in zip(cluster.leader_passes(), passes, strict=True))
     leader = f"{elections} leader elections, {pass_count:.0f} leader passes taking {pass_s:.0f} s"
+    alive = await asyncio.to_thread(_count, etcd, keys.machines)
     print(
-        f"footprint: {units} units on {machines} machines: submitted {submitted:.1f}s, {reached} active"
-        f" {active:.1f}s ({done}), {states} states published {settled:.1f}s ({published});"
+        f"footprint: {units} units on {machines} machines ({alive} alive): submitted {submitted:.1f}s,"
+        f" {reached} active {active:.1f}s ({done}), {states} states published {settled:.1f}s ({published});"
         f" simulator CPU {cpu_used:.0f}s, etcd CPU {etcd_used:.0f}s; {leader}",
         flush=True,
     )
@@ -126,7 +117,6 @@ async def measure(
     await asyncio.to_thread(etcdctl, etcd, "defrag")
     reported, on_disk = await asyncio.to_thread(db_size, etcd)
     keys_total = await asyncio.to_thread(_count, etcd, cluster.prefix)
-    alive = await asyncio.to_thread(_count, etcd, keys.machines)
     mb = reported / 1e6
     print(
         f"footprint: DB {before / 1e6:.1f} MB before compaction, {mb:.1f} MB after compaction + defrag"
@@ -160,7 +150,7 @@ async def measure(
 async def _run(machines: int, units: int, budget: float, clients: int) -> list[Figure]:
     with EtcdServer(extra_args=("--quota-backend-bytes", str(8 << 30))) as etcd:
         async with ProcCluster(
-            etcd.endpoint, workers=max(1, WORKERS), ttl=AGENT_TTL, clients=clients
+            etcd.endpoint, workers=max(1, WORKERS), ttl=AGENT_TTL, clients=clients, leader_apart=True
         ) as cluster:
             began = time.monotonic()
             await cluster.add_machines(machines)

@@ -2,13 +2,14 @@
 
 Each worker is a spawned process with its own asyncio loop, its own EtcdKV clients and a ``SimCluster``
 running a disjoint range of machines, each an agent and an engine candidate as fleetd runs by default (the
-leader is whichever candidate wins, in either worker). It reports every first start of a unit on one of its
-machines (unit, machine, ``time.monotonic()``: CLOCK_MONOTONIC, shared by every process on Linux) to the
-coordinator through a pipe, in batches every 20 ms. The coordinator (``ProcCluster``) runs no engine; it
-offers what the fan-out and footprint benchmarks read: ``registry``, ``kvs``, ``active``, ``starts``,
-``changed``.
+leader is whichever candidate wins; with ``leader_apart``, the one machine of a worker started first, so the
+leader's engine does not share a process, and its interpreter lock, with thousands of simulated agents).
+It reports every first start of a unit on one of its machines (unit, machine, ``time.monotonic()``:
+CLOCK_MONOTONIC, shared by every process on Linux) to the coordinator through a pipe, in batches every
+20 ms. The coordinator (``ProcCluster``) runs no engine; it offers what the fan-out and footprint benchmarks
+read: ``registry``, ``kvs``, ``active``, ``starts``, ``changed``.
 
-    async with ProcCluster(etcd.endpoint, workers=2, ttl=30.0, clients=8) as cluster:
+    async with ProcCluster(etcd.endpoint, workers=2, ttl=30.0, clients=8, leader_apart=True) as cluster:
         await cluster.add_machines(5000)
 
 Workers exit when asked, when the coordinator's end of the pipe closes (the coordinator exited or died), and
@@ -133,8 +134,10 @@ class ProcCluster:
         clients: int = 8,
         prefix: str = PREFIX,
         request_timeout: float = 30.0,
+        leader_apart: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        self._leader_apart = leader_apart
         self.prefix = prefix
         self.ttl = ttl
         self._workers = workers
@@ -203,34 +206,52 @@ class ProcCluster:
         self.changed.set()
 
     async def add_machines(self, count: int, limit: float = 300.0) -> None:
-        """Start the workers with ``count`` machines between them; return once every machine is up."""
+        """Start the workers with ``count`` machines between them; return once every machine is up.
+
+        With ``leader_apart`` the first machine runs alone in a worker of its own, started first, so its
+        engine candidate wins the election and leads from a process of its own, as a real leader does (its
+        fleetd is one agent and one engine); the other machines are shared by ``workers`` workers.
+        """
         if self._procs:
             raise RuntimeError("ProcCluster.add_machines can be called once")
-        context = multiprocessing.get_context("spawn")
-        loop = asyncio.get_running_loop()
-        share, extra = divmod(count, self._workers)
+        deadline = time.monotonic() + limit
         first = 0
+        if self._leader_apart and count > 1:
+            self._spawn(first, 1)
+            await self._until_up(deadline)
+            first, count = 1, count - 1
+        share, extra = divmod(count, self._workers)
         for index in range(self._workers):
             size = share + (index < extra)
-            mine, theirs = context.Pipe()
-            proc = context.Process(
-                target=_worker,
-                args=(theirs, WorkerSpec(self.endpoint, self.prefix, self.ttl, self._clients, first, size)),
-                name=f"sim-worker-{index}",
-                daemon=True,
-            )
-            proc.start()
-            theirs.close()
-            self._procs.append(proc)
-            self._conns.append(mine)
-            loop.add_reader(mine.fileno(), partial(self._receive, mine))
+            self._spawn(first, size)
             first += size
-        deadline = time.monotonic() + limit
+        await self._until_up(deadline)
+
+    def _spawn(self, first: int, size: int) -> None:
+        """Start a worker simulating machines ``first`` .. ``first + size - 1``."""
+        context = multiprocessing.get_context("spawn")
+        mine, theirs = context.Pipe()
+        proc = context.Process(
+            target=_worker,
+            args=(
+                theirs,
+                WorkerSpec(self.endpoint, self.prefix, self.ttl, min(self._clients, size), first, size),
+            ),
+            name=f"sim-worker-{len(self._procs)}",
+            daemon=True,
+        )
+        proc.start()
+        theirs.close()
+        self._procs.append(proc)
+        self._conns.append(mine)
+        asyncio.get_running_loop().add_reader(mine.fileno(), partial(self._receive, mine))
+
+    async def _until_up(self, deadline: float) -> None:
         while self._up < len(self._procs):
             if self._failure:
                 raise RuntimeError(self._failure)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(self._procs) - self._up} simulator workers not up in {limit:.0f}s")
+                raise RuntimeError(f"{len(self._procs) - self._up} simulator workers not up in time")
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), 1.0)
