@@ -1,8 +1,8 @@
 """``python -m bench [NAME ...] [--quick] [--write]``: run the benchmarks and report against the targets.
 
-Without names every benchmark runs (about 20 minutes on 2 cores: the sum of ``BUDGETS``, each benchmark's
-estimated share, which the long ones also enforce by cutting their samples and saying so); ``--quick``
-scales every size down for a smoke run (about 3 minutes). The full run writes the table to
+Without names every benchmark runs (about 19 minutes on 2 cores: the sum of ``bench.budgets.BUDGETS``,
+each benchmark's estimated share, which the long ones also enforce by cutting their samples and saying so);
+``--quick`` scales every size down for a smoke run (about 3 minutes). The full run writes the table to
 docs/performance.md (``--write`` forces it, ``--no-write`` skips it). Benchmarks print rates and ratios;
 nothing here is a test.
 """
@@ -34,6 +34,7 @@ from bench import (
     start_latency,
     steady,
 )
+from bench.budgets import BUDGETS
 from bench.report import Figure, render, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,24 +180,6 @@ BENCHES: dict[str, Callable[[bool], list[Figure]]] = {
     "fanout": fanout.run,
     "footprint": footprint.run,
 }
-# Each benchmark's share of the 20-minute full run on 2 cores, in seconds: estimated from --quick runs scaled
-# to the full sizes. engine_sweep, fanout, fleetctl (cold runs) and footprint cut their samples to stay inside
-# theirs; the report prints how long each took.
-BUDGETS: dict[str, float] = {
-    "planner": 15,
-    "registry": 60,
-    "tunnel": 30,
-    "steady": 80,
-    "start_latency": 30,
-    "herd": 90,
-    "fleetd_rss": 120,
-    "engine_sweep": 200,
-    "fleetctl": 180,
-    "failover": 150,
-    "no_false_failover": 150,
-    "fanout": 180,
-    "footprint": 300,
-}
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -257,8 +240,9 @@ NOTES = (
     " (`fleetd.agent.agent.Agent`, with a fake systemd) and an engine candidate"
     " (`fleetd.engine.engine.Engine` as `bench.engines.SimEngine`, which only adds pass timing and lets a"
     " kill skip resignation), on real etcd clients (each its own leases, keep-alives and watches; agents"
-    " share 4-16 gRPC channels and candidates as many others), in one Python process (the fan-out: 2 worker"
-    " processes). Clocks stop when the state is listed through `Registry.list_unit_states`, what `fleetctl"
+    " share 4-16 gRPC channels and candidates as many others), in one Python process (the fan-out and the"
+    " footprint: 2 worker processes, and the leading machine alone in a third, as a leader's fleetd is)."
+    " Clocks stop when the state is listed through `Registry.list_unit_states`, what `fleetctl"
     " list-units` reads. Anchors (`bench.engines.MirroringEngine`) are the same workload with standby mirrors"
     " switched back on. `fleetd_rss` measures one real fleetd process (`fleetd.server.main`, fake systemd)"
     " beside a filled registry; `engine_sweep` times the leader's own passes, alone in its process. etcd is"

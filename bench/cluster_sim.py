@@ -38,11 +38,21 @@ from bench.engines import MirroringEngine, SimEngine
 from fleetd.agent.agent import Agent
 from fleetd.model import MachineID, MachineState, TargetState, UnitName
 from fleetd.registry.etcd import EtcdKV
+from fleetd.registry.kv import KV, EventType
 from fleetd.registry.registry import Registry, UnitRecord
 from fleetd.systemd.fake import FakeUnitManager
 from fleetd.unitfile.unit import UnitFile
 
-__all__ = ["PREFIX", "SimCluster", "SimMachine", "TimedUnitManager", "listed", "unit", "wait_until"]
+__all__ = [
+    "PREFIX",
+    "SimCluster",
+    "SimMachine",
+    "TimedUnitManager",
+    "count_terms",
+    "listed",
+    "unit",
+    "wait_until",
+]
 
 PREFIX = "/_coreos.com/fleet/"
 WAVE = 250  # machines started concurrently
@@ -72,6 +82,15 @@ async def wait_until(check: Callable[[], bool], event: asyncio.Event, limit: flo
     except TimeoutError:
         return check()
     return True
+
+
+async def count_terms(kv: KV, key: str, start: int, terms: list[int]) -> None:
+    """Append the create revision of every new leader term (``key`` created again) after revision ``start``;
+    run as a task and cancel it."""
+    async for batch in kv.watch(key, start):
+        terms += [
+            e.kv.create_revision for e in batch if e.type is EventType.PUT and e.kv.create_revision > start
+        ]
 
 
 async def listed(

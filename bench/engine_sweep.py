@@ -20,6 +20,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from bench.budgets import BUDGETS
 from bench.fill import Filled
 from bench.report import Figure
 from devcluster.etcd import EtcdServer
@@ -29,6 +30,7 @@ __all__ = ["Cell", "run"]
 
 TICK = 0.01  # loop-lag timer period
 STALL_TARGET_MS = 100.0
+LARGE, FILL_S = 100_000, 25.0  # a cell this large takes about this long to fill (submit and place)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,8 @@ async def _run(sizes: dict[int, tuple[int, ...]], passes: int, budget: float) ->
     cells: list[Cell] = []
     skipped: list[str] = []
     started = time.monotonic()
+    order = [units for counts in sizes.values() for units in counts]  # every cell's units, in run order
+    done = 0
     with EtcdServer(extra_args=("--quota-backend-bytes", str(8 << 30))) as etcd:
         kv = EtcdKV([etcd.endpoint], request_timeout=120.0)
         try:
@@ -91,11 +95,17 @@ async def _run(sizes: dict[int, tuple[int, ...]], passes: int, budget: float) ->
                 async with Filled(kv, f"/sweep-{machines}/", machines) as filled:
                     for units in unit_counts:
                         if time.monotonic() - started > budget:
+                            done += 1
                             skipped.append(f"{machines:,} x {units:,}")
                             continue
                         fill_s = await filled.add_units(units - filled.units)
                         await asyncio.sleep(0.5)  # let the placement's last writes come back to the mirror
-                        share = max(5.0, (budget - (time.monotonic() - started)) / 4)
+                        # the time left, less a fill for each large cell still to come, shared by the cells
+                        # left (a small cell that needs less than its share leaves it to the next ones)
+                        done += 1
+                        later = sum(u >= LARGE for u in order[done:])
+                        spare = budget - (time.monotonic() - started) - FILL_S * later
+                        share = max(5.0, spare / (len(order) - done + 1))
                         seconds, lags = await _passes(filled, passes, share)
                         cell = Cell(
                             machines,
@@ -155,7 +165,7 @@ def run(quick: bool) -> list[Figure]:
         passes, budget = 10, 60.0
     else:
         sizes = {100: (1_000, 10_000), 1_000: (1_000, 10_000, 100_000), 5_000: (100_000,)}
-        passes, budget = 100, 360.0
+        passes, budget = 60, BUDGETS["engine_sweep"] - 5.0
     return figures(*asyncio.run(_run(sizes, passes, budget)))
 
 

@@ -86,7 +86,7 @@ def render(figures: Sequence[Figure], *, command: str, seconds: float, notes: Se
         "## Benchmark report",
         "",
         f"Produced by `{command}` in {seconds / 60:.1f} min. Reproduce with `.venv/bin/python -m bench`"
-        " (every benchmark, about 20 min) or name a subset, e.g. `.venv/bin/python -m bench planner fanout`;"
+        " (every benchmark, about 19 min) or name a subset, e.g. `.venv/bin/python -m bench planner fanout`;"
         " `--quick` scales every size down for a smoke run and does not write this file unless `--write`.",
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in facts.items()) + ".",

@@ -2,12 +2,14 @@
 
 Each worker is a spawned process with its own asyncio loop, its own EtcdKV clients and a ``SimCluster``
 running a disjoint range of machines, each an agent and an engine candidate as fleetd runs by default (the
-leader is whichever candidate wins, in either worker). It reports every first start of a unit on one of its
-machines (unit, machine, ``time.monotonic()``: CLOCK_MONOTONIC, shared by every process on Linux) to the
-coordinator through a pipe, in batches every 20 ms. The coordinator (``ProcCluster``) runs no engine; it
-offers what the fan-out benchmark reads: ``registry``, ``kvs``, ``active``, ``changed``.
+leader is whichever candidate wins; with ``leader_apart``, the one machine of a worker started first, so the
+leader's engine does not share a process, and its interpreter lock, with thousands of simulated agents).
+It reports every first start of a unit on one of its machines (unit, machine, ``time.monotonic()``:
+CLOCK_MONOTONIC, shared by every process on Linux) to the coordinator through a pipe, in batches every
+20 ms. The coordinator (``ProcCluster``) runs no engine; it offers what the fan-out and footprint benchmarks
+read: ``registry``, ``kvs``, ``active``, ``starts``, ``changed``.
 
-    async with ProcCluster(etcd.endpoint, workers=2, ttl=30.0, clients=8) as cluster:
+    async with ProcCluster(etcd.endpoint, workers=2, ttl=30.0, clients=8, leader_apart=True) as cluster:
         await cluster.add_machines(5000)
 
 Workers exit when asked, when the coordinator's end of the pipe closes (the coordinator exited or died), and
@@ -39,6 +41,7 @@ from fleetd.registry.registry import Registry
 __all__ = ["ProcCluster", "cpu_seconds"]
 
 FLUSH = 0.02  # seconds between batches of activations sent to the coordinator
+PASSES_EVERY = 1.0  # seconds between reports of the engine passes run as leader in a worker
 # Objects that survive a run land in the oldest GC generation and make full collections (each 0.2-0.3 s with
 # 2,500 agents, finding no garbage) run dozens of times per run; freezing the survivors now and then keeps
 # full collections small. A simulator-only measure: cyclic garbage frozen meanwhile is never collected.
@@ -98,7 +101,8 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
         cluster.listener = lambda name, machine, at: started.append((name, machine, at))
         await cluster.add_machines(spec.count, first=spec.first)
         conn.send(("up", spec.count))
-        frozen = time.monotonic()
+        frozen = counted = time.monotonic()
+        passes = (0, 0.0)
         while not stop.is_set():
             if time.monotonic() - frozen > FREEZE_EVERY:
                 gc.freeze()
@@ -106,6 +110,13 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
             if started:
                 batch, started[:] = list(started), []
                 conn.send(("started", batch))
+            if time.monotonic() - counted > PASSES_EVERY:  # the leader's passes, if it runs here
+                counted = time.monotonic()
+                leading = [e for e in cluster.engines if e.pass_seconds]
+                now = (sum(len(e.pass_seconds) for e in leading), sum(sum(e.pass_seconds) for e in leading))
+                if now != passes:
+                    passes = now
+                    conn.send(("passes", passes))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FLUSH)
 
@@ -123,8 +134,10 @@ class ProcCluster:
         clients: int = 8,
         prefix: str = PREFIX,
         request_timeout: float = 30.0,
+        leader_apart: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        self._leader_apart = leader_apart
         self.prefix = prefix
         self.ttl = ttl
         self._workers = workers
@@ -137,6 +150,8 @@ class ProcCluster:
         self._up = 0
         self._failure: str | None = None
         self.active: dict[UnitName, dict[MachineID, float]] = {}
+        self.starts = 0  # (unit, machine) pairs that became active, in total
+        self._passes: dict[int, tuple[int, float]] = {}  # worker pipe fd -> (leader passes, seconds in them)
         self.changed = asyncio.Event()
 
     @property
@@ -150,6 +165,10 @@ class ProcCluster:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p.pid is not None]
+
+    def leader_passes(self) -> tuple[int, float]:
+        """Engine passes completed as leader so far, in every worker, and the seconds they took."""
+        return sum(n for n, _ in self._passes.values()), sum(t for _, t in self._passes.values())
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the coordinator and every worker so far."""
@@ -176,40 +195,63 @@ class ProcCluster:
             self._up += 1
         elif kind == "started":
             for name, machine, at in body:
-                self.active.setdefault(UnitName(name), {}).setdefault(MachineID(machine), at)
+                seen = self.active.setdefault(UnitName(name), {})
+                if MachineID(machine) not in seen:
+                    seen[MachineID(machine)] = at
+                    self.starts += 1
+        elif kind == "passes":
+            self._passes[conn.fileno()] = body
         else:
             self._failure = f"simulator worker failed:\n{body}"
         self.changed.set()
 
     async def add_machines(self, count: int, limit: float = 300.0) -> None:
-        """Start the workers with ``count`` machines between them; return once every machine is up."""
+        """Start the workers with ``count`` machines between them; return once every machine is up.
+
+        With ``leader_apart`` the first machine runs alone in a worker of its own, started first, so its
+        engine candidate wins the election and leads from a process of its own, as a real leader does (its
+        fleetd is one agent and one engine); the other machines are shared by ``workers`` workers.
+        """
         if self._procs:
             raise RuntimeError("ProcCluster.add_machines can be called once")
-        context = multiprocessing.get_context("spawn")
-        loop = asyncio.get_running_loop()
-        share, extra = divmod(count, self._workers)
+        deadline = time.monotonic() + limit
         first = 0
+        if self._leader_apart and count > 1:
+            self._spawn(first, 1)
+            await self._until_up(deadline)
+            first, count = 1, count - 1
+        share, extra = divmod(count, self._workers)
         for index in range(self._workers):
             size = share + (index < extra)
-            mine, theirs = context.Pipe()
-            proc = context.Process(
-                target=_worker,
-                args=(theirs, WorkerSpec(self.endpoint, self.prefix, self.ttl, self._clients, first, size)),
-                name=f"sim-worker-{index}",
-                daemon=True,
-            )
-            proc.start()
-            theirs.close()
-            self._procs.append(proc)
-            self._conns.append(mine)
-            loop.add_reader(mine.fileno(), partial(self._receive, mine))
+            self._spawn(first, size)
             first += size
-        deadline = time.monotonic() + limit
+        await self._until_up(deadline)
+
+    def _spawn(self, first: int, size: int) -> None:
+        """Start a worker simulating machines ``first`` .. ``first + size - 1``."""
+        context = multiprocessing.get_context("spawn")
+        mine, theirs = context.Pipe()
+        proc = context.Process(
+            target=_worker,
+            args=(
+                theirs,
+                WorkerSpec(self.endpoint, self.prefix, self.ttl, min(self._clients, size), first, size),
+            ),
+            name=f"sim-worker-{len(self._procs)}",
+            daemon=True,
+        )
+        proc.start()
+        theirs.close()
+        self._procs.append(proc)
+        self._conns.append(mine)
+        asyncio.get_running_loop().add_reader(mine.fileno(), partial(self._receive, mine))
+
+    async def _until_up(self, deadline: float) -> None:
         while self._up < len(self._procs):
             if self._failure:
                 raise RuntimeError(self._failure)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(self._procs) - self._up} simulator workers not up in {limit:.0f}s")
+                raise RuntimeError(f"{len(self._procs) - self._up} simulator workers not up in time")
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), 1.0)

@@ -5,12 +5,16 @@ Everything here is read from etcd and untrusted: an entry whose key or value doe
 body is missing, and a unit whose body is not usable (``fleetd.unitfile.body``'s policy: UTF-8, at most
 1 MiB, parses, valid ``[X-Fleet]``) are skipped, not loaded, each reported with one WARNING per
 (key, mod revision). A skipped unit that is already loaded here is left as it is.
+
+A wake-up costs what changed: each entry is decoded once per (key, mod revision), and each unit (its
+requirements expanded for its name) is built once per (name, hash, target state); bodies are immutable per
+hash, so a built unit stays right until its entry changes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from fleetd.errors import UnitFileError
@@ -60,6 +64,9 @@ class DesiredSource:
         self.mirror = Mirror(registry.kv, [self._schedule_prefix, self._keys.globals])
         self._bodies: dict[str, _Body] = {}
         self._reported = ReportOnce()
+        # key -> (mod revision, the entry or None when it did not decode), for the entries mirrored now
+        self._decoded: dict[str, tuple[int, _Entry | None]] = {}
+        self._units: dict[tuple[UnitName, str, TargetState], Unit] = {}  # the units read last
 
     @property
     def ready(self) -> bool:
@@ -72,7 +79,9 @@ class DesiredSource:
         entries = [*scheduled.values(), *global_units.values()]
         await self._fetch({entry.hash for entry in entries})
         self._forget_unusable({entry.hash for entry in entries})
-        units = {entry.key: self._unit(entry) for entry in entries}
+        built = self._units
+        self._units = {}
+        units = {entry.key: self._unit(entry, built) for entry in entries}
         skipped = frozenset(entry.name for entry in entries if units[entry.key] is None)
         return Wanted(
             {n: u for n, e in scheduled.items() if (u := units[e.key]) is not None},
@@ -96,25 +105,44 @@ class DesiredSource:
             logger.warning("%s", problem)
 
     def _entries(self) -> tuple[dict[UnitName, _Entry], dict[UnitName, _Entry]]:
-        scheduled: dict[UnitName, _Entry] = {}
-        for key, kv in self.mirror.items(self._schedule_prefix).items():
-            try:
-                name = self._keys.unit_name(key, self._schedule_prefix)
-                entry = ks.decode_schedule(key, kv.value, self._machine_id)
-            except BadRecord as exc:
-                self._report(key, kv.mod_revision, f"skipping {exc}")
-                continue
-            scheduled[name] = _Entry(name, entry.hash, entry.state, key, kv.mod_revision)
-        global_units: dict[UnitName, _Entry] = {}
-        for key, kv in self.mirror.items(self._keys.globals).items():
-            try:
-                name = self._keys.unit_name(key, self._keys.globals)
-                found = ks.decode_global(key, kv.value, name)
-            except BadRecord as exc:
-                self._report(key, kv.mod_revision, f"skipping {exc}")
-                continue
-            global_units[name] = _Entry(name, found.hash, found.state, key, kv.mod_revision)
+        decoded = self._decoded
+        self._decoded = {}
+        scheduled = self._decode(self._schedule_prefix, decoded, self._decode_schedule)
+        global_units = self._decode(self._keys.globals, decoded, self._decode_global)
         return scheduled, global_units
+
+    def _decode(
+        self,
+        prefix: str,
+        decoded: Mapping[str, tuple[int, _Entry | None]],
+        decode: Callable[[str, str, int], _Entry],
+    ) -> dict[UnitName, _Entry]:
+        """The entries under ``prefix``: decoded ones reused while their mod revision is the same."""
+        found: dict[UnitName, _Entry] = {}
+        for key, kv in self.mirror.items(prefix).items():
+            known = decoded.get(key)
+            if known is not None and known[0] == kv.mod_revision:
+                entry = known[1]
+            else:
+                try:
+                    entry = decode(key, kv.value, kv.mod_revision)
+                except BadRecord as exc:
+                    self._report(key, kv.mod_revision, f"skipping {exc}")
+                    entry = None
+            self._decoded[key] = (kv.mod_revision, entry)
+            if entry is not None:
+                found[entry.name] = entry
+        return found
+
+    def _decode_schedule(self, key: str, value: str, mod_revision: int) -> _Entry:
+        name = self._keys.unit_name(key, self._schedule_prefix)
+        entry = ks.decode_schedule(key, value, self._machine_id)
+        return _Entry(name, entry.hash, entry.state, key, mod_revision)
+
+    def _decode_global(self, key: str, value: str, mod_revision: int) -> _Entry:
+        name = self._keys.unit_name(key, self._keys.globals)
+        found = ks.decode_global(key, value, name)
+        return _Entry(name, found.hash, found.state, key, mod_revision)
 
     async def _fetch(self, hashes: set[str]) -> None:
         wanted = hashes - self._bodies.keys()
@@ -133,20 +161,29 @@ class DesiredSource:
             if unit_hash not in referenced:
                 del self._bodies[unit_hash]
 
-    def _unit(self, entry: _Entry) -> Unit | None:
-        """The unit of ``entry``, or None (reported once) when its body is missing or not usable."""
+    def _unit(self, entry: _Entry, built: Mapping[tuple[UnitName, str, TargetState], Unit]) -> Unit | None:
+        """The unit of ``entry`` (the one in ``built`` when there is one), or None (reported once) when its
+        body is missing or not usable."""
         body = self._bodies.get(entry.hash)
         if body is None:
             self._report(
                 entry.key, entry.mod_revision, f"unit={entry.name} skipped: its body is not in the registry"
             )
             return None
+        ident = (entry.name, entry.hash, entry.state)
+        unit = built.get(ident)
+        if unit is not None:
+            self._units[ident] = unit
+            return unit
         problem = body.requirements
         if not isinstance(problem, UnitFileError):
             try:
-                return Unit(entry.name, entry.hash, problem(entry.name), entry.state)
+                unit = Unit(entry.name, entry.hash, problem(entry.name), entry.state)
             except UnitFileError as exc:
                 problem = exc
+            else:
+                self._units[ident] = unit
+                return unit
         self._report(
             entry.key,
             entry.mod_revision,

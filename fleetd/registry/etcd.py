@@ -201,6 +201,7 @@ class EtcdKV:
         self._auth = (username, password or "") if username else None
         self._forwarded = dict(forwarded or {})
         self._channels: dict[int, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[int, str], Any] = {}  # (channel index, service): built once, not per call
         self._current = 0
         self._token: str | None = None
         self._auth_lock = asyncio.Lock()
@@ -313,7 +314,10 @@ class EtcdKV:
             if remaining <= 0:
                 raise TimeoutError
             metadata = None if service == "Auth" else self._metadata()
-            call = getattr(_stub(service, channel), method)
+            stub = self._stubs.get((index, service))
+            if stub is None:
+                stub = self._stubs[index, service] = _stub(service, channel)
+            call = getattr(stub, method)
             return await call(request, timeout=remaining, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _UNAVAILABLE:
@@ -569,6 +573,7 @@ class EtcdKV:
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()
+        self._stubs.clear()
 
 
 class _WatchIterator:

@@ -38,6 +38,7 @@ class FakeUnitManager:
     def __init__(self, files: Mapping[UnitName, str] | None = None) -> None:
         """``files``: unit files left in the units directory by an earlier fleetd."""
         self._files: dict[UnitName, str] = dict(files or {})
+        self._hashes: dict[UnitName, tuple[str, str]] = {}  # name -> (text, hash), kept as the real dir does
         self._states: dict[UnitName, SystemdState] = {}
         self._job_results: dict[UnitName, str] = {}
         self._failures: list[tuple[str, UnitName | None, str]] = []
@@ -71,7 +72,13 @@ class FakeUnitManager:
     # -- UnitManager ---------------------------------------------------------------------------------------
 
     def loaded_units(self) -> Mapping[UnitName, str]:
-        return {name: text_hash(text) for name, text in sorted(self._files.items())}
+        return {name: self._hash(name, text) for name, text in sorted(self._files.items())}
+
+    def _hash(self, name: UnitName, text: str) -> str:
+        known = self._hashes.get(name)
+        if known is None or known[0] != text:
+            known = self._hashes[name] = (text, text_hash(text))
+        return known[1]
 
     async def load(self, name: UnitName, text: str) -> None:
         self._record("load", check_unit_name(name))
@@ -90,6 +97,7 @@ class FakeUnitManager:
     async def unload(self, name: UnitName) -> None:
         self._record("unload", check_unit_name(name))
         self._files.pop(name, None)
+        self._hashes.pop(name, None)
         self._job_results.pop(name, None)
         state = self._states.get(name)
         if state is None or state.active_state != "active":

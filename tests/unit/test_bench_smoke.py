@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as entry
-from bench.cluster_sim import unit, wait_until
+from bench.cluster_sim import machine_id, unit, wait_until
 from bench.report import BEGIN, END, Figure, render, write_report
 from bench.sim_worker import ProcCluster
 from devcluster.etcd import EtcdServer
@@ -51,9 +51,14 @@ def test_unknown_benchmark_is_refused() -> None:
 def test_worker_processes_report_activations_and_exit_with_the_coordinator() -> None:
     async def scenario() -> tuple[dict[MachineID, float], float, float, list[int]]:
         with EtcdServer() as etcd:
-            async with ProcCluster(etcd.endpoint, workers=2, ttl=10.0, clients=1) as cluster:
+            async with ProcCluster(
+                etcd.endpoint, workers=2, ttl=10.0, clients=1, leader_apart=True
+            ) as cluster:
                 await cluster.add_machines(10)
                 pids = cluster.pids
+                # the first machine, alone in the first worker, leads
+                leader = await cluster.kvs[0].get(cluster.registry.keys.leader)
+                assert leader is not None and leader.value == machine_id(f"{cluster.prefix}m-0")
                 record = unit("smoke.service", is_global=True)
                 submitted = time.monotonic()
                 await cluster.registry.put_units([record])
@@ -69,7 +74,7 @@ def test_worker_processes_report_activations_and_exit_with_the_coordinator() -> 
 
     seen, submitted, finished, pids = asyncio.run(scenario())
     assert len(seen) == 10 and all(submitted <= at <= finished for at in seen.values())
-    assert len(pids) == 2
+    assert len(pids) == 3  # the leader's worker and two others
     for pid in pids:  # close() stopped every worker
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
