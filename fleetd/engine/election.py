@@ -127,17 +127,20 @@ class Election:
             await self._until_key_changes(result.revision + 1)
 
     async def _until_key_changes(self, start: int) -> None:
-        """Return when the leader key is deleted or replaced (or after a TTL, to re-check)."""
+        """Return when the leader key is deleted or replaced.
+
+        No periodic re-check: etcd delivers every change from ``start`` on, or ends the watch with an error
+        (compaction, a broken stream), which ends the campaign with a RegistryError and ``run`` starts it
+        again. A timer here made every standby re-campaign once per TTL: at 5,000 machines, 500 raft
+        proposals and 500 new watches a second in an idle cluster."""
         events = self._kv.watch(self.key, start)
         try:
-            async with asyncio.timeout(self.ttl):
-                async for batch in events:
-                    if any(e.kv.key == self.key and e.type is EventType.DELETE for e in batch):
-                        return
-                    if any(e.kv.key == self.key and e.kv.create_revision != self._term for e in batch):
-                        return
-        except TimeoutError:
-            return
+            async for batch in events:
+                if any(e.kv.key == self.key and e.type is EventType.DELETE for e in batch):
+                    return
+                if any(e.kv.key == self.key and e.kv.create_revision != self._term for e in batch):
+                    return
+            raise RegistryError(f"the watch on {self.key} ended")
         finally:
             close = getattr(events, "aclose", None)
             if close is not None:

@@ -550,3 +550,47 @@ def test_a_unit_reported_failed_moves_with_reschedule_on_failure_and_its_count_i
 
 async def _has(found: Awaitable[dict[str, list[str]]], wanted: dict[str, list[str]]) -> bool:
     return await found == wanted
+
+
+class CountingKV(MemoryKV):
+    """MemoryKV counting Txns and watches opened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.txns = 0
+        self.watches = 0
+
+    async def txn(self, compares, success, failure=()):  # type: ignore[no-untyped-def]
+        self.txns += 1
+        return await super().txn(compares, success, failure)
+
+    def watch(self, prefix, start_revision, *, prev_kv=False):  # type: ignore[no-untyped-def]
+        self.watches += 1
+        return super().watch(prefix, start_revision, prev_kv=prev_kv)
+
+
+def test_an_idle_standby_campaigns_once_and_holds_one_watch_over_many_ttls() -> None:
+    """Standbys wait on their leader-key watch: no Txn and no new watch per TTL while the leader lives."""
+
+    async def main() -> None:
+        kv = CountingKV()
+        leader = Engine(kv, "m1", prefix=P, interval=30.0, ttl=0.1, grace=0.1)
+        standby = Engine(kv, "m2", prefix=P, interval=30.0, ttl=0.1, grace=0.1)
+        tasks = [asyncio.create_task(leader.run())]
+        try:
+            await eventually(lambda: _true(leader.is_leader))
+            tasks.append(asyncio.create_task(standby.run()))
+            await eventually(lambda: _true(standby.election.leader == "m1"))
+            txns, watches = kv.txns, kv.watches
+            await asyncio.sleep(1.0)  # ten engine TTLs
+            assert (kv.txns - txns, kv.watches - watches) == (0, 0)
+            assert leader.is_leader and not standby.is_leader
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await kv.close()
+
+    asyncio.run(main())
