@@ -12,7 +12,6 @@ problem is reported once per (key, mod revision).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,7 +97,7 @@ class _Decoders:
         except BadRecord as exc:  # the target is its own key
             record = exc
         if isinstance(record, UnitRecord):  # one copy of a hash for the record, schedule entry and unit
-            record = dataclasses.replace(record, hash=sys.intern(record.hash))
+            record = UnitRecord(name, sys.intern(record.hash), record.is_global, record.target_state)
         return _Named(name, record)
 
     def target(self, kv: KeyValue) -> TargetState:
@@ -112,7 +111,7 @@ class _Decoders:
         except BadRecord as exc:
             entry = exc
         if isinstance(entry, ScheduledUnit):
-            entry = dataclasses.replace(entry, hash=sys.intern(entry.hash))
+            entry = ScheduledUnit(machine_id, sys.intern(entry.hash), entry.state)
         return _Placed(machine_id, name, entry)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from fleetd.cancel import first_failure
 from fleetd.errors import RegistryError
 from fleetd.registry.keyspace import BadRecord
-from fleetd.registry.kv import KV, RANGE_PAGE, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent
+from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent
 
 __all__ = ["Decoded", "Decoder", "Mirror"]
 
@@ -41,6 +41,7 @@ class Decoded:
 logger = logging.getLogger(__name__)
 
 RETRY_DELAY = 1.0
+LIST_PAGE = 5_000  # keys per range request while listing: a leader lists 100,000s of keys when it wins
 
 
 class Mirror:
@@ -53,8 +54,10 @@ class Mirror:
         *,
         retry_delay: float = RETRY_DELAY,
         decoders: Mapping[str, Decoder] | None = None,
+        page: int = LIST_PAGE,
     ) -> None:
         self._kv = kv
+        self._page = page
         self.prefixes = tuple(prefixes)
         self._retry_delay = retry_delay
         self._decoders = dict(decoders or {})
@@ -146,10 +149,10 @@ class Mirror:
             stored: dict[str, Any] = {}
             start = ""
             while True:
-                page = await self._kv.range(prefix, revision=revision, limit=RANGE_PAGE, start=start)
+                page = await self._kv.range(prefix, revision=revision, limit=self._page, start=start)
                 revision = revision or page.revision
                 self._store(prefix, stored, page.kvs)
-                if len(page.kvs) < RANGE_PAGE:
+                if len(page.kvs) < self._page:
                     break
                 start = page.kvs[-1].key + "\0"
             data[prefix] = stored

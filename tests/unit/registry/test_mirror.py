@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import pytest
 
 from fleetd.registry.keyspace import BadRecord
-from fleetd.registry.kv import RANGE_PAGE, KeyValue, WatchCompacted, WatchEvent
+from fleetd.registry.kv import KeyValue, WatchCompacted, WatchEvent
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.mirror import Decoded, Mirror
 
@@ -239,18 +239,21 @@ def test_a_decoded_prefix_keeps_records_and_no_text() -> None:
     run(t)
 
 
+PAGE = 100
+
+
 def test_a_listing_is_decoded_page_by_page() -> None:
     """More keys than one range page: every one listed and decoded, one range request per page."""
 
     async def t(kv: TracingKV) -> None:
-        for i in range(RANGE_PAGE * 2 + 3):
+        for i in range(PAGE * 2 + 3):
             await kv.put(f"/p/n/{i:05d}", str(i))
-        mirror = Mirror(kv, ["/p/n/"], decoders={"/p/n/": lambda kv: int(kv.value)})
+        mirror = Mirror(kv, ["/p/n/"], decoders={"/p/n/": lambda kv: int(kv.value)}, page=PAGE)
         before = kv.ranges
         task = asyncio.create_task(mirror.run())
         await asyncio.wait_for(mirror.ready.wait(), 5)
         assert kv.ranges - before == 3
-        assert sorted(d.record for d in mirror.records("/p/n/").values()) == list(range(RANGE_PAGE * 2 + 3))
+        assert sorted(d.record for d in mirror.records("/p/n/").values()) == list(range(PAGE * 2 + 3))
         task.cancel()
 
     run(t)
