@@ -25,6 +25,7 @@ from types import FrameType
 from bench import (
     engine_sweep,
     failover,
+    failover_big,
     fanout,
     fleetctl_bench,
     fleetd_rss,
@@ -176,6 +177,7 @@ BENCHES: dict[str, Callable[[bool], list[Figure]]] = {
     "engine_sweep": engine_sweep.run,
     "fleetctl": fleetctl_bench.run,
     "failover": failover.run,
+    "failover_big": failover_big.run,
     "no_false_failover": no_false_failover.run,
     "fanout": fanout.run,
     "footprint": footprint.run,

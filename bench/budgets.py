@@ -19,6 +19,7 @@ BUDGETS: dict[str, float] = {
     "engine_sweep": 140,
     "fleetctl": 60,  # 100 cold list-units processes (issue 15) and 40 warm calls
     "failover": 180,  # 30 kills, each waiting out an engine lease
+    "failover_big": 150,  # 100,000 units filled, then up to 5 kills of real fleetd leaders
     "no_false_failover": 120,
     "fanout": 235,  # 20 runs of about 10 s after one warm-up
     "footprint": 150,  # 100,000 units on 5,000 machines; the target is 120 s
