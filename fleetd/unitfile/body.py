@@ -64,8 +64,8 @@ def checked_unit_file(text: str) -> UnitFile:
         raise UnitFileError(f"contains a NUL character (line {line}); a unit file is text: remove it")
     try:
         unit_file = UnitFile.from_text(text)
-        _check_stable(unit_file)
-        validate_requirements(unit_file)
+        _check_stable(unit_file, text)
+        validate_requirements(unit_file, canonical_parses=True)
     except UnitFileError:
         raise
     except (FleetError, ValueError, RecursionError, MemoryError) as exc:  # hostile text: never a crash
@@ -85,14 +85,18 @@ def _not_utf8(line: int) -> UnitFileError:
     return UnitFileError(f"not valid UTF-8 text (line {line}); save it as UTF-8")
 
 
-def _check_stable(unit_file: UnitFile) -> None:
+def _check_stable(unit_file: UnitFile, text: str) -> None:
     """The parser rejects what its canonical form cannot represent; this guards that promise, because a
-    hash that changes once stored makes every agent reload the unit on every pass."""
+    hash that changes once stored makes every agent reload the unit on every pass. A text that is its own
+    canonical form (every body stored in the registry) parsed to ``unit_file`` already: no second parse."""
     expected = canonical_order(unit_file.options)
-    try:
-        again = parse(unit_file.canonical)
-    except UnitFileError:
-        again = ()
+    if text == unit_file.canonical:
+        again = unit_file.options
+    else:
+        try:
+            again = parse(unit_file.canonical)
+        except UnitFileError:
+            again = ()
     if again != expected:
         line = next((o.line for o, a in zip(expected, again, strict=False) if o != a), expected[-1].line)
         raise UnitFileError("this option reads back differently once stored in canonical form; simplify"

@@ -119,24 +119,26 @@ def unknown_key_warnings(unit: UnitFile, name: str) -> tuple[str, ...]:
                  for key in unknown_keys(unit))
 
 
-def validate_requirements(unit: UnitFile) -> None:
+def validate_requirements(unit: UnitFile, *, canonical_parses: bool = False) -> None:
     """Raise the first problem ``requirement_problems`` finds (the one the original reports)."""
-    problems = requirement_problems(unit)
+    problems = requirement_problems(unit, canonical_parses=canonical_parses)
     if problems:
         raise problems[0]
 
 
-def requirement_problems(unit: UnitFile) -> tuple[UnitFileError, ...]:
+def requirement_problems(unit: UnitFile, *, canonical_parses: bool = False) -> tuple[UnitFileError, ...]:
     """Every reason the [X-Fleet] options cannot be satisfied, in the original's check order.
 
     Malformed or over-limit Conflicts and Replaces globs come first (a check the original lacks: a glob is
     matched against every unit name on every engine pass). Each error carries the line of the option that
-    completes the bad combination, when known.
+    completes the bad combination, when known. ``canonical_parses``: the caller has checked that the
+    canonical form parses (``fleetd.unitfile.body`` does), so it is not parsed again here.
     """
-    try:
-        parse(unit.canonical)
-    except UnitFileError as err:
-        return (UnitFileError(err.msg),)
+    if not canonical_parses:
+        try:
+            parse(unit.canonical)
+        except UnitFileError as err:
+            return (UnitFileError(err.msg),)
     found = _Extracted(list(_values(unit)))
     problems = [
         UnitFileError(f'{pattern.key} pattern "{_shortened(pattern.value)}" {problem}', pattern.line or None)
