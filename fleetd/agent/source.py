@@ -57,6 +57,7 @@ class DesiredSource:
         self._keys = registry.keys
         self._machine_id = machine_id
         self._schedule_prefix = self._keys.schedule(machine_id)
+        self._pins_prefix = self._keys.pins(machine_id)
         self.mirror = Mirror(registry.kv, [self._schedule_prefix, self._keys.globals])
         self._bodies: dict[str, _Body] = {}
         self._reported = ReportOnce()
@@ -67,8 +68,9 @@ class DesiredSource:
 
     async def read(self) -> Wanted:
         """The mirrored entries, with every body they need (read by hash, cached); RegistryError when
-        bodies cannot be read."""
+        bodies cannot be read. A Global unit pinned on this machine is wanted at the pinned hash."""
         scheduled, global_units = self._entries()
+        global_units = self._pinned(global_units)
         entries = [*scheduled.values(), *global_units.values()]
         await self._fetch({entry.hash for entry in entries})
         self._forget_unusable({entry.hash for entry in entries})
@@ -95,9 +97,29 @@ class DesiredSource:
         if self._reported.first(key, mod_revision):
             logger.warning("%s", problem)
 
+    def _pinned(self, global_units: dict[UnitName, _Entry]) -> dict[UnitName, _Entry]:
+        """``global_units`` with the hash of each one pinned here (``schedule/<id>/pin/<unit>``: a rolling
+        update holds this machine at that hash) in place of the ``globals/`` entry's; bad pins are skipped."""
+        out = dict(global_units)
+        for key, kv in self.mirror.items(self._schedule_prefix).items():
+            if not key.startswith(self._pins_prefix):
+                continue
+            try:
+                _, name = self._keys.parse_pin(key)
+                unit_hash = ks.decode_pin(key, kv.value)
+            except BadRecord as exc:
+                self._report(key, kv.mod_revision, f"skipping {exc}")
+                continue
+            entry = out.get(name)
+            if entry is not None:
+                out[name] = _Entry(name, unit_hash, entry.state, key, kv.mod_revision)
+        return out
+
     def _entries(self) -> tuple[dict[UnitName, _Entry], dict[UnitName, _Entry]]:
         scheduled: dict[UnitName, _Entry] = {}
         for key, kv in self.mirror.items(self._schedule_prefix).items():
+            if key.startswith(self._pins_prefix):
+                continue  # hash pins: see _pinned
             try:
                 name = self._keys.unit_name(key, self._schedule_prefix)
                 entry = ks.decode_schedule(key, kv.value, self._machine_id)
