@@ -399,11 +399,10 @@ class Registry:
                 self.skip(exc, kv.mod_revision)
         return out
 
-    async def set_pins(self, name: str, pins: Mapping[str, str]) -> int:
-        """Pin ``name`` on each machine to its hash (packed Txns)."""
-        return await self._write_all(
-            Group(name, (Put(self.keys.pin(m, name), ks.encode_pin(h)),)) for m, h in sorted(pins.items())
-        )
+    async def set_pins(self, name: str, machine_ids: Iterable[str], unit_hash: str) -> int:
+        """Pin ``name`` to ``unit_hash`` on each of ``machine_ids`` (packed Txns)."""
+        value = ks.encode_pin(unit_hash)
+        return await self._write_all(Group(name, (Put(self.keys.pin(m, name), value),)) for m in machine_ids)
 
     async def unpin(self, name: str, machine_ids: Iterable[str]) -> int:
         """Remove the pins of ``name`` on ``machine_ids`` (packed Txns)."""

@@ -58,7 +58,7 @@ def test_destroying_or_stopping_a_global_unit_removes_its_pins() -> None:
         await registry.put_units([new_record("mon.service", unit, TargetState.LAUNCHED),
                                   new_record("web.service", plain, TargetState.LAUNCHED)])
         pins = {"m1": H, "m2": H}
-        await registry.set_pins("mon.service", pins)
+        await registry.set_pins("mon.service", pins, H)
         assert await registry.get_pins("mon.service", ["m1", "m2", "m3"]) == pins
         assert UnitName("mon.service") not in await registry.list_schedule()  # pins are not entries
         started = {"mon.service": TargetState.LAUNCHED, "web.service": TargetState.LOADED}
@@ -66,7 +66,7 @@ def test_destroying_or_stopping_a_global_unit_removes_its_pins() -> None:
         assert await registry.get_pins("mon.service", ["m1", "m2"]) == pins  # start keeps them
         await registry.set_target_states({"mon.service": TargetState.LOADED})
         assert await registry.get_pins("mon.service", ["m1", "m2"]) == {}
-        await registry.set_pins("mon.service", pins)
+        await registry.set_pins("mon.service", pins, H)
         await registry.destroy_units(["mon.service", "web.service"])
         assert await registry.get_pins("mon.service", ["m1", "m2"]) == {}
 
