@@ -15,6 +15,12 @@ asks again, so an interrupted rollout resumes from the record and the cluster as
 
 Units that left the cluster during the rollout (destroyed) are skipped, and so are units someone replaced
 with a third body meanwhile, when rolling back.
+
+A Global unit is rolled machine by machine (``decide_global``): every machine that ran it is first held at
+the old hash by a hash pin, then the unit is given the new body; each step removes the pins of
+``max_unavailable`` machines (the members of the same decisions, by machine ID), a roll back pins the
+replaced machines to the old hash again. A machine's hash is the one it is meant to run: its pin's, or the
+unit's when it has none; a machine that left the cluster is skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from fleetd.model import UnitName
+from fleetd.model import MachineID, UnitName
 from fleetd.registry.records import Rollout
 
 __all__ = [
@@ -36,7 +42,10 @@ __all__ = [
     "Observed",
     "Settings",
     "decide",
+    "decide_global",
     "dry_run_steps",
+    "global_steps",
+    "machine_members",
 ]
 
 ROLLING, ROLLING_BACK, DONE, FAILED = "rolling", "rolling-back", "done", "failed"
@@ -168,3 +177,30 @@ def dry_run_steps(rollout: Rollout, observed: Mapping[UnitName, Observed]) -> li
         for name in decision.units:
             seen[name] = replace(seen[name], hash=rollout.hash, active=True, failed=False)
     return steps
+
+
+def machine_members(rollout: Rollout) -> Rollout:
+    """A Global unit's rollout as ``decide`` sees it: each machine a member (its ID in a unit name's place),
+    each one's old hash the unit's, the replaced members the machines unpinned so far."""
+    old_hash = rollout.old.get(rollout.name, rollout.hash)
+    members = tuple(UnitName(m) for m in rollout.machines)
+    replaced_ = tuple(UnitName(m) for m in rollout.machines_replaced)
+    return replace(rollout, units=members, old=dict.fromkeys(members, old_hash), replaced=replaced_)
+
+
+def decide_global(
+    rollout: Rollout, observed: Mapping[MachineID, Observed], settings: Settings, step_age: float
+) -> Decision:
+    """``decide`` machine by machine: ``observed`` is the unit on each machine (at the hash it is meant to
+    run there); the decision's units are machine IDs (unpin them while rolling, pin them back to the old
+    hash while rolling back), its record the Global rollout's."""
+    members = {UnitName(m): seen for m, seen in observed.items()}
+    decision = decide(machine_members(rollout), members, settings, step_age)
+    after = replace(rollout, phase=decision.rollout.phase, reason=decision.rollout.reason)
+    return replace(decision, rollout=after)
+
+
+def global_steps(rollout: Rollout, observed: Mapping[MachineID, Observed]) -> list[tuple[MachineID, ...]]:
+    """The machine steps ``decide_global`` takes when every machine comes up healthy (``--dry-run``)."""
+    members = {UnitName(m): seen for m, seen in observed.items()}
+    return [tuple(MachineID(m) for m in step) for step in dry_run_steps(machine_members(rollout), members)]

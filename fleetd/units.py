@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fleetd.model import MachineID, TargetState, UnitName, UnitState
-from fleetd.registry.keyspace import BadRecord, UnitRecord
-from fleetd.registry.kv import range_paged
+from fleetd.registry.keyspace import UnitRecord
 from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import body_requirements
@@ -97,12 +96,7 @@ async def unit_view(registry: Registry, name: str) -> UnitView | None:
     if record.is_global:
         return UnitView(record, None, None)
     current = current_state(await registry.list_unit_states([name]))
-    machines = []
-    for kv in (await range_paged(registry.kv, registry.keys.machines)).kvs:
-        try:
-            machines.append(registry.keys.machine_id(kv.key))
-        except BadRecord as exc:
-            registry.skip(exc, kv.mod_revision)
+    machines = await registry.machine_ids()
     keys = registry.keys
     found = await registry.get_many([keys.scheduled(machine_id, name) for machine_id in machines])
     placed = [m for m in machines if keys.scheduled(m, name) in found]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
@@ -27,13 +27,25 @@ from fleetctl.context import CommandFailed, UsageFailed, app_of, run
 from fleetctl.global_flags import FleetCommand
 from fleetctl.output import say
 from fleetctl.params import Seconds
-from fleetctl.rollout import DONE, FAILED, ROLLING, Act, Decision, Observed, Settings, decide, dry_run_steps
+from fleetctl.rollout import (
+    DONE,
+    FAILED,
+    ROLLING,
+    Act,
+    Decision,
+    Observed,
+    Settings,
+    decide,
+    decide_global,
+    dry_run_steps,
+    global_steps,
+)
 from fleetctl.ssh.config import DEFAULT_SSH_PORT
 from fleetctl.ssh.remote import Runner
 from fleetctl.unit_files import LocalUnitFileError, read_unit_file
 from fleetd.errors import FleetError
 from fleetd.glob import match as glob_match
-from fleetd.model import MachineState, TargetState, UnitName, UnitState
+from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry import records
 from fleetd.registry.keyspace import BadRecord, UnitRecord
 from fleetd.registry.records import Rollout
@@ -41,7 +53,7 @@ from fleetd.unitfile.body import checked_unit_file
 from fleetd.unitfile.names import UnitNameInfo, mangle
 from fleetd.unitfile.requirements import health_check
 from fleetd.unitfile.unit import UnitFile
-from fleetd.units import new_record
+from fleetd.units import is_global, new_record
 from fleetd.values import Bounds
 
 __all__ = ["COMMANDS"]
@@ -144,26 +156,56 @@ class _Shell:
             if record is None:
                 out[name] = Observed("")
                 continue
-            mine = [
-                s for s in states.get(name, ()) if s.hash == record.hash and s.state is TargetState.LAUNCHED
-            ]
-            active = next((s for s in mine if s.load_state == "loaded" and s.active_state == "active"), None)
-            failed = any(s.active_state == "failed" for s in mine)
-            since = self.watch.active_since.get(name)
-            if active is None:
-                self.watch.active_since.pop(name, None)
-            elif since is None or since[0] != record.hash:
-                self.watch.active_since[name] = since = (record.hash, now)
-            check = None
-            if active is not None and name in rollout.replaced:
-                check = await self._check(name, record.hash, machines.get(active.machine_id))
-            out[name] = Observed(
-                record.hash,
-                launched=record.target_state is TargetState.LAUNCHED,
-                active=active is not None,
-                failed=failed,
-                check=check,
-                active_for=now - since[1] if active is not None and since is not None else 0.0,
+            launched = record.target_state is TargetState.LAUNCHED
+            out[name] = await self._see(
+                name, record.hash, launched, states.get(name, ()), machines, name in rollout.replaced, now
+            )
+        return out
+
+    async def _see(  # noqa: PLR0917 (one member's facts)
+        self, member: UnitName, unit_hash: str, launched: bool, states: Sequence[UnitState],
+        machines: Mapping[MachineID, MachineState], replaced: bool, now: float,
+    ) -> Observed:
+        """One member (a unit, or a machine of a Global unit) meant to run ``unit_hash``, from its states."""
+        mine = [s for s in states if s.hash == unit_hash and s.state is TargetState.LAUNCHED]
+        active = next((s for s in mine if s.load_state == "loaded" and s.active_state == "active"), None)
+        failed = any(s.active_state == "failed" for s in mine)
+        since = self.watch.active_since.get(member)
+        if active is None:
+            self.watch.active_since.pop(member, None)
+        elif since is None or since[0] != unit_hash:
+            self.watch.active_since[member] = since = (unit_hash, now)
+        check = None
+        if active is not None and replaced:
+            check = await self._check(member, unit_hash, machines.get(active.machine_id))
+        return Observed(
+            unit_hash,
+            launched=launched,
+            active=active is not None,
+            failed=failed,
+            check=check,
+            active_for=now - since[1] if active is not None and since is not None else 0.0,
+        )
+
+    async def observe_machines(self, rollout: Rollout) -> dict[MachineID, Observed]:
+        """A Global unit on each machine of its rollout, at the hash it is meant to run there (its pin's, or
+        the unit's); a machine that left the cluster (or a unit destroyed meanwhile) is seen as gone."""
+        now = time.monotonic()
+        record = (await self.client.units([rollout.name])).get(rollout.name)
+        machines = await self.client.machine_map()
+        pins = await self.client.registry.get_pins(rollout.name, rollout.machines)
+        states: dict[MachineID, list[UnitState]] = {}
+        for state in await self.client.registry.list_unit_states([rollout.name]):
+            states.setdefault(state.machine_id, []).append(state)
+        out: dict[MachineID, Observed] = {}
+        for machine_id in rollout.machines:
+            if record is None or machine_id not in machines:
+                out[machine_id] = Observed("")
+                continue
+            launched = record.target_state is TargetState.LAUNCHED
+            out[machine_id] = await self._see(
+                UnitName(machine_id), pins.get(machine_id, record.hash), launched, states.get(machine_id, ()),
+                machines, machine_id in rollout.machines_replaced, now,
             )
         return out
 
@@ -197,6 +239,20 @@ class _Shell:
         return rollout
 
 
+    async def replace_machines(self, rollout: Rollout, machines: Sequence[MachineID]) -> Rollout:
+        """Record the step, then unpin the machines (rolling) or pin them to the old hash (rolling back)."""
+        registry = self.client.registry
+        if rollout.phase == ROLLING:
+            added = [m for m in machines if m not in rollout.machines_replaced]
+            rollout = replace(rollout, machines_replaced=(*rollout.machines_replaced, *added))
+            await _write_rollout(self.client, rollout)
+            await registry.unpin(rollout.name, machines)
+            return rollout
+        await _write_rollout(self.client, rollout)
+        await registry.set_pins(rollout.name, machines, rollout.old[rollout.name])
+        return rollout
+
+
 def _checks_of(rollout: Rollout) -> dict[str, str]:
     out: dict[str, str] = {}
     for unit_hash, text in {rollout.hash: rollout.body, **rollout.old_bodies}.items():
@@ -216,11 +272,13 @@ async def _start(
     if not units:
         raise CommandFailed(f"Error: no unit in the cluster matches {pattern} (for {name})")
     globals_ = [r.name for r in units if r.is_global]
-    if globals_:
+    if globals_ and len(units) > 1:
         raise CommandFailed(
-            f"Error: {globals_[0]} is a Global unit: rolling-update updates scheduled units only; replace it"
-            f" everywhere at once with fleetctl destroy {globals_[0]} and fleetctl start"
+            f"Error: {globals_[0]} is a Global unit: roll it on its own (fleetctl rolling-update"
+            f" {globals_[0]} FILE), machine by machine"
         )
+    if globals_:
+        return await _start_global(client, units[0], unit_file, max_unavailable)
     template = (await client.units([name])).get(name) if name not in [r.name for r in units] else None
     old = {r.name: r.hash for r in units}
     if template is not None:
@@ -233,6 +291,36 @@ async def _start(
         name, unit_file.hash, unit_file.canonical, tuple(r.name for r in units), old, dict(bodies),
         max_unavailable,
     )
+
+
+async def _start_global(
+    client: FleetClient, record: UnitRecord, unit_file: UnitFile, max_unavailable: int
+) -> Rollout:
+    """A Global unit's rollout: over the live machines that publish a state for it (those running it)."""
+    if not is_global(unit_file, record.name):
+        raise CommandFailed(f"Error: {record.name} is a Global unit and the new file is not (Global=true)")
+    live = await client.machine_map()
+    states = await client.registry.list_unit_states([record.name])
+    machines = sorted({s.machine_id for s in states} & set(live))
+    if not machines:
+        raise CommandFailed(f"Error: no machine runs the Global unit {record.name}; start it first")
+    bodies = await client.bodies([record.hash])
+    if record.hash not in bodies:
+        raise CommandFailed(f"Error: the body {record.hash} of {record.name} is missing from the registry")
+    return Rollout(
+        record.name, unit_file.hash, unit_file.canonical, (record.name,), {record.name: record.hash},
+        dict(bodies), max_unavailable, machines=tuple(machines),
+    )
+
+
+async def _switch_global(client: FleetClient, rollout: Rollout, goal: str) -> None:
+    """Give the Global unit the body ``goal`` (one Txn: its record, body, target and globals/ entry)."""
+    record = (await client.units([rollout.name])).get(rollout.name)
+    if record is None or record.hash == goal:
+        return
+    text = rollout.body if goal == rollout.hash else rollout.old_bodies.get(goal)
+    if text is not None:
+        await client.put_units([new_record(rollout.name, checked_unit_file(text), record.target_state)])
 
 
 async def _template_to(client: FleetClient, rollout: Rollout, goal: str) -> None:
@@ -273,12 +361,12 @@ async def _roll(client: FleetClient, options: _Options, runner: Runner | None) -
     else:
         rollout = await _start(client, name, options.pattern, unit_file, options.max_unavailable)
     shell = _Shell(client, runner, options.ssh_port, options.settings, _checks_of(rollout))
+    if rollout.machines:
+        await _roll_global(shell, rollout, options.dry_run)
+        return
     if options.dry_run:
         steps = dry_run_steps(rollout, await shell.observe(rollout))
-        for index, step in enumerate(steps, 1):
-            say(f"Step {index}/{len(steps)}: replace {' '.join(step)}")
-        if not steps:
-            say(f"Nothing to do: every unit of {name} has the body {unit_file.hash[:7]}")
+        _show_steps(steps, "replace", f"every unit of {name} has the body {unit_file.hash[:7]}")
         return
     if rollout.phase == ROLLING and not rollout.replaced:
         await _write_rollout(client, rollout)
@@ -286,7 +374,9 @@ async def _roll(client: FleetClient, options: _Options, runner: Runner | None) -
     await _follow(shell, rollout)
 
 
-async def _follow(shell: _Shell, rollout: Rollout) -> None:
+async def _steps(shell: _Shell, rollout: Rollout, machines: bool) -> Rollout:
+    """Ask, write, wait and ask again until the rollout is finished; its record as it ended. ``machines``:
+    a Global unit's rollout (members are machines: unpinned, or pinned back, a step at a time)."""
     step_started = time.monotonic()
     shown = ""
     while True:
@@ -294,16 +384,23 @@ async def _follow(shell: _Shell, rollout: Rollout) -> None:
         checked = rollout.phase == ROLLING and rollout.hash in shell.checks
         settings = replace(shell.settings, has_check=checked)
         elapsed = time.monotonic() - step_started
-        decision: Decision = decide(rollout, await shell.observe(rollout), settings, elapsed)
+        decision: Decision = (
+            decide_global(rollout, await shell.observe_machines(rollout), settings, elapsed) if machines
+            else decide(rollout, await shell.observe(rollout), settings, elapsed)
+        )
         if decision.rollout != rollout:
             if decision.rollout.phase != rollout.phase and decision.rollout.phase not in (DONE, FAILED):
                 say(f"Rolling back: {decision.rollout.reason}")
             rollout = decision.rollout
             await _write_rollout(shell.client, rollout)
         if decision.act is Act.REPLACE:
-            verb = "Replacing" if rollout.phase == ROLLING else "Restoring"
-            say(f"{verb} {' '.join(decision.units)}")
-            rollout = await shell.replace_units(rollout, decision.units)
+            members = " ".join(decision.units)
+            if machines:
+                say(f"{'Updating' if rollout.phase == ROLLING else 'Restoring'} {rollout.name} on {members}")
+                rollout = await shell.replace_machines(rollout, [MachineID(m) for m in decision.units])
+            else:
+                say(f"{'Replacing' if rollout.phase == ROLLING else 'Restoring'} {members}")
+                rollout = await shell.replace_units(rollout, decision.units)
             step_started, shown = time.monotonic(), ""
         elif decision.act is Act.WAIT:
             if decision.why != shown:
@@ -311,14 +408,53 @@ async def _follow(shell: _Shell, rollout: Rollout) -> None:
                 shown = decision.why
             await asyncio.sleep(POLL)
         else:
-            break
+            return rollout
+
+
+def _failed(rollout: Rollout) -> CommandFailed:
+    return CommandFailed(
+        f"Error: rolling update of {rollout.name} failed and was rolled back: {rollout.reason}"
+    )
+
+
+def _show_steps(steps: Sequence[Sequence[str]], verb: str, nothing: str) -> None:
+    """--dry-run: each step, or why there is nothing to do."""
+    for index, step in enumerate(steps, 1):
+        say(f"Step {index}/{len(steps)}: {verb} {' '.join(step)}")
+    if not steps:
+        say(f"Nothing to do: {nothing}")
+
+
+async def _follow(shell: _Shell, rollout: Rollout) -> None:
+    rollout = await _steps(shell, rollout, machines=False)
     if rollout.phase == DONE:
         say(f"Rolled out {rollout.name} ({rollout.hash[:7]}) to {len(rollout.units)} units")
         return
     await _template_to(shell.client, rollout, rollout.old.get(rollout.name, rollout.hash))
-    raise CommandFailed(
-        f"Error: rolling update of {rollout.name} failed and was rolled back: {rollout.reason}"
-    )
+    raise _failed(rollout)
+
+
+async def _roll_global(shell: _Shell, rollout: Rollout, dry_run: bool) -> None:
+    """A Global unit, machine by machine: pin every machine to the old hash, switch the unit to the new
+    body, then unpin a step of machines at a time (``decide_global``)."""
+    client = shell.client
+    if dry_run:
+        steps = global_steps(rollout, await shell.observe_machines(rollout))
+        done = f"every machine runs {rollout.name} with the body {rollout.hash[:7]}"
+        _show_steps(steps, f"update {rollout.name} on", done)
+        return
+    if rollout.phase == ROLLING and not rollout.machines_replaced:
+        await _write_rollout(client, rollout)
+        await client.registry.set_pins(rollout.name, rollout.machines, rollout.old[rollout.name])
+        await _switch_global(client, rollout, rollout.hash)
+    rollout = await _steps(shell, rollout, machines=True)
+    if rollout.phase == DONE:
+        await client.registry.unpin(rollout.name, rollout.machines)  # none left but a stray one
+        say(f"Rolled out {rollout.name} ({rollout.hash[:7]}) to {len(rollout.machines)} machines")
+        return
+    await _switch_global(client, rollout, rollout.old[rollout.name])
+    await client.registry.unpin(rollout.name, rollout.machines)
+    raise _failed(rollout)
 
 
 def _runner_factory(ctx: click.Context) -> RunnerFactory:
@@ -352,13 +488,16 @@ def rolling_update(  # noqa: PLR0917 (click passes options as keywords)
     within --step-timeout, rolls the replaced units back to their old file, step by step, and the command
     fails naming why. Progress is kept in etcd (rollouts/NAME): run the same command again to resume after
     an interruption. A replaced unit keeps its machine when it can; its agent restarts it with the new file.
-    Global units are not updated this way.
+    A Global unit (UNITS is its name) is updated machine by machine: every machine running it is held at
+    the old file by a hash pin, the unit gets the new file, and each step releases --max-unavailable
+    machines; a roll back pins the released machines to the old file again.
 
     \b
     Examples:
       fleetctl rolling-update 'web@*' ./web@.service
       fleetctl rolling-update --max-unavailable 2 --min-healthy-time 10s 'web@*' web@.service
       fleetctl rolling-update --dry-run db.service ./db.service
+      fleetctl rolling-update --max-unavailable 1 monitor.service ./monitor.service
       fleetctl rolling-update --abort web@.service
     """
     if abort:

@@ -61,6 +61,7 @@ class DesiredSource:
         self._keys = registry.keys
         self._machine_id = machine_id
         self._schedule_prefix = self._keys.schedule(machine_id)
+        self._pins_prefix = self._keys.pins(machine_id)
         self.mirror = Mirror(registry.kv, [self._schedule_prefix, self._keys.globals])
         self._bodies: dict[str, _Body] = {}
         self._reported = ReportOnce()
@@ -74,8 +75,9 @@ class DesiredSource:
 
     async def read(self) -> Wanted:
         """The mirrored entries, with every body they need (read by hash, cached); RegistryError when
-        bodies cannot be read."""
+        bodies cannot be read. A Global unit pinned on this machine is wanted at the pinned hash."""
         scheduled, global_units = self._entries()
+        global_units = self._pinned(global_units)
         entries = [*scheduled.values(), *global_units.values()]
         await self._fetch({entry.hash for entry in entries})
         self._forget_unusable({entry.hash for entry in entries})
@@ -104,10 +106,28 @@ class DesiredSource:
         if self._reported.first(key, mod_revision):
             logger.warning("%s", problem)
 
+    def _pinned(self, global_units: dict[UnitName, _Entry]) -> dict[UnitName, _Entry]:
+        """``global_units`` with the hash of each one pinned here (``schedule/<id>/pin/<unit>``: a rolling
+        update holds this machine at that hash) in place of the ``globals/`` entry's; bad pins are skipped."""
+        out = dict(global_units)
+        for key, kv in self.mirror.items(self._schedule_prefix).items():
+            if not key.startswith(self._pins_prefix):
+                continue
+            try:
+                _, name = self._keys.parse_pin(key)
+                unit_hash = ks.decode_pin(key, kv.value)
+            except BadRecord as exc:
+                self._report(key, kv.mod_revision, f"skipping {exc}")
+                continue
+            entry = out.get(name)
+            if entry is not None:
+                out[name] = _Entry(name, unit_hash, entry.state, key, kv.mod_revision)
+        return out
+
     def _entries(self) -> tuple[dict[UnitName, _Entry], dict[UnitName, _Entry]]:
         decoded = self._decoded
         self._decoded = {}
-        scheduled = self._decode(self._schedule_prefix, decoded, self._decode_schedule)
+        scheduled = self._decode(self._schedule_prefix, decoded, self._decode_schedule, self._pins_prefix)
         global_units = self._decode(self._keys.globals, decoded, self._decode_global)
         return scheduled, global_units
 
@@ -116,10 +136,14 @@ class DesiredSource:
         prefix: str,
         decoded: Mapping[str, tuple[int, _Entry | None]],
         decode: Callable[[str, str, int], _Entry],
+        skip: str = "",
     ) -> dict[UnitName, _Entry]:
-        """The entries under ``prefix``: decoded ones reused while their mod revision is the same."""
+        """The entries under ``prefix`` (but those under ``skip``: hash pins, see ``_pinned``); decoded ones
+        are reused while their mod revision is the same."""
         found: dict[UnitName, _Entry] = {}
         for key, kv in self.mirror.items(prefix).items():
+            if skip and key.startswith(skip):
+                continue
             known = decoded.get(key)
             if known is not None and known[0] == kv.mod_revision:
                 entry = known[1]

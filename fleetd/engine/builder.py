@@ -53,6 +53,16 @@ class _Placed:
 
 
 @dataclass(frozen=True, slots=True)
+class _Pinned:
+    """A ``schedule/<machine>/pin/<unit>`` key: a Global unit's hash pin there (or why its value is bad).
+    Pins are fleetctl's (a rolling update of a Global unit): never an entry to place or remove."""
+
+    machine_id: MachineID
+    name: UnitName
+    hash: str | BadRecord
+
+
+@dataclass(frozen=True, slots=True)
 class _Failure:
     """A ``failed/`` key: the unit and machine it names, and the hash that failed (or why it is bad)."""
 
@@ -103,7 +113,9 @@ class _Decoders:
     def target(self, kv: KeyValue) -> TargetState:
         return ks.decode_target(kv.key, kv.value)
 
-    def scheduled(self, kv: KeyValue) -> _Placed:
+    def scheduled(self, kv: KeyValue) -> _Placed | _Pinned:
+        if self._keys.is_pin(kv.key):
+            return self.pinned(kv)
         machine_id, name = self._keys.parse_scheduled(kv.key)
         machine_id = MachineID(sys.intern(machine_id))  # one copy per machine, not one per entry
         try:
@@ -114,6 +126,13 @@ class _Decoders:
             entry = ScheduledUnit(machine_id, sys.intern(entry.hash), entry.state)
         return _Placed(machine_id, name, entry)
 
+    def pinned(self, kv: KeyValue) -> _Pinned:
+        machine_id, name = self._keys.parse_pin(kv.key)
+        try:
+            unit_hash: str | BadRecord = sys.intern(ks.decode_pin(kv.key, kv.value))
+        except BadRecord as exc:
+            unit_hash = exc
+        return _Pinned(machine_id, name, unit_hash)
 
     def failure(self, kv: KeyValue) -> _Failure:
         name, machine_id = self._keys.parse_failed(kv.key)
@@ -146,7 +165,7 @@ def mirror_decoders(keys: Keyspace) -> dict[str, Decoder]:
 @dataclass(frozen=True, slots=True)
 class Built:
     snapshot: ClusterSnapshot
-    referenced: frozenset[str]  # body hashes referenced by a unit record or a schedule entry
+    referenced: frozenset[str]  # body hashes referenced by a unit record, a schedule entry or a hash pin
     problems: tuple[str, ...]  # bad data first seen in this build (the caller logs each once)
 
 
@@ -278,6 +297,12 @@ class SnapshotBuilder:
         extra: list[tuple[UnitName, MachineID]] = []
         for kv in schedule.values():
             found = decode(kv, d.scheduled)
+            if isinstance(found, _Pinned):  # referenced while pinned; never removed here
+                if isinstance(found.hash, BadRecord):
+                    report(kv.key, kv.mod_revision, f"ignoring hash pin: {found.hash}")
+                else:
+                    referenced.add(found.hash)
+                continue
             if not isinstance(found, _Placed):
                 report(kv.key, kv.mod_revision, f"ignoring {found}")
                 continue

@@ -40,6 +40,7 @@ __all__ = [
     "decode_global",
     "decode_machine",
     "decode_metadata",
+    "decode_pin",
     "decode_schedule",
     "decode_target",
     "decode_unit",
@@ -49,6 +50,7 @@ __all__ = [
     "encode_global",
     "encode_machine",
     "encode_metadata",
+    "encode_pin",
     "encode_schedule",
     "encode_unit",
     "encode_unit_state",
@@ -64,6 +66,7 @@ _SCHEDULED_BY_TEXT = {state.value: state for state in _SCHEDULED_STATES}
 _loads = json.loads
 # A machine ID (normally the 32 hex digits of /etc/machine-id): one key segment of a few safe characters.
 _MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
+PIN_SEGMENT = "pin/"  # schedule/<machine-id>/pin/<unit>: a Global unit's hash pin on that machine
 _SHOWN = 120  # characters of a stored key or value quoted in a message
 
 _P = ParamSpec("_P")
@@ -309,6 +312,14 @@ class Keyspace:
     def scheduled(self, machine_id: str, name: str) -> str:
         return self.schedule(machine_id) + name
 
+    def pins(self, machine_id: str) -> str:
+        """``schedule/<machine-id>/pin/``: the machine's hash pins (under the prefix its agent watches)."""
+        return self.schedule(machine_id) + PIN_SEGMENT
+
+    def pin(self, machine_id: str, name: str) -> str:
+        """``schedule/<machine-id>/pin/<unit>``: the Global unit runs at the pinned hash on this machine."""
+        return self.pins(machine_id) + name
+
     def unit_states(self, name: str) -> str:
         return self.states + name + "/"
 
@@ -352,6 +363,22 @@ class Keyspace:
 
     def parse_scheduled(self, key: str) -> tuple[MachineID, UnitName]:
         machine_id, name = self.pair(key, self.schedules)
+        return check_machine_id(key, machine_id), check_unit_name(key, name)
+
+    def is_pin(self, key: str) -> bool:
+        """Whether ``key`` is under some machine's ``schedule/<id>/pin/`` (a pin, not a schedule entry: a
+        unit name has no ``/``, so no entry is ever mistaken for one)."""
+        if not key.startswith(self.schedules):
+            return False
+        _, sep, rest = key[len(self.schedules) :].partition("/")
+        return bool(sep) and rest.startswith(PIN_SEGMENT)
+
+    def parse_pin(self, key: str) -> tuple[MachineID, UnitName]:
+        """The machine and unit of a ``schedule/<id>/pin/<unit>`` key; BadRecord otherwise."""
+        if not self.is_pin(key):
+            raise BadRecord(key, f"expected {self.schedules}<machine-id>/{PIN_SEGMENT}<unit>")
+        machine_id = key[len(self.schedules) :].partition("/")[0]
+        name = self.leaf(key, self.pins(machine_id))
         return check_machine_id(key, machine_id), check_unit_name(key, name)
 
     def parse_unit_state(self, key: str) -> tuple[UnitName, MachineID]:
@@ -544,6 +571,17 @@ def decode_schedule(key: str, text: str, machine_id: MachineID) -> ScheduledUnit
     obj = _object(key, text)
     state = _state(key, _str(key, obj, "state"), _SCHEDULED_STATES)
     return ScheduledUnit(machine_id=machine_id, hash=_hash(key, obj), state=state)
+
+
+def encode_pin(unit_hash: str) -> str:
+    """The ``schedule/<machine-id>/pin/<unit>`` value: ``{"hash": ...}``."""
+    return _dumps({"hash": unit_hash})
+
+
+@_total
+def decode_pin(key: str, text: str) -> str:
+    """The pinned body hash; BadRecord unless the value is ``{"hash": <40 hex>}``."""
+    return _hash(key, _object(key, text))
 
 
 def encode_unit_state(state: UnitState) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fleetd.model import Rescheduled, UnitName
+from fleetd.model import MachineID, Rescheduled, UnitName
 from fleetd.registry.keyspace import (
     BadRecord,
     _check_hash,
@@ -106,6 +106,10 @@ class Rollout:
     phase: str = "rolling"
     reason: str = ""
     replaced: tuple[UnitName, ...] = ()  # units given the new body so far (a roll back restores only these)
+    # A Global unit (``units`` is that one unit) is rolled machine by machine: the machines it ran on, and
+    # those whose hash pin was removed so far (a roll back pins only these to the old hash again).
+    machines: tuple[MachineID, ...] = ()
+    machines_replaced: tuple[MachineID, ...] = ()
 
 
 def encode_rollout(rollout: Rollout) -> str:
@@ -120,6 +124,10 @@ def encode_rollout(rollout: Rollout) -> str:
             "phase": rollout.phase,
             "reason": rollout.reason,
             "replaced": list(rollout.replaced),
+            **(
+                {"machines": list(rollout.machines), "machines_replaced": list(rollout.machines_replaced)}
+                if rollout.machines else {}
+            ),
         }
     )
 
@@ -140,6 +148,15 @@ def _unit_list(key: str, obj: Mapping[str, object], field: str) -> tuple[UnitNam
     ):
         raise BadRecord(key, f"field {field!r} must be a list of at most {_MAX_ROLLOUT_UNITS} unit names")
     return tuple(check_unit_name(key, u) for u in units)
+
+
+def _machine_list(key: str, obj: Mapping[str, object], field: str) -> tuple[MachineID, ...]:
+    machines = obj.get(field, [])
+    if not isinstance(machines, list) or len(machines) > _MAX_ROLLOUT_UNITS or not all(
+        isinstance(m, str) for m in machines
+    ):
+        raise BadRecord(key, f"field {field!r} must be a list of at most {_MAX_ROLLOUT_UNITS} machine IDs")
+    return tuple(check_machine_id(key, m) for m in machines)
 
 
 @_total
@@ -167,4 +184,6 @@ def decode_rollout(key: str, text: str) -> Rollout:
         phase=phase,
         reason=_str(key, obj, "reason", default=""),
         replaced=_unit_list(key, obj, "replaced"),
+        machines=_machine_list(key, obj, "machines"),
+        machines_replaced=_machine_list(key, obj, "machines_replaced"),
     )

@@ -334,6 +334,7 @@ class Registry:
         """
         pending = dict(targets)
         revision = 0
+        stopped: list[str] = []
         for _ in range(_SET_TARGET_ATTEMPTS):
             current = await self._versioned_units(sorted(pending))
             for name in sorted(pending):
@@ -352,18 +353,67 @@ class Registry:
                 if result.succeeded:
                     revision = result.revision
                     for name in batch.tags:
+                        global_ = current[UnitName(name)].record.is_global
+                        if global_ and pending[name] is not TargetState.LAUNCHED:
+                            stopped.append(name)
                         pending.pop(name)
             if not pending:
+                await self.drop_pins(stopped)  # a stopped Global unit is no longer rolling: unpin it
                 return revision
         raise CASConflict(f"units kept changing while setting target states: {', '.join(sorted(pending))}")
 
     async def destroy_units(self, names: Iterable[str]) -> int:
-        """Delete units (record, target, global entry); the engine then cleans their schedules and bodies."""
+        """Delete units (record, target, global entry) and the hash pins of global ones; the engine then
+        cleans their schedules and bodies."""
         keys = self.keys
-        return await self._write_all(
+        names = list(names)
+        pinned = await self.get_many([keys.global_unit(n) for n in names])
+        revision = await self._write_all(
             Group(n, (Delete(keys.unit(n)), Delete(keys.target(n)), Delete(keys.global_unit(n))))
             for n in names
         )
+        await self.drop_pins([n for n in names if keys.global_unit(n) in pinned])
+        return revision
+
+    # Hash pins of Global units (schedule/<machine-id>/pin/<unit>) -----------------------------------------
+
+    async def machine_ids(self) -> list[MachineID]:
+        """The IDs of the registered machines (bad keys skipped)."""
+        out = []
+        for kv in (await range_paged(self.kv, self.keys.machines)).kvs:
+            try:
+                out.append(self.keys.machine_id(kv.key))
+            except BadRecord as exc:
+                self.skip(exc, kv.mod_revision)
+        return out
+
+    async def get_pins(self, name: str, machine_ids: Iterable[str]) -> dict[MachineID, str]:
+        """The hash ``name`` is pinned to on each of ``machine_ids`` that has a (well-formed) pin."""
+        found = await self.get_many([self.keys.pin(m, name) for m in machine_ids])
+        out: dict[MachineID, str] = {}
+        for kv in found.values():
+            try:
+                machine_id, _ = self.keys.parse_pin(kv.key)
+                out[machine_id] = ks.decode_pin(kv.key, kv.value)
+            except BadRecord as exc:
+                self.skip(exc, kv.mod_revision)
+        return out
+
+    async def set_pins(self, name: str, machine_ids: Iterable[str], unit_hash: str) -> int:
+        """Pin ``name`` to ``unit_hash`` on each of ``machine_ids`` (packed Txns)."""
+        value = ks.encode_pin(unit_hash)
+        return await self._write_all(Group(name, (Put(self.keys.pin(m, name), value),)) for m in machine_ids)
+
+    async def unpin(self, name: str, machine_ids: Iterable[str]) -> int:
+        """Remove the pins of ``name`` on ``machine_ids`` (packed Txns)."""
+        return await self._write_all(Group(name, (Delete(self.keys.pin(m, name)),)) for m in machine_ids)
+
+    async def drop_pins(self, names: Sequence[str]) -> None:
+        """Remove the pins of the global units ``names`` on every registered machine."""
+        if names:
+            machine_ids = await self.machine_ids()
+            for name in names:
+                await self.unpin(name, machine_ids)
 
     # Schedule -------------------------------------------------------------------------------------------
 
@@ -372,6 +422,8 @@ class Registry:
         result = await range_paged(self.kv, self.keys.schedules)
         out: dict[UnitName, list[ScheduledUnit]] = {}
         for kv in result.kvs:
+            if self.keys.is_pin(kv.key):
+                continue
             try:
                 machine_id, name = self.keys.parse_scheduled(kv.key)
                 out.setdefault(name, []).append(ks.decode_schedule(kv.key, kv.value, machine_id))
@@ -384,6 +436,8 @@ class Registry:
         result = await range_paged(self.kv, prefix)
         out: dict[UnitName, ScheduledUnit] = {}
         for kv in result.kvs:
+            if self.keys.is_pin(kv.key):
+                continue
             try:
                 name = self.keys.unit_name(kv.key, prefix)
                 out[name] = ks.decode_schedule(kv.key, kv.value, MachineID(machine_id))

@@ -28,6 +28,16 @@ MACHINE_KEYED = st.lists(
     max_size=4,
 )
 
+# hash pins (schedule/<machine>/pin/<unit>): good, hostile names and hostile values
+PINS = st.lists(
+    st.tuples(
+        st.sampled_from(["m1", "m2"]) | names,
+        st.just(GOOD) | names,
+        st.just(ks.encode_pin("a" * 40)) | values,
+    ).map(lambda t: (KEYS.pin(t[0], t[1]), t[2])),
+    max_size=3,
+)
+
 GOOD_WRITES = [
     (KEYS.machine("m1"), ks.encode_machine(MachineState("m1"))),
     (KEYS.unit(GOOD), ks.encode_unit(UnitRecord(GOOD, GOOD_FILE.hash, False, TargetState.LAUNCHED))),
@@ -74,14 +84,34 @@ def _build(read: Mapping[str, Mapping[str, Entry]]) -> tuple[object, ...]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(garbage(KEYS.prefix, PROTECTED), MACHINE_KEYED)
+@given(garbage(KEYS.prefix, PROTECTED), MACHINE_KEYED, PINS)
 def test_decoded_entries_build_what_key_values_build(
-    writes: list[tuple[str, str]], machine_keyed: list[tuple[str, str]]
+    writes: list[tuple[str, str]], machine_keyed: list[tuple[str, str]], pins: list[tuple[str, str]]
 ) -> None:
-    read = _read([*GOOD_WRITES, *writes, *machine_keyed])
+    read = _read([*GOOD_WRITES, *writes, *machine_keyed, *pins])
     assert _build(_decoded(read)) == _build(read)
 
 
 def test_the_good_unit_is_built_from_decoded_entries() -> None:
     snapshot = _build(_decoded(_read(GOOD_WRITES)))[0]
     assert list(snapshot.units) == [GOOD]  # type: ignore[attr-defined]
+
+
+OLD_HASH = "a" * 40
+
+
+def test_a_hash_pin_keeps_its_body_referenced_and_is_neither_reported_nor_removed() -> None:
+    pin = (KEYS.pin("m1", GOOD), ks.encode_pin(OLD_HASH))
+    for read in (_read([*GOOD_WRITES, pin]), _decoded(_read([*GOOD_WRITES, pin]))):
+        snapshot, referenced, problems = _build(read)
+        assert OLD_HASH in referenced  # type: ignore[operator]
+        assert problems == []
+        assert snapshot.extra_schedule == ()  # type: ignore[attr-defined]
+
+
+def test_a_bad_hash_pin_is_reported_once_and_left_alone() -> None:
+    pin = (KEYS.pin("m1", GOOD), '{"hash": "nope"}')
+    snapshot, referenced, problems = _build(_read([*GOOD_WRITES, pin]))
+    assert problems == [f"ignoring hash pin: bad record at {pin[0]}: field 'hash' is not 40 lowercase hex"
+                        " digits: nope"]
+    assert snapshot.extra_schedule == () and referenced == {GOOD_FILE.hash}  # type: ignore[attr-defined]

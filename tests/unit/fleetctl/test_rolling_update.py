@@ -189,5 +189,8 @@ def test_bad_arguments_are_refused_with_one_line(tmp_path: Path) -> None:
     assert none.stderr == "Error: no unit in the cluster matches api@* (for api@.service)\n"
     global_file = _file(tmp_path, OLD + "\n[X-Fleet]\nGlobal=true\n", "mon.service")
     cluster.submit("mon.service", OLD + "\n[X-Fleet]\nGlobal=true\n", TargetState.LAUNCHED)
-    refused = _invoke(cluster, ["rolling-update", "mon.service", global_file])
-    assert refused.exit_code == 1 and "mon.service is a Global unit" in refused.stderr
+    refused = _invoke(cluster, ["rolling-update", "mon.service", global_file])  # no agent runs it here
+    assert refused.exit_code == 1
+    assert refused.stderr == "Error: no machine runs the Global unit mon.service; start it first\n"
+    not_global = _invoke(cluster, ["rolling-update", "mon.service", _file(tmp_path, NEW, "mon.service")])
+    assert not_global.stderr == "Error: mon.service is a Global unit and the new file is not (Global=true)\n"
