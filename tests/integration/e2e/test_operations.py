@@ -165,3 +165,72 @@ def test_drain_moves_units_away_and_uncordon_lets_them_back(fleet: FleetCluster)
 def _machine_state(fleet: FleetCluster, machine_id: str) -> str:
     out = fleet.ok("list-machines", "--no-legend", "--full", "--fields", "machine,state")
     return dict(line.split() for line in out.splitlines())[machine_id]
+
+
+GLOBAL_V1 = """[Service]
+ExecStart=/bin/bash -c "while true; do echo rollg version 1; sleep 1; done"
+
+[X-Fleet]
+Global=true
+"""
+GLOBAL_V2 = """[Service]
+ExecStartPre=/bin/sleep 2
+ExecStart=/bin/bash -c "while true; do echo rollg version 2; sleep 1; done"
+
+[X-Fleet]
+Global=true
+"""
+
+
+@dataclass
+class GlobalProbe:
+    """Polls ``list-units`` until stopped: per sample, on how many of ``machines`` ``name`` is not active."""
+
+    fleet: FleetCluster
+    name: str
+    machines: int
+    samples: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            rows = list_units(self.fleet)
+            if rows is not None:
+                self.samples.append(self.machines - len(set(active_units(rows).get(self.name, []))))
+
+
+def test_a_global_unit_is_rolled_machine_by_machine(fleet: FleetCluster, tmp_path: Path) -> None:
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    v1, v2 = tmp_path / "v1" / "rollg.service", tmp_path / "v2" / "rollg.service"
+    v1.write_text(GLOBAL_V1)
+    v2.write_text(GLOBAL_V2)
+    fleet.ok("start", str(v1))
+    machines = len(wait_for_active(fleet, 3)["rollg.service"])
+    assert machines == 3
+    dry = fleet.ok("rolling-update", "--dry-run", "rollg.service", str(v2))
+    assert [line.split(":")[0] for line in dry.splitlines()] == ["Step 1/3", "Step 2/3", "Step 3/3"], dry
+    probe = GlobalProbe(fleet, "rollg.service", machines)
+    thread = threading.Thread(target=probe.run, daemon=True)
+    thread.start()
+    try:
+        out = fleet.ok(
+            "rolling-update", "--max-unavailable", "1", "--min-healthy-time", "2s", "rollg.service", str(v2),
+            timeout=300,
+        )
+        time.sleep(1)  # a last sample or two after the end
+    finally:
+        probe.stop.set()
+        thread.join(timeout=60)
+    down = sum(1 for sample in probe.samples if sample)
+    print(f"\nglobal rolling update probe: {len(probe.samples)} samples, most machines down at once"
+          f" {max(probe.samples)} (max-unavailable 1), samples with one down {down}")
+    assert max(probe.samples) <= 1, probe.samples
+    assert any(probe.samples), "the probe never saw a machine restart the unit: it measured nothing"
+    assert out.splitlines()[-1].startswith("Rolled out rollg.service ("), out
+    placed = wait_for_active(fleet, 3)["rollg.service"]
+    assert len(set(placed)) == machines
+    for machine in placed:  # every machine restarted it with the new body
+        journal = fleet.ok("ssh", "--machine", machine, "journalctl", "-u", "rollg.service", "-n", "3",
+                           "--no-pager")
+        assert "rollg version 2" in journal, (machine, journal)
