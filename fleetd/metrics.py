@@ -18,10 +18,12 @@ __all__ = [
     "ENGINE_PASS_SECONDS",
     "ENGINE_PLACEMENTS",
     "ENGINE_UNPLACEABLE",
+    "ENGINE_WATCH_LAG",
     "ETCD_REQUEST_ERRORS",
     "ETCD_REQUEST_SECONDS",
     "LEASE_KEEPALIVE_LAG",
     "REGISTRY",
+    "observe_etcd_request",
 ]
 
 REGISTRY = CollectorRegistry()
@@ -39,7 +41,14 @@ ENGINE_PLACEMENTS = Counter(
     ["action"], registry=REGISTRY,
 )
 ENGINE_UNPLACEABLE = Gauge(
-    "fleet_engine_unplaceable_units", "Units the engine found no machine for in its last pass.",
+    "fleet_engine_unplaceable_units",
+    "Units the engine found no machine for in its last pass, by reason (peer, machine_id, metadata, refused,"
+    " moves, cap, cordoned, cap_or_cordoned, no_machines).",
+    ["reason"], registry=REGISTRY,
+)
+ENGINE_WATCH_LAG = Histogram(
+    "fleet_engine_watch_lag_seconds",
+    "Seconds from the leader's schedule write until its own watch delivered it to its registry copy.",
     registry=REGISTRY,
 )
 ENGINE_LEADER = Gauge(
@@ -65,3 +74,10 @@ LEASE_KEEPALIVE_LAG = Gauge(
     "Seconds the agent's last lease keep-alive came after it was due (0 when on time).",
     registry=REGISTRY,
 )
+
+
+def observe_etcd_request(method: str, seconds: float, failed: bool) -> None:
+    """The etcd adapter's request observer (``EtcdKV(observe=...)``): latency and errors by method."""
+    if failed:
+        ETCD_REQUEST_ERRORS.labels(method).inc()
+    ETCD_REQUEST_SECONDS.labels(method).observe(seconds)

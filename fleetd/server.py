@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from fleetd import metrics
 from fleetd.agent.agent import Agent, Handover
 from fleetd.agent.identity import machine_state, read_machine_id
 from fleetd.agent.plan import FencePolicy
@@ -92,6 +93,7 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
         key_file=config.etcd_keyfile or None,
         username=config.etcd_username or None,
         password=config.etcd_password or None,
+        observe=metrics.observe_etcd_request,
     )
     try:
         units = await DbusUnitManager.connect(Path(config.units_directory))

@@ -176,7 +176,6 @@ class SnapshotBuilder:
         self._keys = keys
         self._parse_body = parse_body
         self._bodies: dict[str, Callable[[UnitName], Requirements] | FleetError] = {}
-        self._requirements: dict[tuple[str, UnitName], Requirements | FleetError] = {}
         self._decoded: dict[str, tuple[int, object]] = {}
         self._units: dict[UnitName, Unit] = {}  # the last build's units: reused while unchanged
         self._reported = ReportOnce()
@@ -274,13 +273,16 @@ class SnapshotBuilder:
                         kv.key, kv.mod_revision, f"skipping unit {name}: its body {body_key} is missing"
                     )
                 continue
-            requirements = self._requirements_of(body.value, record.hash, name)
+            unit = self._units.get(name)
+            if unit is not None and unit.hash == record.hash:
+                requirements: Requirements | FleetError = unit.requirements  # a hash's body never changes
+            else:
+                requirements = self._requirements_of(body.value, record.hash, name)
             if isinstance(requirements, FleetError):
                 skipped.add(name)
                 problem = f"skipping unit {name}: bad unit file at {body.key}: {requirements}"
                 report(body.key, body.mod_revision, problem)
                 continue
-            unit = self._units.get(name)
             if unit is None or (unit.hash, unit.requirements, unit.target_state) != (
                 record.hash, requirements, target
             ):
@@ -342,8 +344,7 @@ class SnapshotBuilder:
                 counted[count.name] = count.record
 
         self._decoded, self._units = decoded, out_units
-        if len(self._requirements) > 2 * len(out_units) + 64:  # forget destroyed units now and then
-            self._requirements = {k: v for k, v in self._requirements.items() if k[1] in out_units}
+        if len(self._bodies) > 2 * len(referenced) + 64:  # forget bodies of destroyed units now and then
             self._bodies = {h: v for h, v in self._bodies.items() if h in referenced}
         snapshot = ClusterSnapshot(
             revision, live, out_units, placed, tuple(sorted(extra)), cordoned=frozenset(cordoned),
@@ -352,23 +353,20 @@ class SnapshotBuilder:
         return Built(snapshot, frozenset(referenced), tuple(problems))
 
     def _requirements_of(self, text: str, unit_hash: str, name: UnitName) -> Requirements | FleetError:
-        cached = self._requirements.get((unit_hash, name))
-        if cached is None:
-            parsed = self._bodies.get(unit_hash)
-            if parsed is None:
-                try:
-                    parsed = self._parse_body(text)
-                except FleetError as exc:
-                    parsed = exc
-                self._bodies[unit_hash] = parsed
-            if isinstance(parsed, FleetError):
-                cached = parsed
-            else:
-                try:
-                    cached = parsed(name)
-                except FleetError as exc:
-                    cached = exc
-            self._requirements[(unit_hash, name)] = cached
-        return cached
+        """The requirements of a unit new to this builder (or with a new hash): its body parsed once per
+        hash, then expanded for its name (an unchanged unit keeps its ``Unit`` and needs neither)."""
+        parsed = self._bodies.get(unit_hash)
+        if parsed is None:
+            try:
+                parsed = self._parse_body(text)
+            except FleetError as exc:
+                parsed = exc
+            self._bodies[unit_hash] = parsed
+        if isinstance(parsed, FleetError):
+            return parsed
+        try:
+            return parsed(name)
+        except FleetError as exc:
+            return exc
 
 

@@ -29,13 +29,14 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from functools import partial
 
 from fleetd import heap, metrics
 from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder, mirror_decoders
 from fleetd.engine.election import Election
-from fleetd.engine.plan import Action, EnginePlan, Schedule, plan_cluster
+from fleetd.engine.plan import REASON_KINDS, Action, EnginePlan, Schedule, plan_cluster, reason_kind
 from fleetd.errors import CASConflict, RegistryError
 from fleetd.model import SHORT_ID_LENGTH, MachineID, UnitName
 from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord, Keyspace, Unplaceable
@@ -261,7 +262,9 @@ class Engine:
         self.passes += 1
         generation = self.mirror.generation
         built, plan, garbage = await self._build_and_plan()
-        metrics.ENGINE_UNPLACEABLE.set(len(plan.unplaceable))
+        kinds = Counter(reason_kind(reason) for reason in plan.unplaceable.values())
+        for kind in (*REASON_KINDS, "other"):
+            metrics.ENGINE_UNPLACEABLE.labels(kind).set(kinds.get(kind, 0))
         if plan.rescheduled:  # counted before the move is written: a leader dying in between over-counts
             await self.reschedules.publish(plan.rescheduled, leadership)
             for name, record in sorted(plan.rescheduled.items()):
@@ -353,10 +356,13 @@ class Engine:
         return garbage
 
     async def _caught_up(self, revision: int, prefix: str) -> None:
-        """Let the mirror see our own writes before the next pass plans (else it would redo them)."""
+        """Let the mirror see our own writes before the next pass plans (else it would redo them); the
+        wait is the watch's lag (a metric)."""
+        started = self._clock()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.ttl):
                 await self._leading_mirror().wait_for(revision, prefix)
+                metrics.ENGINE_WATCH_LAG.observe(self._clock() - started)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ __all__ = [
     "MACHINE_CORDONED",
     "MACHINE_UNABLE",
     "MACHINE_WENT_AWAY",
+    "REASON_KINDS",
     "RESCHEDULE_BACKOFF",
     "RESCHEDULE_EXHAUSTED",
     "RESCHEDULE_MOVED",
@@ -50,6 +51,7 @@ __all__ = [
     "Schedule",
     "Unschedule",
     "plan_cluster",
+    "reason_kind",
     "stays_when_drained",
 ]
 
@@ -75,6 +77,29 @@ RESCHEDULE_MOVED = "failed on Machine({machine}): moved to another machine (resc
 RESCHEDULE_BACKOFF = "failed on Machine({machine}): next reschedule after a backoff of {backoff:g}s"
 RESCHEDULE_EXHAUSTED = "failed on Machine({machine}): left failed after {limit} reschedule attempts"
 RESCHEDULE_NOWHERE = "failed on Machine({machine}): no other machine can run it, left failed"
+
+
+_REASON_KINDS = (
+    ("peer", UNPLACEABLE_PEER),
+    ("no_machines", UNPLACEABLE_NO_MACHINES),
+    ("machine_id", UNPLACEABLE_MACHINE_ID),
+    ("metadata", UNPLACEABLE_METADATA),
+    ("refused", UNPLACEABLE_REFUSED),
+    ("moves", UNPLACEABLE_MOVES),
+    ("cap", UNPLACEABLE_CAP),
+    ("cordoned", UNPLACEABLE_CORDONED),
+    ("cap_or_cordoned", UNPLACEABLE_FULL_OR_CORDONED),
+)
+REASON_KINDS = tuple(kind for kind, _ in _REASON_KINDS)
+
+
+def reason_kind(reason: str) -> str:
+    """Which of the planner's reasons ``reason`` is (a metric label: bounded, no unit or machine names)."""
+    for kind, template in _REASON_KINDS:
+        fixed, brace, _ = template.partition("{")
+        if reason == template if not brace else reason.startswith(fixed):
+            return kind
+    return "other"
 
 
 def stays_when_drained(unit: Unit) -> bool:

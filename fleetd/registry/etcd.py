@@ -21,7 +21,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 import grpc
 import grpc.aio
 
-from fleetd import metrics
 from fleetd.errors import FleetError, RegistryError, RegistryUnavailable, RequestNotSent
 from fleetd.registry.etcdpb import rpc_pb2 as pb
 from fleetd.registry.etcdpb import rpc_pb2_grpc as pb_grpc
@@ -58,6 +57,7 @@ __all__ = ["EtcdKV"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2379  # etcd's client port, for a forwarded endpoint whose URL names none
+RequestObserver = Callable[[str, float, bool], None]  # (method, seconds, failed) after each request
 
 _LOCAL_STREAM_FAILURE = "Internal error from Core"  # grpc-core's text, not etcd's
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -189,10 +189,13 @@ class EtcdKV:
         username: str | None = None,
         password: str | None = None,
         forwarded: Mapping[str, str] | None = None,
+        observe: RequestObserver | None = None,
     ) -> None:
         """``forwarded``: endpoints that are local forwards (an SSH tunnel's ``unix:`` sockets) mapped to
         the etcd endpoint each reaches. An ``https://`` one keeps TLS end to end: the channel verifies
-        etcd's certificate for the original host name (and sends its authority); others are plain."""
+        etcd's certificate for the original host name (and sends its authority); others are plain.
+        ``observe``: called after every request with its method, seconds and whether it failed (fleetd's
+        metrics; fleetctl passes none and loads no metrics library)."""
         if not endpoints:
             raise RegistryError("no etcd endpoints given")
         self._endpoints = tuple(endpoints)
@@ -200,6 +203,7 @@ class EtcdKV:
         self._tls = (ca_file, cert_file, key_file)
         self._auth = (username, password or "") if username else None
         self._forwarded = dict(forwarded or {})
+        self._observe = observe
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[int, str], Any] = {}  # (channel index, service): built once, not per call
         self._current = 0
@@ -277,13 +281,15 @@ class EtcdKV:
         """One unary RPC within a total deadline: tried on each endpoint in turn while ``fleetd.retry``
         allows a request of ``safety`` to be sent again, and once more after a stale auth token."""
         started = time.monotonic()
+        failed = False
         try:
             return await self._unary_attempts(service, method, request, safety)
         except FleetError:
-            metrics.ETCD_REQUEST_ERRORS.labels(method).inc()
+            failed = True
             raise
         finally:
-            metrics.ETCD_REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
+            if self._observe is not None:
+                self._observe(method, time.monotonic() - started, failed)
 
     async def _unary_attempts(self, service: str, method: str, request: Any, safety: Safety) -> Any:
         loop = asyncio.get_running_loop()

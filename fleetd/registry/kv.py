@@ -39,7 +39,7 @@ __all__ = [
     "range_paged",
 ]
 
-RANGE_PAGE = 500  # keys per range request when a whole prefix is read
+RANGE_PAGE = 2_000  # keys per range request when a whole prefix is read
 
 
 @dataclass(frozen=True, slots=True)

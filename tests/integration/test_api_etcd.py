@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from devcluster.etcd import free_port
+from fleetd import metrics
 from fleetd.api.app import UNAVAILABLE
 from fleetd.api.listen import ApiServer
 from fleetd.model import MachineID, MachineState, UnitName, UnitState
@@ -82,7 +83,7 @@ def serving(endpoints: list[str], prefix: str, socket_path: str) -> Iterator[Reg
     holder: dict[str, Any] = {}
 
     async def serve() -> None:
-        kv = EtcdKV(endpoints, request_timeout=2.0)
+        kv = EtcdKV(endpoints, request_timeout=2.0, observe=metrics.observe_etcd_request)
         registry = Registry(kv, prefix)
         holder["registry"] = registry
         holder["task"] = asyncio.current_task()

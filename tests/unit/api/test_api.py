@@ -369,6 +369,7 @@ def test_metrics_are_served_and_move() -> None:
             "fleet_etcd_request_duration_seconds",
             "fleet_lease_keepalive_lag_seconds",
             "fleet_engine_unplaceable_units",
+            "fleet_engine_watch_lag_seconds",
         ):
             assert f"# TYPE {name.removesuffix('_total')}" in text
 

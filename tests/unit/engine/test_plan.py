@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from fleetd.engine import plan
 from fleetd.engine.plan import (
     MACHINE_CORDONED,
     SCHEDULE_PLACED,
@@ -544,3 +545,23 @@ UNPLACEABLE_CASES = [
                          ids=[c[0] for c in UNPLACEABLE_CASES])
 def test_units_no_machine_can_run_come_with_why(snap: ClusterSnapshot, expected: dict[str, str]) -> None:
     assert dict(plan_cluster(snap).unplaceable) == expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        (plan.UNPLACEABLE_PEER.format(peer="db.service"), "peer"),
+        (plan.UNPLACEABLE_NO_MACHINES, "no_machines"),
+        (plan.UNPLACEABLE_MACHINE_ID.format(machine="abc"), "machine_id"),
+        (plan.UNPLACEABLE_METADATA.format(metadata="role=db"), "metadata"),
+        (plan.UNPLACEABLE_REFUSED.format(machine="abc", reason="x"), "refused"),
+        (plan.UNPLACEABLE_MOVES, "moves"),
+        (plan.UNPLACEABLE_CAP, "cap"),
+        (plan.UNPLACEABLE_CORDONED, "cordoned"),
+        (plan.UNPLACEABLE_FULL_OR_CORDONED, "cap_or_cordoned"),
+        ("something else", "other"),
+    ],
+)
+def test_every_unplaceable_reason_has_a_bounded_metric_label(reason: str, kind: str) -> None:
+    assert plan.reason_kind(reason) == kind
+    assert kind in (*plan.REASON_KINDS, "other")
