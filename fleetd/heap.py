@@ -6,6 +6,11 @@ while passes run), stalling keep-alives and watches. Nearly all of it is long-li
 reference counting frees. So after each pass the young generations are collected (cheap: only what the pass
 made) and every survivor is frozen: moved to the permanent generation that collections do not scan.
 
+Winning leadership lists the registry and builds the first snapshot: a million new objects, during which
+the collector would run again and again over a growing heap for nothing (measured: 0.9 s of the 6.6 s a
+new leader takes at 100,000 units). ``pause`` turns it off for that stretch; the first ``settle`` turns it
+back on, collects what the stretch left once and freezes the rest.
+
 The cost is that a reference cycle that becomes garbage after being frozen is not reclaimed until
 ``release``, which unfreezes and collects once: called when leadership ends and the registry copy is
 dropped (the heap is small again then).
@@ -15,16 +20,34 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["release", "settle"]
+__all__ = ["pause", "release", "settle"]
+
+class _State:
+    paused = False  # the collector was turned off by ``pause`` (not by someone else)
+
+
+def pause() -> None:
+    """Turn the collector off until the next ``settle`` or ``release`` (a leader listing the registry)."""
+    if gc.isenabled():
+        gc.disable()
+        _State.paused = True
+
+
+def _resume() -> None:
+    if _State.paused:
+        gc.enable()
+        _State.paused = False
 
 
 def settle() -> None:
     """After a pass: collect what it left in the young generations, then freeze every survivor."""
+    _resume()
     gc.collect(1)
     gc.freeze()
 
 
 def release() -> None:
     """Unfreeze and collect everything (the registry copy was just dropped)."""
+    _resume()
     gc.unfreeze()
     gc.collect()

@@ -138,6 +138,7 @@ class Engine:
     async def _lead(self) -> None:
         """One term: list the registry into a fresh mirror, reconcile until leadership is lost, drop it."""
         mirror = self.open_mirror()
+        heap.pause()  # listing and the first build make a million objects: no collections meanwhile
         follow = asyncio.create_task(mirror.run())
         metrics.ENGINE_LEADER.set(1)
         try:
