@@ -173,7 +173,7 @@ async def _run(machines: int, units: int, kills: int, budget: float) -> list[Fig
 
 
 def run(quick: bool) -> list[Figure]:
-    machines, units, kills = (50, 2_000, 2) if quick else (1_000, 100_000, 5)
+    machines, units, kills = (50, 2_000, 2) if quick else (1_000, 100_000, 3)
     return asyncio.run(_run(machines, units, kills, BUDGETS["failover_big"]))
 
 
