@@ -1,5 +1,6 @@
 """Each benchmark's share of the full ``python -m bench`` run (they add up to 20 minutes on 2 cores; a run
 takes about 19, since most finish inside their share), in seconds.
+
 Estimated from full runs; engine_sweep, fanout and footprint read their own share here and cut their samples
 (saying so in their figures) to stay inside it; the report prints how long each took.
 """
