@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.installed import installed_env  # noqa: E402
+from bench.report import write_section  # noqa: E402
 from devcluster.etcd import EtcdServer  # noqa: E402
 from devcluster.sshd import SshAgent, SshServer  # noqa: E402
 
@@ -79,13 +80,7 @@ def _write(rounds: int) -> None:
         *ROWS,
         END,
     ])
-    text = DOC.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    write_section(BEGIN, END, section, DOC)
     print(f"written to {DOC.relative_to(ROOT)}")
 
 
