@@ -17,6 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from devcluster import firefox
 from devcluster.browser import available, headless_chromium
 from devcluster.nspawn import CHECKOUT
 from tests.integration.e2e.harness import FIXTURES, FleetCluster, eventually
@@ -141,3 +142,34 @@ def test_the_dashboard_shows_the_cluster_live(
     took = within(LIVE, lambda: unit_active(browser, "hello.service") is None, "hello.service gone")
     print(f"hello.service disappeared {took:.2f}s after fleetctl destroy returned")
     assert script(browser, "return window.notReloaded === true")
+
+
+def test_the_dashboard_is_live_in_firefox_too(fleet: FleetCluster, dashboard: str) -> None:
+    """The same page in Firefox ESR (driven through Marionette, devcluster.firefox): the machines listed, a
+    started unit active without a reload, a destroyed one gone."""
+    problem = firefox.available()
+    assert not problem, problem
+    machine_ids = {m.machine_id for m in fleet.machines}
+    with firefox.headless_firefox() as page:
+        page.navigate(dashboard)
+
+        def listed() -> set[str]:
+            found = page.script(
+                "return Array.from(document.querySelectorAll('#machines tbody tr'))"
+                ".map(function (row) { return row.getAttribute('data-machine') || ''; });"
+            )
+            return set(found) if isinstance(found, list) else set()
+
+        eventually(listed, lambda ids: ids == machine_ids, WAIT, "the 3 machines in Firefox")
+        page.script("window.notReloaded = true;")
+        row = (
+            "var row = document.querySelector('#units tr[data-unit=\"hello.service\"]');"
+            " return row ? row.querySelector('td.active').textContent : null;"
+        )
+        fleet.ok("start", "hello.service")
+        took = within(LIVE, lambda: str(page.script(row) or "").startswith("active"),
+                      "hello.service active in Firefox")
+        print(f"Firefox: hello.service showed as active {took:.2f}s after fleetctl start returned")
+        fleet.ok("destroy", "hello.service")
+        within(LIVE, lambda: page.script(row) is None, "hello.service gone in Firefox")
+        assert page.script("return window.notReloaded === true && window.fleetDashboard.snapshots === 1")
