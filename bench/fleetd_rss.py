@@ -2,11 +2,11 @@
 holds.
 
 Method: the parent starts etcd and fills it (``bench.fill``): machine records, units submitted and placed by
-a leading engine in the parent. Then it runs a child process that is fleetd itself (``fleetd.server.main``:
-configuration, one EtcdKV, the Agent and the Engine as ``build_components`` wires them) with one difference,
-the unit manager: a FakeUnitManager stands in for systemd (no unit is scheduled to the child's machine, so
-the agent holds nothing; the figure is the engine's). The child prints its VmRSS (and VmHWM, the peak) as
-one JSON line once settled:
+a leading engine in the parent. Then it runs a child process that is fleetd itself (``bench.fleetd_child``:
+``fleetd.server.main`` with configuration, one EtcdKV, the Agent, the Engine and the API socket as fleetd
+wires them, and nothing of the harness imported) with one difference, the unit manager: a FakeUnitManager
+stands in for systemd (no unit is scheduled to the child's machine, so the agent holds nothing; the figure
+is the engine's). The child prints its VmRSS (and VmHWM, the peak) as one JSON line once settled:
 
 - standby: the parent's engine leads; settled when the child's agent is registered and its engine candidate
   knows the leader. While it runs, the parent reads etcd's ``etcd_debugging_mvcc_watcher_total``: the
@@ -22,73 +22,26 @@ one JSON line once settled:
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.cluster_sim import PREFIX
 from bench.fill import Filled
-from bench.fleetd_proc import run_fleetd, status_mb
+from bench.fleetd_child import SETTLE
 from bench.herd import metric
 from bench.report import Figure
 from devcluster.etcd import EtcdServer
 from fleetd.registry.etcd import EtcdKV
 
-if TYPE_CHECKING:
-    from fleetd.engine.engine import Engine
-    from fleetd.server import Components
-    from fleetd.systemd.fake import FakeUnitManager
-
-__all__ = ["child", "run"]
+__all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDBY_TARGET_MB, LEADER_TARGET_MB = 40.0, 300.0
-SETTLE = 2.0
-
-
-def child(mode: str) -> int:
-    """Run fleetd with a fake systemd (mode ``anchor``: a mirroring engine); print its RSS once settled."""
-    from bench.engines import MirroringEngine  # noqa: PLC0415
-
-    async def report(components: Components, _manager: FakeUnitManager, engine: Engine) -> None:
-        agent = components.agent
-        started = time.monotonic()
-
-        def settled() -> bool:
-            if not agent.registered:
-                return False
-            if mode == "leader":
-                return engine.is_leader and engine.passes >= 1 and engine.skipped >= 1
-            if engine.election.leader is None or engine.is_leader:
-                return False
-            standby = getattr(engine, "standby_mirror", None)
-            return mode != "anchor" or (standby is not None and standby.ready.is_set())
-
-        while not settled():  # noqa: ASYNC110 - flags and counters of three components
-            await asyncio.sleep(0.1)
-        ready = time.monotonic() - started
-        await asyncio.sleep(SETTLE)
-        gc.collect()
-        figures: dict[str, Any] = {
-            "mode": mode,
-            "rss_mb": status_mb("VmRSS"),
-            "hwm_mb": status_mb("VmHWM"),
-            "settled_s": ready,
-            "leader": engine.is_leader,
-            "modules": sorted(
-                name for name in sys.modules if "." not in name and name not in {"__main__", "bench"}
-            ),
-        }
-        print(json.dumps(figures), flush=True)
-
-    machine = {"standby": "5ba9db1e", "anchor": "a9c40000", "leader": "1eade700"}[mode] * 4
-    return run_fleetd(machine, report, MirroringEngine if mode == "anchor" else None)
 
 
 IMPORTS_ONLY = """
@@ -104,7 +57,7 @@ print(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
 
 def imports_only_mb(modules: list[str]) -> float:
     """VmRSS of a new interpreter that imports ``modules`` and does nothing else: what a fleetd process
-    costs before it holds anything (the interpreter, asyncio, gRPC and protobuf, aiohttp, dbus-fast)."""
+    costs before it holds anything (the interpreter, asyncio, gRPC and protobuf, dbus-fast)."""
     out = subprocess.run(
         [sys.executable, "-c", IMPORTS_ONLY, *modules], capture_output=True, text=True, check=True, cwd=ROOT
     )
@@ -115,7 +68,7 @@ async def _child(endpoint: str, mode: str, limit: float) -> tuple[dict[str, Any]
     """Run a child until it reports; (its figures, watchers it added while running)."""
     before = metric(endpoint, "etcd_debugging_mvcc_watcher_total")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.fleetd_rss", "--child", mode,
+        sys.executable, "-m", "bench.fleetd_child", mode,
         env={**os.environ, "BENCH_ETCD": endpoint}, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -169,8 +122,9 @@ async def _run(machines: int, units: int, limit: float) -> list[Figure]:
             f"<= {STANDBY_TARGET_MB:.0f} MB",
             f"{standby['rss_mb']:.1f} MB",
             standby["rss_mb"] <= STANDBY_TARGET_MB,
-            f"anchor, standby mirror on: {anchor['rss_mb']:.1f} MB; one process, VmRSS {SETTLE:.0f} s after"
-            " settling",
+            f"of it anonymous memory {standby['anon_mb']:.1f} MB, the rest mapped files (libpython, gRPC,"
+            f" libcrypto); anchor, standby mirror on: {anchor['rss_mb']:.1f} MB; one process, VmRSS"
+            f" {SETTLE:.0f} s after settling",
         ),
         Figure(
             "fleetd_rss",
@@ -205,7 +159,5 @@ def run(quick: bool) -> list[Figure]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        sys.exit(child(sys.argv[2]))
     for f in run("--quick" in sys.argv):
         print(f.line())

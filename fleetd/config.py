@@ -9,7 +9,6 @@ localhost). Remarks that do not stop startup (deprecated keys, keys accepted but
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -316,6 +315,8 @@ _DESCRIPTIONS = {
 
 def _closest(key: str) -> str:
     """``; did you mean X?`` for the known key closest to ``key``, or '' when none is close."""
+    import difflib  # noqa: PLC0415 - only for a configuration error
+
     close = difflib.get_close_matches(key, sorted(KEYS), n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 

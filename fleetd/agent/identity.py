@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import shutil
 import socket
 import struct
 import subprocess
@@ -92,6 +91,8 @@ def _source_address(gateway: str, interface: str) -> str | None:
 
 
 def _ip_route_source() -> str | None:
+    import shutil  # noqa: PLC0415 - only when the public IP is not configured
+
     ip = shutil.which("ip")
     if ip is None:
         return None

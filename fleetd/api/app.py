@@ -15,9 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fleetd import metrics
 from fleetd.api.discovery import DOCUMENT
 from fleetd.api.listing import Listings
 from fleetd.api.pagination import PageToken, TokenError, page_of, parse_tokens
@@ -308,8 +306,10 @@ async def reset_metadata(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(metrics.REGISTRY))
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    from fleetd.api import exposition  # noqa: PLC0415 - the exposition library loads at the first scrape
+
+    response = web.Response(body=exposition.render())
+    response.headers["Content-Type"] = exposition.CONTENT_TYPE
     return response
 
 

@@ -1,56 +1,120 @@
-"""Serve the API: on a unix socket (mode 0660; fleetd runs as root) and, when configured, one TCP address.
+"""Listen for the API: on a unix socket (mode 0660; fleetd runs as root) and, if configured, one TCP address.
 
-With a TCP address the listener also serves the web dashboard at ``/`` (its journals: this machine's units).
+The sockets are bound at start (so a client can connect at once, and a taken address fails fleetd's start),
+but the HTTP server and its libraries (``fleetd.api.serve``: aiohttp, the dashboard) load only when the
+first client connects: a fleetd nobody queries does not carry them. That connection waits in the backlog
+until the server accepts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
+import stat
+from collections.abc import Callable
 
-from aiohttp import web
-
-from fleetd.api.app import make_app
-from fleetd.api.dashboard import add_dashboard
-from fleetd.api.dashboard_feed import DashboardFeed
-from fleetd.api.dashboard_journal import local_journal
 from fleetd.registry.registry import Registry
 from fleetd.values import parse_host_port
 
-__all__ = ["ApiServer"]
+__all__ = ["ApiServer", "bind_tcp", "bind_unix"]
 
 logger = logging.getLogger(__name__)
 
 SOCKET_MODE = 0o660
+BACKLOG = 128
+
+
+def bind_unix(path: str) -> socket.socket:
+    """A listening unix socket at ``path`` (a stale socket file there is replaced), mode 0660."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+
+    def bind(sock: socket.socket) -> None:
+        sock.bind(path)
+        os.chmod(path, SOCKET_MODE)
+
+    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), bind)
+
+
+def bind_tcp(listen: str) -> socket.socket:
+    """A listening TCP socket at ``listen`` (HOST:PORT; the host's first address)."""
+    host, port = parse_host_port(listen)
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    def bind(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+
+    return _listening(socket.socket(family, kind, proto), bind)
+
+
+def _listening(sock: socket.socket, bind: Callable[[socket.socket], None]) -> socket.socket:
+    """``sock`` bound by ``bind``, listening, non-blocking; closed if any step fails."""
+    try:
+        bind(sock)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def first_connection(socks: list[socket.socket]) -> None:
+    """Until a client is waiting on one of ``socks`` (nothing is accepted here)."""
+    loop = asyncio.get_running_loop()
+    waiting = loop.create_future()
+
+    def ready() -> None:
+        if not waiting.done():
+            waiting.set_result(None)
+
+    for sock in socks:
+        loop.add_reader(sock.fileno(), ready)
+    try:
+        await waiting
+    finally:
+        for sock in socks:
+            loop.remove_reader(sock.fileno())
 
 
 class ApiServer:
-    """Runs the API until cancelled, on ``socket_path`` and ``listen`` (HOST:PORT); '' for neither."""
+    """Runs the API until cancelled, on ``socket_path`` and ``listen`` (HOST:PORT); '' for neither.
+
+    With a TCP address the listener also serves the web dashboard at ``/`` (its journals: this machine's
+    units)."""
 
     def __init__(
         self, registry: Registry, *, socket_path: str, listen: str, token_limit: int, machine_id: str = ""
     ) -> None:
-        def dashboard(app: web.Application) -> None:
-            feed = DashboardFeed(registry)
-            add_dashboard(app, feed, local_journal(feed, machine_id))
-
-        self._app = make_app(registry, token_limit=token_limit, root=dashboard if listen else None)
+        self._registry, self._token_limit, self._machine_id = registry, token_limit, machine_id
         self._socket_path = socket_path
         self._listen = listen
 
     async def run(self) -> None:
-        runner = web.AppRunner(self._app, access_log=None)
-        await runner.setup()
+        socks: list[socket.socket] = []
         try:
             if self._socket_path:
-                await web.UnixSite(runner, self._socket_path).start()
-                os.chmod(self._socket_path, SOCKET_MODE)
+                socks.append(bind_unix(self._socket_path))
                 logger.info("API listening on %s", self._socket_path)
             if self._listen:
-                host, port = parse_host_port(self._listen)
-                await web.TCPSite(runner, host, port).start()
+                socks.append(bind_tcp(self._listen))
                 logger.info("API listening on %s", self._listen)
-            await asyncio.Event().wait()
+            if not socks:
+                return
+            await first_connection(socks)
+            from fleetd.api.serve import serve  # noqa: PLC0415 - loaded for the first client, see above
+
+            await serve(
+                self._registry, socks, token_limit=self._token_limit, machine_id=self._machine_id,
+                dashboard=bool(self._listen),
+            )
         finally:
-            await runner.cleanup()
+            for sock in socks:
+                sock.close()

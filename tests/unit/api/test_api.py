@@ -349,9 +349,7 @@ def test_an_unreachable_etcd_is_503() -> None:
 
 def test_metrics_are_served_and_move() -> None:
     async def scenario(client: TestClient[Any, Any], registry: Registry) -> None:
-        before = metrics.REGISTRY.get_sample_value(
-            "fleet_agent_tasks_total", {"kind": "start", "result": "ok"}
-        )
+        before = metrics.sample("fleet_agent_tasks_total", {"kind": "start", "result": "ok"})
         metrics.AGENT_TASKS.labels("start", "ok").inc()
         response = await client.get("/metrics")
         assert response.status == 200
