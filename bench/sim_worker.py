@@ -174,6 +174,12 @@ class ProcCluster:
         """CPU seconds of the coordinator and every worker so far."""
         return time.process_time() + sum(cpu_seconds(pid) for pid in self.pids)
 
+    def leader_cpu_seconds(self) -> float:
+        """CPU seconds of the leading machine's own worker so far (``leader_apart``), else 0."""
+        if not self._leader_apart or not self.pids:
+            return 0.0
+        return cpu_seconds(self.pids[0])
+
     async def __aenter__(self) -> ProcCluster:
         await self._local.__aenter__()
         return self
