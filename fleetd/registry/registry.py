@@ -30,6 +30,7 @@ from fleetd.model import (
     TargetState,
     UnitName,
     UnitState,
+    Unschedule,
 )
 from fleetd.registry import keyspace as ks
 from fleetd.registry import records
@@ -573,21 +574,55 @@ class Registry:
     async def apply_plan(self, plan: EnginePlan, leadership: Compare) -> int:
         """Write the plan's actions in Txns guarded by ``leadership``; CASConflict when it no longer holds.
 
-        Returns the revision of the last Txn (0 for an empty plan). Batches already written stay written:
-        the caller re-plans from fresh data after a conflict.
+        Every removal is written before any placement (a unit moved is never scheduled twice, a machine
+        sheds a conflicting unit before it gets the new one); within each of the two, up to ``_IN_FLIGHT``
+        Txns are in flight, so etcd commits them together (one after another, a first pass of 100,000
+        placements is 800 round trips, each waiting for its own commit). Returns the highest revision
+        written (0 for an empty plan). Batches already written stay written: the caller re-plans from fresh
+        data after a conflict.
         """
-        revision = 0
 
-        def packed() -> list[Batch[Action]]:
-            return list(pack((Group(a, (self._action_op(a),)) for a in plan.actions), (leadership,)))
+        def packed() -> list[list[Batch[Action]]]:
+            removals = [a for a in plan.actions if isinstance(a, Unschedule)]
+            placements = [a for a in plan.actions if not isinstance(a, Unschedule)]
+            return [
+                list(pack((Group(a, (self._action_op(a),)) for a in phase), (leadership,)))
+                for phase in (removals, placements)
+                if phase
+            ]
 
         # packing a first pass's 100,000 actions takes long enough to starve keep-alives: off the loop
-        batches = await asyncio.to_thread(packed) if len(plan.actions) > _PACK_ON_LOOP else packed()
-        for batch in batches:
-            result = await self.kv.txn(batch.compares, batch.ops)
-            if not result.succeeded:
-                raise CASConflict(f"engine leadership lost while applying a plan ({leadership.key} changed)")
-            revision = result.revision
+        phases = await asyncio.to_thread(packed) if len(plan.actions) > _PACK_ON_LOOP else packed()
+        revision = 0
+        for batches in phases:
+            revision = max(revision, await self._write_batches(batches, leadership))
+        return revision
+
+    async def _write_batches(self, batches: Sequence[Batch[Action]], leadership: Compare) -> int:
+        """Write ``batches``, ``_IN_FLIGHT`` at a time; stop at the first that fails its compares."""
+        pending = iter(batches)
+        revision = 0
+        lost = False
+
+        async def writer() -> None:
+            nonlocal revision, lost
+            for batch in pending:  # the writers share one iterator: each batch is written once
+                if lost:
+                    return
+                result = await self.kv.txn(batch.compares, batch.ops)
+                if not result.succeeded:
+                    lost = True
+                    return
+                revision = max(revision, result.revision)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(_IN_FLIGHT, len(batches))):
+                    group.create_task(writer())
+        except BaseExceptionGroup as failed:  # the first writer's error (the others were cancelled)
+            raise failed.exceptions[0] from None
+        if lost:
+            raise CASConflict(f"engine leadership lost while applying a plan ({leadership.key} changed)")
         return revision
 
     async def collect_bodies(self, candidates: Mapping[str, int], leadership: Compare) -> int:

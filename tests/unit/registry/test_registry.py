@@ -202,6 +202,101 @@ def test_schedule_listing_and_plan_application_guarded_by_leadership() -> None:
     run(t)
 
 
+async def _leading(kv: MemoryKV) -> tuple[int, Compare]:
+    lease = await kv.grant(10)
+    await kv.put("/t/engine/leader", "m1", lease=lease)
+    created = (await kv.get("/t/engine/leader")).create_revision  # type: ignore[union-attr]
+    return lease, Compare("/t/engine/leader", CompareTarget.CREATE, CompareOp.EQUAL, created)
+
+
+def test_a_plan_writes_every_removal_before_any_placement_with_txns_in_flight_together() -> None:
+    class Overlapping(CountingKV):
+        """Records the most Txns in flight at once (each yields to the loop before it commits)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_flight = self.most = 0
+
+        async def txn(
+            self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+        ) -> TxnResult:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0)
+            try:
+                return await super().txn(compares, success, failure)
+            finally:
+                self.in_flight -= 1
+
+    async def main() -> None:
+        kv = Overlapping()
+        reg = Registry(kv, P)
+        _, leading = await _leading(kv)
+        names = [UnitName(f"u{i:04}.service") for i in range(1_000)]
+        await reg.apply_plan(
+            EnginePlan(0, tuple(Schedule(n, MachineID("a"), HA, TargetState.LAUNCHED, "r") for n in names)),
+            leading,
+        )
+        kv.txn_ops.clear()
+        moves: list[Schedule | Unschedule] = []
+        for name in names:  # each move listed placement first: the write order must not follow it
+            moves += [Schedule(name, MachineID("b"), HA, TargetState.LAUNCHED, "r"),
+                      Unschedule(name, MachineID("a"), "r")]
+        kv.most = 0
+        revision = await reg.apply_plan(EnginePlan(0, tuple(moves)), leading)
+        kinds = [type(op).__name__ for ops in kv.txn_ops for op in ops]
+        assert kinds.count("Delete") == kinds.count("Put") == 1_000
+        last_removal = len(kinds) - 1 - kinds[::-1].index("Delete")
+        assert kinds.index("Put") > last_removal, "a placement written before a removal"
+        assert kv.most > 1, "Txns were written one after another"
+        assert revision == kv.revision
+        assert set(await reg.machine_schedule("b")) == set(names)
+        assert not await reg.machine_schedule("a")
+        await kv.close()
+
+    asyncio.run(main())
+
+
+def test_a_plan_stops_writing_once_leadership_is_lost_and_errors_are_not_wrapped() -> None:
+    class Deposing(CountingKV):
+        """Revokes the leader's lease during the fifth Txn; or fails every Txn with RegistryError."""
+
+        def __init__(self, lease: int = 0, broken: bool = False) -> None:
+            super().__init__()
+            self.lease, self.broken = lease, broken
+
+        async def txn(
+            self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+        ) -> TxnResult:
+            if self.broken:
+                raise RegistryError("etcd unreachable")
+            if len(self.txn_ops) == 4 and self.lease:
+                await self.revoke(self.lease)
+            return await super().txn(compares, success, failure)
+
+    plan = EnginePlan(0, tuple(
+        Schedule(UnitName(f"u{i:05}.service"), MachineID("a"), HA, TargetState.LAUNCHED, "r")
+        for i in range(10_000)
+    ))
+
+    async def main() -> None:
+        kv = Deposing()
+        lease, leading = await _leading(kv)
+        kv.lease = lease
+        with pytest.raises(CASConflict, match="leadership lost"):
+            await Registry(kv, P).apply_plan(plan, leading)
+        batches = -(-10_000 // MAX_TXN_OPS)
+        assert len(kv.txn_ops) <= 4 + 8, f"{len(kv.txn_ops)} of {batches} Txns tried after the loss"
+        broken = Deposing(broken=True)
+        _, leading = await _leading(broken)
+        with pytest.raises(RegistryError, match="unreachable"):  # not an ExceptionGroup
+            await Registry(broken, P).apply_plan(plan, leading)
+        await kv.close()
+        await broken.close()
+
+    asyncio.run(main())
+
+
 def test_collect_bodies_spares_a_body_rewritten_since_it_was_seen() -> None:
     async def t(kv: CountingKV, reg: Registry) -> None:
         leading = Compare(
