@@ -295,7 +295,7 @@ class SnapshotBuilder:
         if not isinstance(named, Named):
             self._report(kv.key, kv.mod_revision, f"ignoring {named}")
             return None
-        record = named.record
+        name, record = named.name, named.record  # the decoded name: one string shared with the mirror
         target_kv = self._raw[keys.targets].get(keys.target(name))
         target: object = TargetState.INACTIVE
         if target_kv is not None:
