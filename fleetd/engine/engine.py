@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 
 from fleetd import heap, metrics
@@ -39,9 +39,9 @@ from fleetd.engine.election import Election
 from fleetd.engine.plan import REASON_KINDS, Action, EnginePlan, Schedule, plan_cluster, reason_kind
 from fleetd.errors import CASConflict, RegistryError
 from fleetd.model import SHORT_ID_LENGTH, MachineID, UnitName
-from fleetd.registry.keyspace import DEFAULT_PREFIX, BadRecord, Keyspace, Unplaceable
-from fleetd.registry.kv import KV, Compare, KeyValue
-from fleetd.registry.mirror import Mirror
+from fleetd.registry.keyspace import DEFAULT_PREFIX, Keyspace, Unplaceable
+from fleetd.registry.kv import KV, Compare
+from fleetd.registry.mirror import Changes, Mirror
 from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.unitfile.body import body_requirements
@@ -102,6 +102,7 @@ class Engine:
         self._parse_body = parse_body
         self.mirror: Mirror | None = None  # the registry copy: only while leading
         self._builder = SnapshotBuilder(keys, parse_body)
+        self._in_sync = False  # the builder holds the mirror as of the last take of its changes
         self.grace = grace
         self.mass_loss = mass_loss
         self._hold_until = 0.0  # monotonic time until which absent machines are held
@@ -152,15 +153,15 @@ class Engine:
             follow.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
-            self.mirror, self._planned = None, None
+            self.mirror, self._planned, self._in_sync = None, None, False
             self._builder = SnapshotBuilder(self.registry.keys, self._parse_body)
             heap.release()
 
     def open_mirror(self) -> Mirror:
         """Start a term: a fresh registry copy (the caller runs ``mirror.run()``), caches and grace."""
         keys = self.registry.keys
-        mirror = Mirror(self._kv, mirrored_prefixes(keys), decoders=mirror_decoders(keys))
-        self.mirror, self._planned = mirror, None
+        mirror = Mirror(self._kv, mirrored_prefixes(keys), decoders=mirror_decoders(keys), log_changes=True)
+        self.mirror, self._planned, self._in_sync = mirror, None, False
         self._builder = SnapshotBuilder(keys, self._parse_body)
         # A candidate that watched a live etcd for a whole grace before winning saw machines leave as they
         # left: the old leader died, etcd did not. Otherwise (fleetd just started, or the election failed
@@ -218,28 +219,32 @@ class Engine:
         return built
 
     def _copy_mirror(self) -> _Copy:
-        """The mirror's prefixes copied (plain dict copies: quick), to build from off the event loop."""
+        """What changed in the mirror since the last pass (only the changed keys' entries: quick), for the
+        builder to apply off the event loop; every entry on a term's first pass, after a relist, or after
+        a pass whose build did not complete."""
         m, keys = self._leading_mirror(), self.registry.keys
-        machines, units, targets, schedule, cordons, metadata, failed, rescheduled = (
-            dict(m.records(prefix))
-            for prefix in (
-                keys.machines, keys.units, keys.targets, keys.schedules, keys.cordons, keys.metadata,
-                keys.failed, keys.reschedules,
-            )
-        )
-        bodies = dict(m.items(keys.bodies))
+        changes = m.take_changes(complete=not self._in_sync)
+        self._in_sync = False  # until this build completes
         build = partial(
-            self._builder.build, m.revision, machines=machines, units=units, targets=targets, bodies=bodies,
-            schedule=schedule, bodies_revision=m.revision_of(keys.bodies), cordons=cordons, metadata=metadata,
-            failed=failed, rescheduled=rescheduled,
+            self._update_builder, self._builder, m.revision, changes,
+            bodies_revision=m.revision_of(keys.bodies),
         )
-        return _Copy(build, bodies, min(m.revision_of(keys.units), m.revision_of(keys.schedules)))
+        return _Copy(build, min(m.revision_of(keys.units), m.revision_of(keys.schedules)))
+
+    def _update_builder(
+        self, builder: SnapshotBuilder, revision: int, changes: Changes, *, bodies_revision: int
+    ) -> Built:
+        built = builder.update(
+            revision, changes.entries, bodies_revision=bodies_revision, complete=changes.complete
+        )
+        self._in_sync = builder is self._builder  # a builder of a term since ended leaves it out of sync
+        return built
 
     async def _build_and_plan(self) -> tuple[Built, EnginePlan, dict[str, int]]:
         """Build the snapshot and plan it in a worker thread: at 100k units a pass takes long enough to
         starve the lease keep-alives and watches if it ran on the event loop (the thread gives the loop
         the interpreter every few milliseconds). The held machines are decided on the loop, in between.
-        Also returns the unreferenced bodies, judged on the same copy."""
+        Also returns the unreferenced bodies, judged on the same build."""
         copy = self._copy_mirror()
         built = await asyncio.to_thread(copy.build)
         for problem in built.problems:
@@ -252,7 +257,7 @@ class Engine:
         return built, plan, garbage
 
     def _plan_and_collect(self, built: Built, copy: _Copy) -> tuple[EnginePlan, dict[str, int]]:
-        """Off the event loop: the plan, and the bodies nothing references (both walk the whole copy)."""
+        """Off the event loop: the plan (it walks the whole snapshot), and the bodies nothing references."""
         return plan_cluster(built.snapshot), self._unreferenced_bodies(built, copy)
 
     async def reconcile(self) -> None:
@@ -340,21 +345,13 @@ class Engine:
         return True
 
     def _unreferenced_bodies(self, built: Built, copy: _Copy) -> dict[str, int]:
-        """Bodies (hash -> mod revision) of ``copy`` that nothing in ``built`` (made from it) references.
+        """Bodies (hash -> mod revision) that nothing in ``built`` references.
 
         A body newer than what the units/ or schedule/ watch had delivered may belong to a unit that was not
         mirrored yet (they are written in one Txn but arrive on different watches): it is kept.
         """
-        keys, horizon = self.registry.keys, copy.horizon
-        garbage: dict[str, int] = {}
-        for kv in copy.bodies.values():
-            try:
-                unit_hash = keys.body_hash(kv.key)  # other keys under bodies/ are not ours to delete
-            except BadRecord:
-                continue  # reported by the builder
-            if kv.mod_revision <= horizon and unit_hash not in built.referenced:
-                garbage[unit_hash] = kv.mod_revision
-        return garbage
+        horizon = copy.horizon
+        return {h: revision for h, revision in (built.unreferenced or {}).items() if revision <= horizon}
 
     async def _caught_up(self, revision: int, prefix: str) -> None:
         """Let the mirror see our own writes before the next pass plans (else it would redo them); the
@@ -368,11 +365,10 @@ class Engine:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Copy:
-    """The mirror as one pass sees it: a build of the snapshot, the bodies, and the revision up to which
-    both units/ and schedule/ had been delivered (bodies newer than that may be a new unit's)."""
+    """The mirror as one pass sees it: a build of the snapshot from the changes taken, and the revision up
+    to which both units/ and schedule/ had been delivered (bodies newer than that may be a new unit's)."""
 
     build: Callable[[], Built]
-    bodies: Mapping[str, KeyValue]
     horizon: int
 
 

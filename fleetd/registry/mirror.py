@@ -9,6 +9,11 @@ A prefix given a decoder keeps ``Decoded`` entries: the decoder's record (or the
 made once when the key arrives, and no value text. Other prefixes keep ``KeyValue`` entries with the key,
 the value and the mod revision only. At 100,000 units that is most of a leader's memory: the raw text,
 the revisions no reader uses, and a second decoded copy per key cost about as much again as the records.
+
+With ``log_changes`` the mirror also notes which keys changed since the last ``take_changes()``, so a
+consumer that keeps its own copy (the engine's snapshot builder) updates only those: ``take_changes``
+hands out the entries of the changed keys (None for a deleted one), or every entry after a (re)listing.
+What it hands out is never changed afterwards, so it can be read off the event loop.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from fleetd.errors import RegistryError
 from fleetd.registry.keyspace import BadRecord
 from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent
 
-__all__ = ["Decoded", "Decoder", "Mirror"]
+__all__ = ["Changes", "Decoded", "Decoder", "Mirror"]
 
 Decoder = Callable[[KeyValue], object]  # raises BadRecord for a key or value it cannot use
 
@@ -37,6 +42,17 @@ class Decoded:
     key: str
     mod_revision: int
     record: object  # the decoder's result, or the BadRecord it raised
+
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since the last take: per prefix, each changed key's entry now (None: deleted).
+    ``complete``: the entries are every key of every prefix (a listing since, or asked for): start over."""
+
+    complete: bool
+    entries: Mapping[str, Mapping[str, KeyValue | Decoded | None]]
+
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +71,7 @@ class Mirror:
         retry_delay: float = RETRY_DELAY,
         decoders: Mapping[str, Decoder] | None = None,
         page: int = LIST_PAGE,
+        log_changes: bool = False,
     ) -> None:
         self._kv = kv
         self._page = page
@@ -71,6 +88,10 @@ class Mirror:
         self.ready = asyncio.Event()  # set once the first listing is in
         self.relists = 0  # listings after the first (compaction, errors)
         self.generation = 0  # bumped on every change: cheap "did anything change" checks
+        # keys changed since the last take_changes(), in change order (None: not logging); a listing
+        # since then makes the next take a complete one
+        self._log: dict[str, dict[str, None]] | None = {p: {} for p in self.prefixes} if log_changes else None
+        self._listed = True
 
     # Reading ----------------------------------------------------------------------------------------
 
@@ -96,6 +117,19 @@ class Mirror:
                 found: KeyValue | Decoded | None = data.get(key)
                 return found
         return None
+
+    def take_changes(self, *, complete: bool = False) -> Changes:
+        """The keys changed since the last take (their entries now), and forget them; every key when the
+        mirror (re)listed since, or when ``complete`` is asked for. Needs ``log_changes``."""
+        log = self._log
+        if log is None:
+            raise RuntimeError("this mirror does not log changes")
+        self._log = {p: {} for p in self.prefixes}
+        if complete or self._listed:
+            self._listed = False
+            return Changes(True, {p: dict(data) for p, data in self._data.items()})
+        entries = {p: {key: self._data[p].get(key) for key in keys} for p, keys in log.items() if keys}
+        return Changes(False, entries)
 
     @property
     def revision(self) -> int:
@@ -157,6 +191,8 @@ class Mirror:
                 start = page.kvs[-1].key + "\0"
             data[prefix] = stored
         self._data = data
+        if self._log is not None:
+            self._log, self._listed = {p: {} for p in self.prefixes}, True
         await self._advance(dict.fromkeys(self.prefixes, revision))
         self.ready.set()
         return revision
@@ -169,6 +205,8 @@ class Mirror:
 
     def _apply(self, prefix: str, batch: Sequence[WatchEvent]) -> None:
         data = self._data[prefix]
+        if self._log is not None:
+            self._log[prefix].update(dict.fromkeys(event.kv.key for event in batch))
         for event in batch:
             if event.type is EventType.DELETE:
                 data.pop(event.kv.key, None)
