@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
+from fleetctl.client import FleetClient, UnitStateRow
+from fleetd.errors import RegistryError
 from fleetd.model import TargetState, UnitName, UnitState
 from fleetd.registry.kv import KV
 from fleetd.unitfile import UnitFile
@@ -152,3 +155,22 @@ def test_constant_requests_whatever_the_cluster_size(units: int) -> None:
         assert fake.invoke(args).exit_code == 0
         counts[args[0]] = counting.calls
     assert counts == {"cat": 2, "list-units": 3, "stop": 4}  # list-units: states, machines, live metadata
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_garbage_collector_is_off_while_a_list_is_read_and_on_again_after(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    read = FleetClient.unit_state_rows
+    seen: list[bool] = []
+
+    async def recording(self: FleetClient, *, reasons: bool = False) -> list[UnitStateRow]:
+        seen.append(gc.isenabled())
+        if fails:
+            raise RegistryError("etcd said no")
+        return await read(self, reasons=reasons)
+
+    monkeypatch.setattr(FleetClient, "unit_state_rows", recording)
+    assert gc.isenabled()
+    result = cluster.invoke(["list-units"])
+    assert (result.exit_code, seen, gc.isenabled()) == (int(fails), [False], True)
