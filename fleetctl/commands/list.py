@@ -117,8 +117,8 @@ def _collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off while a list is read and rendered.
 
     A list of 10,000 units makes some 50,000 objects that live until it is printed and none that form a
-    cycle; the collector would walk the growing heap dozens of times for nothing (measured: 15-25 ms of a
-    150 ms list-units). It is back on afterwards, so a ``--watch`` between redraws collects as usual."""
+    cycle; the collector would walk the growing heap dozens of times for nothing (measured: 15-25 ms of CPU
+    for 10,000 units). It is back on afterwards, so a ``--watch`` between redraws collects as usual."""
     if not gc.isenabled():
         yield
         return

@@ -660,9 +660,10 @@ def unit_state_decoder(keys: Keyspace) -> Callable[[str, str], UnitState]:
     """A total decoder of one ``states/<unit>/<machine>`` record, (key, value) -> UnitState: the result of
     ``keys.parse_unit_state`` and ``decode_unit_state``, and the same BadRecord when they raise one.
 
-    For listing thousands of states (one per unit and machine): a usual key (a valid unit name without
-    escapes, a machine ID) and a value as the agents write it are each checked by one regular expression
-    instead of a JSON parse and field checks; anything else is decoded the long way."""
+    For listing thousands of states (one per unit and machine): a usual key (a unit name of ASCII letters,
+    digits and ``:-_.\\@`` that validate_unit_name accepts, a machine ID) and a value as the agents write it
+    are each checked by one regular expression instead of a JSON parse and field checks; anything else is
+    decoded the long way."""
     key_match = _plain_state_key(keys.states)
     value_match = _CANONICAL_STATE.fullmatch
     by_text = _SCHEDULED_BY_TEXT
