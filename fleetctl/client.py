@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from fleetd.cancel import first_failure
 from fleetd.errors import FleetError
@@ -41,6 +41,9 @@ __all__ = [
     "WaitTimeout",
     "current_state",
 ]
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +179,12 @@ class FleetClient:
         return {machine.id: machine for machine in await self.registry.list_machines()}
 
     async def unit_state_rows(self, *, reasons: bool = False) -> list[UnitStateRow]:
-        """Every published state sorted by unit then machine (two ranges: states and machines; with
-        ``reasons`` a third: the engine's reschedule records)."""
-        states = await self.registry.list_unit_states()
-        machines = await self.machine_map()
-        moved = await Reschedules(self.registry).read() if reasons else {}
+        """Every published state sorted by unit then machine (two ranges: states and machines, read at the
+        same time; with ``reasons`` a third: the engine's reschedule records)."""
+        states, machines = await _together(self.registry.list_unit_states(), self.machine_map())
+        if not reasons:
+            return [UnitStateRow(state, machines.get(state.machine_id)) for state in states]
+        moved = await Reschedules(self.registry).read()
         return [
             UnitStateRow(state, machines.get(state.machine_id), _moved(moved.get(state.name), state.hash))
             for state in states
@@ -412,6 +416,18 @@ class FleetClient:
             if close is not None:
                 await close()
         return met
+
+
+async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Both results, awaited at the same time (etcd serves one read while this process decodes the other).
+    When one fails the other is cancelled and gone before the failure is raised; so is a cancellation."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        return await tasks[0], await tasks[1]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _moved(record: Rescheduled | None, unit_hash: str) -> str:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from fleetctl.ssh.config import SSHSettings
 from fleetd.errors import FleetError, RegistryError, RegistryUnavailable
 
 if TYPE_CHECKING:
     from fleetctl.client import FleetClient
+    from fleetctl.ssh.config import SSHSettings
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -84,6 +84,8 @@ class GlobalOptions:
 
     def ssh_settings(self, forward_agent: bool) -> SSHSettings:
         """How to reach and trust SSH hosts, from the SSH flags."""
+        from fleetctl.ssh.config import SSHSettings  # noqa: PLC0415 (only commands that use SSH need it)
+
         return SSHSettings(
             user=self.ssh_username,
             timeout=self.ssh_timeout,

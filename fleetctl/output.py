@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import click
 
@@ -93,7 +94,7 @@ def parse_fields(spec: str, valid: Sequence[str]) -> tuple[str, ...]:
 def render_table(table: Table, *, legend: bool = True) -> str:
     """The tabwriter text of ``table`` (one line per row, each ending in a newline)."""
     fields = table.fields
-    columns: list[list[str]] = [[visible(row[name]) for row in table.rows] for name in fields]
+    columns = [_visible_cells([row[name] for row in table.rows]) for name in fields]
     if legend:
         for name, column in zip(fields, columns, strict=True):
             column.insert(0, name.upper())
@@ -102,18 +103,27 @@ def render_table(table: Table, *, legend: bool = True) -> str:
         return ""
     if not columns:
         return "\n" * height
-    padded = [_padded(column) for column in columns[:-1]]
-    padded.append([cell + "\n" for cell in columns[-1]])
-    return "".join(map("".join, zip(*padded, strict=True)))
+    pieces: list[list[str]] = []
+    for column in columns[:-1]:
+        pieces += (column, _tab_runs(column))
+    pieces += (columns[-1], ["\n"] * height)
+    return "".join(chain.from_iterable(zip(*pieces, strict=True)))
 
 
-def _padded(column: list[str]) -> list[str]:
-    """Each cell followed by the TABs that reach the column's width (its longest cell plus one, rounded up
-    to a multiple of TAB_WIDTH); the TAB runs are precomputed per cell length."""
+def _visible_cells(cells: list[str]) -> list[str]:
+    """``visible`` of each cell: one search over the whole column first (usually nothing to escape)."""
+    if _CONTROL_IN_LINE.search("".join(cells)) is None:
+        return cells
+    return [visible(cell) for cell in cells]
+
+
+def _tab_runs(column: list[str]) -> list[str]:
+    """The TABs after each cell that reach the column's width (its longest cell plus one, rounded up to a
+    multiple of TAB_WIDTH); the TAB runs are precomputed per cell length."""
     longest = max(map(len, column))
     width = -(-(longest + 1) // TAB_WIDTH) * TAB_WIDTH
     tabs = ["\t" * -(-(width - length) // TAB_WIDTH) for length in range(longest + 1)]
-    return [cell + tabs[len(cell)] for cell in column]
+    return [tabs[len(cell)] for cell in column]
 
 
 def render_json(document: object, *, compact: bool = False) -> str:

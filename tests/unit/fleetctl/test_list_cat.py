@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from fleetd.model import TargetState, UnitName, UnitState
+from fleetctl.client import FleetClient, UnitStateRow
+from fleetctl.context import GlobalOptions
+from fleetd.errors import RegistryError
+from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry.kv import KV
+from fleetd.registry.registry import Registry
 from fleetd.unitfile import UnitFile
 from tests.unit.fleetctl.conftest import HELLO, MACHINE_A, MACHINE_B, FakeCluster
 
@@ -152,3 +160,60 @@ def test_constant_requests_whatever_the_cluster_size(units: int) -> None:
         assert fake.invoke(args).exit_code == 0
         counts[args[0]] = counting.calls
     assert counts == {"cat": 2, "list-units": 3, "stop": 4}  # list-units: states, machines, live metadata
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_garbage_collector_is_off_while_a_list_is_read_and_on_again_after(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    read = FleetClient.unit_state_rows
+    seen: list[bool] = []
+
+    async def recording(self: FleetClient, *, reasons: bool = False) -> list[UnitStateRow]:
+        seen.append(gc.isenabled())
+        if fails:
+            raise RegistryError("etcd said no")
+        return await read(self, reasons=reasons)
+
+    monkeypatch.setattr(FleetClient, "unit_state_rows", recording)
+    assert gc.isenabled()
+    result = cluster.invoke(["list-units"])
+    assert (result.exit_code, seen, gc.isenabled()) == (int(fails), [False], True)
+
+
+def test_list_units_reads_states_and_machines_together_and_a_failure_ends_both(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+
+    async def states_fail(self: Registry, names: object = None) -> tuple[UnitState, ...]:
+        events.append("states read")
+        await asyncio.sleep(0)  # the machines read is under way
+        raise RegistryError("etcd said no")
+
+    async def machines_hang(self: FleetClient) -> dict[MachineID, MachineState]:
+        events.append("machines read")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            events.append("machines read ended")
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(Registry, "list_unit_states", states_fail)
+    monkeypatch.setattr(FleetClient, "machine_map", machines_hang)
+    connect = cluster.connect
+
+    @contextlib.asynccontextmanager
+    async def connect_and_close(options: GlobalOptions) -> AsyncIterator[FleetClient]:
+        try:
+            async with connect(options) as client:
+                yield client
+        finally:
+            events.append("client closed")
+
+    monkeypatch.setattr(cluster, "connect", connect_and_close)
+    cluster.agent = False
+    result = cluster.invoke(["list-units"])
+    assert result.exit_code == 1
+    assert result.stderr == "Error retrieving list of units from repository: etcd said no\n"
+    assert events == ["states read", "machines read", "machines read ended", "client closed"]

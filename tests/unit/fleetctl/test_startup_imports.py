@@ -1,5 +1,5 @@
 """fleetctl starts fast: SSH (paramiko), gRPC and D-Bus are imported only by the commands that use them;
-and its modules import no circle."""
+its modules import no circle; and it ends fast (its objects frozen before the interpreter's teardown)."""
 
 from __future__ import annotations
 
@@ -98,3 +98,40 @@ def test_fleetctl_modules_import_no_circle() -> None:
 
     circles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if reaches(b, a))
     assert circles == []
+
+
+def test_list_units_loads_neither_ssh_nor_the_other_commands_nor_the_daemons_parts() -> None:
+    """The path of a cold ``fleetctl list-units`` (here against a closed port: it reads nothing, but imports
+    all it would): the list commands, the client and gRPC, and nothing it does not use."""
+    code = (
+        "import sys\n"
+        "from fleetctl.cli import main\n"
+        "try:\n"
+        "    main(['--endpoint', 'http://127.0.0.1:1', '--request-timeout', '1', 'list-units'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(result.stdout.split())
+    assert {"fleetctl.commands.list", "fleetd.registry.etcd", "grpc"} <= loaded, result.stderr
+    unused = {
+        "paramiko", "aiohttp", "prometheus_client", "dbus_fast", "fleetctl.ssh.config", "fleetctl.ssh.tunnel",
+        "fleetctl.ssh.reuse", "fleetctl.ssh.remote", "fleetd.engine", "fleetd.agent", "fleetd.api",
+        "fleetd.metrics", "fleetd.server", "fleetd.systemd", "fleetd.config", "fleetctl.ssh.session",
+        "fleetctl.rollout", "fleetctl.verify",
+        *{module for module, _ in COMMAND_MODULES.values()} - {"fleetctl.commands.list"},
+    }  # fmt: skip
+    assert sorted(loaded & unused) == []
+
+
+def test_the_process_freezes_its_objects_before_the_interpreter_tears_them_down() -> None:
+    code = (
+        "import atexit, gc, sys\n"
+        "from fleetctl.cli import main\n"
+        "atexit.register(lambda: print(gc.get_freeze_count() > 0, file=sys.stderr))  # runs after main's\n"
+        "print(gc.get_freeze_count() > 0, file=sys.stderr)\n"
+        "main(['version'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr.split() == ["False", "True"]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fleetd.model import MachineID, MachineState, TargetState, UnitName, UnitState
 from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import BadRecord, Keyspace, UnitRecord
 from fleetd.registry.snapshot import ScheduledUnit
+from tests.unit import hostile
 
 H = "0123456789abcdef0123456789abcdef01234567"
 
@@ -197,3 +203,91 @@ def test_bad_unit_states_name_the_key_and_the_first_problem(text: str, problem: 
     with pytest.raises(BadRecord, match=problem) as info:
         ks.decode_unit_state("/p/states/a.service/m", text, UnitName("a.service"), MachineID("m"))
     assert info.value.key == "/p/states/a.service/m"
+
+
+# The listing decoder of states/ records: the same result as parse_unit_state + decode_unit_state --------
+
+STATE_KEYS = Keyspace("/p/")
+STATE_TEXTS = ("loaded", "active", "running", "launched", "", " ", 'a"b', "a\\b", "\x00", "\x7f", "caf\xe9",
+               "\udcff", "\u2028")  # fmt: skip
+STATE_NAMES = hostile.BAD_NAMES + hostile.GOOD_NAMES + (
+    "a\\x2d.service", "a.service.service", "y@a@b.timer", "x" * 248 + ".service", "x" * 249 + ".service",
+    "a@b.slice", "a.b", "A-Z_0:9.socket",
+)  # fmt: skip
+
+
+def _state_or_problem(decode: Callable[[str, str], UnitState], key: str, text: str) -> UnitState | str:
+    try:
+        return decode(key, text)
+    except BadRecord as exc:
+        return str(exc)
+
+
+def _reference(key: str, text: str) -> UnitState:
+    name, machine_id = STATE_KEYS.parse_unit_state(key)
+    return ks.decode_unit_state(key, text, name, machine_id)
+
+
+STATE_MACHINES = (
+    "m1", "0123456789abcdef", "a.b:c-d_e", "-m", ".m", "m/x", "", "x" * 255, "x" * 256, "\udcff",
+)  # fmt: skip
+plain_fields = st.sampled_from(STATE_TEXTS) | st.text(max_size=6)
+agent_values = st.builds(
+    lambda load, active, sub, hash_, state, ascii_only: json.dumps(
+        {"load": load, "active": active, "sub": sub, "hash": hash_, "state": state},
+        separators=(",", ":"), sort_keys=True, ensure_ascii=ascii_only,
+    ),
+    plain_fields, plain_fields, plain_fields, st.sampled_from([H, "", 'x"']) | st.text(max_size=4),
+    st.sampled_from(["launched", "loaded", "launched", "loaded", "inactive", "Loaded"]), st.booleans(),
+)  # fmt: skip
+state_values = agent_values | hostile.values | agent_values.map(lambda text: text.replace(",", ", ", 1))
+state_keys = st.builds(
+    lambda name, machine_id: f"{STATE_KEYS.states}{name}/{machine_id}",
+    st.sampled_from(STATE_NAMES) | hostile.names,
+    st.sampled_from(STATE_MACHINES) | hostile.names,
+) | hostile.keys(STATE_KEYS.prefix)  # fmt: skip
+
+
+AGREES = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@AGREES
+@given(st.sampled_from(["a.service", "y@1.service", "a.b.socket"]), agent_values)
+def test_the_listing_decoder_reads_any_field_text_as_json_does(name: str, text: str) -> None:
+    key = STATE_KEYS.unit_state(name, "m1")
+    decode = ks.unit_state_decoder(STATE_KEYS)
+    assert _state_or_problem(decode, key, text) == _state_or_problem(_reference, key, text)
+
+
+@AGREES
+@given(state_keys, agent_values)
+def test_the_listing_decoder_checks_any_key_as_the_key_parser_does(key: str, text: str) -> None:
+    decode = ks.unit_state_decoder(STATE_KEYS)
+    assert _state_or_problem(decode, key, text) == _state_or_problem(_reference, key, text)
+
+
+@AGREES
+@given(state_keys, state_values)
+def test_the_listing_decoder_agrees_with_the_field_by_field_decoders(key: str, text: str) -> None:
+    decode = ks.unit_state_decoder(STATE_KEYS)
+    assert _state_or_problem(decode, key, text) == _state_or_problem(_reference, key, text)
+
+
+@pytest.mark.parametrize("name", STATE_NAMES)
+@pytest.mark.parametrize("machine_id", STATE_MACHINES)
+def test_the_listing_decoder_refuses_the_keys_the_key_parser_refuses(name: str, machine_id: str) -> None:
+    key = f"{STATE_KEYS.states}{name}/{machine_id}"
+    text = ks.encode_unit_state(
+        UnitState(UnitName("x.service"), MachineID("m"), "loaded", "active", "running", H, TargetState.LOADED)
+    )
+    decode = ks.unit_state_decoder(STATE_KEYS)
+    assert _state_or_problem(decode, key, text) == _state_or_problem(_reference, key, text)
+
+
+@pytest.mark.parametrize("name", ["a.service", "y@1.service", "a\\x2d.service", "x" * 248 + ".service"])
+def test_the_listing_decoder_takes_agent_records_as_they_are_written(name: str) -> None:
+    state = UnitState(UnitName(name), MachineID("0123456789abcdef"), "loaded", "active", "running", H,
+                      TargetState.LAUNCHED)  # fmt: skip
+    key = STATE_KEYS.unit_state(state.name, state.machine_id)
+    assert ks.unit_state_decoder(STATE_KEYS)(key, ks.encode_unit_state(state)) == state
+    assert ks._plain_state_key(STATE_KEYS.states)(key) is not None  # the short way, not the long one
