@@ -113,7 +113,9 @@ class SnapshotBuilder:
         self._entries_of: dict[str, str | set[str]] = {}  # unit name -> its schedule/ entry keys
         self._placed: dict[UnitName, ScheduledUnit] = {}
         self._extra: dict[UnitName, tuple[tuple[UnitName, MachineID], ...]] = {}
-        self._entry_refs: dict[UnitName, tuple[str, ...]] = {}  # unit name -> hashes its entries reference
+        # unit name -> hashes its entries reference, kept only when that is not just its placed entry's hash
+        # (one entry, as nearly every unit has: 100,000 one-item tuples saved)
+        self._entry_refs: dict[UnitName, tuple[str, ...]] = {}
         self._pin_refs: dict[str, str] = {}  # pin key -> the hash it pins
         self._refs: dict[str, int] = {}  # body hash -> references (records, entries, pins)
         self._orphans: set[str] = set()  # valid bodies/ keys whose hash nothing references
@@ -203,6 +205,8 @@ class SnapshotBuilder:
         )
         cut, bodies = len(keys.bodies), raw[keys.bodies]
         unreferenced = {key[cut:]: bodies[key].mod_revision for key in self._orphans}
+        if not self._orphans:
+            self._orphans = set()  # an emptied set keeps its table: a first build held every body in it
         return Built(snapshot, frozenset(self._refs), tuple(self._problems), unreferenced)
 
     # Keys -------------------------------------------------------------------------------------------
@@ -389,9 +393,10 @@ class SnapshotBuilder:
     def _entries(self, name: UnitName) -> None:
         """Decide one unit's schedule entries again: the lowest machine's is placed, the rest (and entries
         with a bad value) are extra; none of a skipped unit's count."""
-        self._placed.pop(name, None)
+        placed = self._placed.pop(name, None)
         self._extra.pop(name, None)
-        for unit_hash in self._entry_refs.pop(name, ()):
+        held = self._entry_refs.pop(name, None)
+        for unit_hash in held if held is not None else (() if placed is None else (placed.hash,)):
             self._unref(unit_hash)
         if name in self._skipped:
             return
@@ -420,7 +425,8 @@ class SnapshotBuilder:
         if extra:
             self._extra[name] = tuple(extra)
         if refs:
-            self._entry_refs[name] = tuple(refs)
+            if current is None or refs != [current.hash]:
+                self._entry_refs[name] = tuple(refs)
             for unit_hash in refs:
                 self._ref(unit_hash)
 
