@@ -37,7 +37,7 @@ from fleetd.registry.etcd import EtcdKV
 from fleetd.registry.kv import Compare, KeyValue, Op, RangeResult, TxnResult, WatchEvent
 from fleetd.registry.registry import Registry
 
-__all__ = ["CountingKV", "run"]
+__all__ = ["CountingKV", "cold_list_units", "percentile", "run"]
 
 P50_MS, P99_MS = 200.0, 500.0
 COLD_P50_MS = 250.0
@@ -175,7 +175,12 @@ async def _requests(endpoint: str, name: str) -> dict[str, int]:
     return {" ".join(r["args"][:-1]): int(r["requests"]) for r in results}
 
 
-async def _cold(endpoint: str, runs: int, budget: float) -> list[float]:
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """The value at ``fraction`` (0..1) of ``ordered`` (sorted, not empty), nearest rank."""
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def cold_list_units(endpoint: str, runs: int, budget: float) -> list[float]:
     """Milliseconds of ``fleetctl list-units``, a new process each time: ``runs`` runs, or ``budget`` s."""
     code = "import sys; from fleetctl.cli import main; sys.exit(main())"
     args = ["--endpoint", endpoint, "--request-timeout", "10", "list-units", "--no-legend"]
@@ -224,7 +229,7 @@ async def _run(machines: int, units: int, calls: int, *, cold_runs: int, cold_bu
             )
             after = await _requests(etcd.endpoint, "probe-1.service")
             results = await _commands(etcd.endpoint, [["list-units", "--no-legend"]] * calls)
-            cold = await _cold(etcd.endpoint, cold_runs, cold_budget)
+            cold = await cold_list_units(etcd.endpoint, cold_runs, cold_budget)
     latencies = [float(r["ms"]) for r in results]
     rows = int(results[-1]["rows"])
     requests = int(results[-1]["requests"])
@@ -256,7 +261,7 @@ async def _run(machines: int, units: int, calls: int, *, cold_runs: int, cold_bu
             f"p50 <= {COLD_P50_MS:.0f} ms",
             f"p50 {cold_p50:.0f} ms",
             cold_p50 <= COLD_P50_MS,
-            f"p99 {cold[min(len(cold) - 1, round(0.99 * (len(cold) - 1)))]:.0f} ms, {len(cold)} runs",
+            f"p99 {percentile(cold, 0.99):.0f} ms, {len(cold)} runs",
         ),
         Figure(
             "fleetctl",
