@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -24,6 +25,8 @@ from fleetd.retry import Backoff, Sleep
 __all__ = ["Election"]
 
 logger = logging.getLogger(__name__)
+
+ELECTION_JITTER = 0.5  # seconds at most a candidate waits before it looks at a key that changed
 
 
 class Election:
@@ -45,6 +48,7 @@ class Election:
         self.leader: str | None = None  # the leader last seen (None: unknown or none)
         self.changed = asyncio.Event()  # set whenever leadership is won or lost; consumers clear it
         self._clock = clock
+        self._jitter = min(ELECTION_JITTER, ttl / 20)
         # since when this candidate has talked to etcd without a failure (its view of the cluster is live)
         self.stable_since = clock()
 
@@ -105,6 +109,9 @@ class Election:
             revision = await self._attempt()
             if revision:
                 await self._until_key_changes(revision + 1)
+                # Every standby sees the key go at once: each waits a random part of a moment first, so the
+                # first to look takes it and the rest find it held (a read each, not a lease and a Txn each).
+                await self._sleep(random.uniform(0.0, self._jitter))
 
     async def _attempt(self) -> int:
         """Look at the key and lead if it is free: the revision to watch the key from, or 0 to look again."""

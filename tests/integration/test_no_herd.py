@@ -87,20 +87,33 @@ def test_watch_events_per_start_and_watchers_per_machine_do_not_grow_with_the_cl
     assert round(large_watchers * SIZES[1]) <= WATCHES_PER_STANDBY * SIZES[1] + mirror, report
 
 
-def test_a_standby_keeps_no_lease_alive(own_etcd: EtcdServer, aio: asyncio.Runner) -> None:
+def test_a_standby_keeps_no_lease_alive_and_a_new_leader_costs_few_leases(
+    own_etcd: EtcdServer, aio: asyncio.Runner
+) -> None:
     """Each machine's agent holds its lease and the leader its own; a standby candidate holds none (with
-    one each, 5,000 standbys kept 1,500 leases alive a second). Leases alive: granted less revoked, as etcd
-    counts them."""
-    machines = 8
+    one each, 5,000 standbys kept 1,500 leases alive a second). When the leader resigns, the standbys do
+    not all take a lease to campaign with: the first to look (after a random pause) wins, the rest read.
+    Leases alive: granted less revoked, as etcd counts them."""
+    machines = 24
 
-    async def scenario() -> tuple[float, float]:
+    def leases() -> tuple[float, float]:
+        return (metric(own_etcd, "etcd_debugging_lease_granted_total"),
+                metric(own_etcd, "etcd_debugging_lease_revoked_total"))
+
+    async def scenario() -> tuple[tuple[float, float], tuple[float, float]]:
         async with SimCluster(own_etcd.endpoint, ttl=10.0, clients=4, engines=machines, prefix="/leases/",
                               engine_interval=0.2) as cluster:
             await cluster.add_machines(machines)
-            assert cluster.leader() is not None
-            granted = metric(own_etcd, "etcd_debugging_lease_granted_total")
-            revoked = metric(own_etcd, "etcd_debugging_lease_revoked_total")
-            return granted, revoked
+            first = cluster.leader()
+            assert first is not None
+            settled = leases()
+            await first.election.resign()
+            async with asyncio.timeout(30):
+                while (leader := cluster.leader()) is None or leader is first:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0)  # every standby's pause (at most 0.5 s) is over
+            return settled, leases()
 
-    granted, revoked = aio.run(scenario())
+    (granted, revoked), (granted_after, _) = aio.run(scenario())
     assert granted - revoked == machines + 1, f"{granted:.0f} leases granted, {revoked:.0f} revoked"
+    assert granted_after - granted <= machines // 4, f"{granted_after - granted:.0f} leases for a new leader"
