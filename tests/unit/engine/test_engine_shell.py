@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from fleetd.engine.election import Election
 from fleetd.engine.engine import Engine
 from fleetd.engine.plan import EnginePlan, Schedule
 from fleetd.errors import CASConflict
@@ -586,11 +587,39 @@ def test_an_idle_standby_campaigns_once_and_holds_one_watch_over_many_ttls() -> 
             assert (kv.txns - txns, kv.watches - watches) == (0, 0)
             assert leader.is_leader and not standby.is_leader
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await kv.close()
+            await _stop(tasks, kv)
+
+    asyncio.run(main())
+
+
+async def _stop(tasks: list[asyncio.Task[None]], kv: MemoryKV) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await kv.close()
+
+
+def test_standbys_hold_no_lease_before_and_after_a_new_leader() -> None:
+    """A standby takes a lease only to create the leader key, and revokes it when another won (that the
+    standbys do not all take one at once is shown on real etcd: tests/integration/test_no_herd.py)."""
+
+    async def main() -> None:
+        kv = CountingKV()
+        elections = [Election(kv, "/leader", f"m{i:02}", 1.0) for i in range(20)]
+        tasks = [asyncio.create_task(e.run()) for e in elections]
+        try:
+            await eventually(lambda: _true(sum(e.is_leader for e in elections) == 1))
+            await eventually(lambda: _true(all(e.leader for e in elections)))
+            first = next(e for e in elections if e.is_leader)
+            assert [e.candidate for e in elections if e._lease] == [first.candidate], "a standby's lease"
+            await first.resign()
+            await eventually(lambda: _true(any(e.is_leader for e in elections if e is not first)))
+            await asyncio.sleep(0.2)  # every standby's pause (at most ttl / 20 = 50 ms) is over
+            assert sum(e.is_leader for e in elections) == 1
+            assert sum(e._lease != 0 for e in elections) == 1, "a standby kept its lease"
+        finally:
+            await _stop(tasks, kv)
 
     asyncio.run(main())
