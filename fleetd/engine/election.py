@@ -26,7 +26,7 @@ __all__ = ["Election"]
 
 logger = logging.getLogger(__name__)
 
-ELECTION_JITTER = 0.5  # seconds at most a candidate waits before it looks at a key that changed
+ELECTION_JITTER = 0.25  # seconds at most a candidate waits before it looks at a key that changed
 
 
 class Election:

@@ -111,7 +111,7 @@ def test_a_standby_keeps_no_lease_alive_and_a_new_leader_costs_few_leases(
             async with asyncio.timeout(30):
                 while (leader := cluster.leader()) is None or leader is first:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
-            await asyncio.sleep(1.0)  # every standby's pause (at most 0.5 s) is over
+            await asyncio.sleep(1.0)  # every standby's pause (at most 0.25 s) is over
             return settled, leases()
 
     (granted, revoked), (granted_after, _) = aio.run(scenario())
