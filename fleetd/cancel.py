@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["first_failure"]
+T = TypeVar("T")
+
+__all__ = ["all_or_first_failure", "first_failure"]
 
 
 async def first_failure(*coroutines: Coroutine[Any, Any, object]) -> BaseException | None:
@@ -31,3 +33,21 @@ async def first_failure(*coroutines: Coroutine[Any, Any, object]) -> BaseExcepti
         await asyncio.gather(*tasks, return_exceptions=True)
     first = next(task for task in tasks if task in done)
     return None if first.cancelled() else first.exception()
+
+
+async def all_or_first_failure(*coroutines: Coroutine[Any, Any, T]) -> list[T]:
+    """Run ``coroutines`` as tasks until all have returned (their results, in order), or until one raises:
+    then cancel the others, wait for them to go, and raise that error as it is. A cancellation of the caller
+    propagates, after every child is gone."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
+    return [task.result() for task in tasks]

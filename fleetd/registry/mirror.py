@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from fleetd.cancel import first_failure
+from fleetd.cancel import all_or_first_failure, first_failure
 from fleetd.errors import RegistryError
 from fleetd.registry.keyspace import BadRecord
-from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, WatchCompacted, WatchEvent
+from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, RangeResult, WatchCompacted, WatchEvent
 
 __all__ = ["Changes", "Decoded", "Decoder", "Mirror"]
 
@@ -176,26 +176,43 @@ class Mirror:
 
     async def _list(self) -> int:
         """Every prefix at one revision, page by page: each page is stored (and decoded) as it arrives,
-        so listing 100,000s of keys never holds the loop for more than one page."""
-        data: dict[str, dict[str, Any]] = {}
-        revision = 0
-        for prefix in self.prefixes:
-            stored: dict[str, Any] = {}
-            start = ""
-            while True:
-                page = await self._kv.range(prefix, revision=revision, limit=self._page, start=start)
-                revision = revision or page.revision
-                self._store(prefix, stored, page.kvs)
-                if len(page.kvs) < self._page:
-                    break
-                start = page.kvs[-1].key + "\0"
-            data[prefix] = stored
-        self._data = data
+        so listing 100,000s of keys never holds the loop for more than one page. The first page fixes the
+        revision; then every prefix is listed at once, each with its next page asked for while the current
+        one is decoded (etcd reads while this process decodes: a new leader lists sooner)."""
+        first = await self._kv.range(self.prefixes[0], limit=self._page)
+        revision = first.revision
+        listed = await all_or_first_failure(*(
+            self._list_prefix(prefix, revision, first if index == 0 else None)
+            for index, prefix in enumerate(self.prefixes)
+        ))
+        self._data = dict(zip(self.prefixes, listed, strict=True))
         if self._log is not None:
             self._log, self._listed = {p: {} for p in self.prefixes}, True
         await self._advance(dict.fromkeys(self.prefixes, revision))
         self.ready.set()
         return revision
+
+    async def _list_prefix(self, prefix: str, revision: int, page: RangeResult | None) -> dict[str, Any]:
+        """One prefix at ``revision`` (``page``: its first page, if already read)."""
+        stored: dict[str, Any] = {}
+        if page is None:
+            page = await self._kv.range(prefix, revision=revision, limit=self._page)
+        while True:
+            ahead = None
+            if len(page.kvs) >= self._page:
+                start = page.kvs[-1].key + "\0"
+                ahead = asyncio.ensure_future(
+                    self._kv.range(prefix, revision=revision, limit=self._page, start=start)
+                )
+            try:
+                self._store(prefix, stored, page.kvs)
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                raise
+            if ahead is None:
+                return stored
+            page = await ahead
 
     async def _watch(self, prefix: str, start: int) -> None:
         async for batch in self._kv.watch(prefix, start):

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fleetd.cancel import all_or_first_failure
 from fleetd.errors import CASConflict, NotFound, RegistryError
 from fleetd.metadata import RESET, MetadataChange, applied, merged
 from fleetd.model import (
@@ -603,12 +604,7 @@ class Registry:
                     return
                 revision = max(revision, result.revision)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(_IN_FLIGHT, len(batches))):
-                    group.create_task(writer())
-        except BaseExceptionGroup as failed:  # the first writer's error (the others were cancelled)
-            raise failed.exceptions[0] from None
+        await all_or_first_failure(*(writer() for _ in range(min(_IN_FLIGHT, len(batches)))))
         if lost:
             raise CASConflict(f"engine leadership lost while applying a plan ({leadership.key} changed)")
         return revision

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from fleetd.cancel import all_or_first_failure
 from fleetd.engine.election import Election
+from fleetd.errors import RegistryError
 from fleetd.registry.memory import MemoryKV
 from fleetd.registry.mirror import Mirror
 
@@ -40,5 +42,38 @@ def test_a_mirror_cancelled_while_its_client_closes_ends() -> None:
         task = asyncio.create_task(mirror.run())
         await mirror.ready.wait()
         await _cancel_after_close(kv, task)
+
+    asyncio.run(main())
+
+
+def test_all_or_first_failure_returns_every_result_in_order_or_the_first_error_as_it_is() -> None:
+    async def value(result: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return result
+
+    async def fail(delay: float) -> int:
+        await asyncio.sleep(delay)
+        raise RegistryError("etcd unavailable")
+
+    async def main() -> None:
+        assert await all_or_first_failure(value(1, 0.02), value(2, 0.0), value(3, 0.01)) == [1, 2, 3]
+        slow = asyncio.ensure_future(value(4, 30.0))
+
+        async def waits() -> int:
+            return await slow
+
+        try:
+            await all_or_first_failure(waits(), fail(0.01))
+        except RegistryError as exc:  # not an ExceptionGroup
+            assert str(exc) == "etcd unavailable"
+        else:
+            raise AssertionError("the failure was not raised")
+        assert slow.cancelled(), "a sibling still runs after the failure"
+        outer = asyncio.ensure_future(all_or_first_failure(value(5, 30.0), value(6, 30.0)))
+        await asyncio.sleep(0.01)
+        outer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(outer, 3)  # TimeoutError here: the cancellation was lost
+        assert outer.cancelled()
 
     asyncio.run(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
@@ -255,5 +256,52 @@ def test_a_listing_is_decoded_page_by_page() -> None:
         assert kv.ranges - before == 3
         assert sorted(d.record for d in mirror.records("/p/n/").values()) == list(range(PAGE * 2 + 3))
         task.cancel()
+
+    run(t)
+
+
+def test_prefixes_are_listed_together_at_one_revision_while_writes_land() -> None:
+    """Pages of several prefixes are asked for at once and ahead of decoding; writes that land meanwhile
+    are not in the listing (it is at the first page's revision) and arrive through the watches."""
+
+    class Writing(TracingKV):
+        """Writes one key under each prefix, and counts the ranges in flight, at every range."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_flight = self.most = self.extra = 0
+
+        async def range(self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = ""):  # type: ignore[no-untyped-def]
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            try:
+                await asyncio.sleep(0)
+                got = await super().range(prefix, revision=revision, limit=limit, start=start)
+                if revision:  # a listing page: something is written meanwhile
+                    self.extra += 1
+                    for p in ("/p/a/", "/p/b/"):
+                        await self.put(f"{p}late-{self.extra:03d}", "-1")
+                return got
+            finally:
+                self.in_flight -= 1
+
+    async def t(_kv: TracingKV) -> None:
+        kv = Writing()
+        for p in ("/p/a/", "/p/b/"):
+            for i in range(PAGE * 3):
+                await kv.put(f"{p}{i:05d}", str(i))
+        decoders = {"/p/a/": lambda e: int(e.value)}
+        mirror = Mirror(kv, ["/p/a/", "/p/b/"], decoders=decoders, page=PAGE)  # type: ignore[dict-item]
+        task = asyncio.create_task(mirror.run())
+        await asyncio.wait_for(mirror.ready.wait(), 5)
+        assert kv.most >= 2, "one range request at a time"
+        late = 2 * kv.extra
+        await until(lambda: len(mirror.records("/p/a/")) + len(mirror.items("/p/b/")) == PAGE * 6 + late)
+        listed = sorted(d.record for d in mirror.records("/p/a/").values() if d.record != -1)
+        assert listed == list(range(PAGE * 3))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await kv.close()
 
     run(t)
