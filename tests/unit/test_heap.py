@@ -38,3 +38,30 @@ def test_a_collector_someone_else_turned_off_stays_off() -> None:
     heap.pause()
     heap.settle()
     assert not gc.isenabled()
+
+
+def test_the_first_settle_after_a_pause_gives_free_heap_back_and_later_ones_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trims: list[bool] = []
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(True) or True)
+    heap.pause()
+    heap.settle()
+    heap.settle()
+    assert trims == [True]
+
+
+def test_trim_returns_free_heap_pages_to_the_system() -> None:
+    def rss_kb() -> int:
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+
+    # 200 MB in blocks below the mmap threshold (on the heap), each followed by a small block that stays:
+    # once the big ones are freed, the heap is full of holes that free() alone does not give back
+    pairs = [(bytearray(100_000), bytearray(1_000)) for _ in range(2_000)]
+    kept = [small for _, small in pairs]
+    del pairs
+    before = rss_kb()
+    assert heap.trim()
+    assert rss_kb() < before - 100_000, "malloc_trim gave less than 100 MB of the 200 MB freed back"
+    assert len(kept) == 2_000
