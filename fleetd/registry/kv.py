@@ -39,7 +39,10 @@ __all__ = [
     "range_paged",
 ]
 
-RANGE_PAGE = 2_000  # keys per range request when a whole prefix is read
+# Keys per range request when a whole prefix is read. etcd 3.4 walks its index over the whole rest of the
+# range for each limited page, so fewer, larger pages cost it less (measured: a cold list-units of 100,000
+# states took 1.10 s with 2,000-key pages, 0.85 s with 10,000).
+RANGE_PAGE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
