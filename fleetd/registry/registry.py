@@ -51,6 +51,7 @@ from fleetd.registry.kv import (
     RangeResult,
     range_paged,
 )
+from fleetd.registry.pages import range_pages
 from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.registry.txn import Batch, Group, pack
 
@@ -473,12 +474,15 @@ class Registry:
                 range_paged(self.kv, self.keys.unit_states(n), revision=read.revision) for n in rest
             )
             return self._decode_states(kv for page in pages for kv in page.kvs), read.revision
-        listed = await range_paged(self.kv, self.keys.states)
-        states = self._decode_states(listed.kvs)
+        states: dict[str, UnitState] = {}
+        revision = 0
+        async for page in range_pages(self.kv, self.keys.states):  # decoded while the next one is read
+            states.update(self._decode_states(page.kvs))
+            revision = page.revision
         if names is not None:
             wanted = set(names)
             states = {k: s for k, s in states.items() if s.name in wanted}
-        return states, listed.revision
+        return states, revision
 
     async def list_unit_states(self, names: Sequence[str] | None = None) -> tuple[UnitState, ...]:
         """Published unit states (all, or of the named units), sorted by (name, machine)."""

@@ -29,6 +29,7 @@ from fleetd.registry.kv import (
     WatchEvent,
     range_paged,
 )
+from fleetd.registry.pages import range_pages
 
 Scenario = Callable[[KV], Awaitable[None]]
 
@@ -149,6 +150,25 @@ class KVContract:
         assert [x.value for x in paged.kvs] == names
         assert paged.revision == first.revision
         assert len((await range_paged(kv, h.prefix + "p/", page=2)).kvs) == len(names) + 1
+
+    @scenario
+    async def test_pages_come_at_one_revision_while_writes_land_and_stopping_early_leaves_nothing(
+        self, kv: KV, h: Harness
+    ) -> None:
+        names = [f"q/{n:02d}" for n in range(7)]
+        for name in names:
+            await kv.put(h.prefix + name, name)
+        seen: list[str] = []
+        revisions = set()
+        async for page in range_pages(kv, h.prefix + "q/", page=3):
+            seen += [x.value for x in page.kvs]
+            revisions.add(page.revision)
+            await kv.put(h.prefix + f"q/{len(seen):02d}a", "late")  # after this page's revision
+        assert seen == names and len(revisions) == 1
+        pages = range_pages(kv, h.prefix + "q/", page=2)
+        first = await anext(pages)
+        assert len(first.kvs) == 2
+        await pages.aclose()  # the page asked for ahead is dropped, not left running
 
     @scenario
     async def test_range_at_an_old_revision_sees_the_past(self, kv: KV, h: Harness) -> None:
