@@ -106,6 +106,8 @@ class DbusUnitManager:
 
     async def load(self, name: UnitName, text: str) -> None:
         path = str(self._directory.write(check_unit_name(name), text))
+        with contextlib.suppress(_NotLoaded):  # a new incarnation: not the failure of an earlier one
+            await self._call("ResetFailedUnit", "s", [name])
         try:
             await self._call("LinkUnitFiles", "asbb", [[path], True, True])
         except SystemdError:

@@ -92,6 +92,8 @@ class FakeUnitManager:
                         f'"{wanted_by}" is not a valid unit name.'
                     ) from exc
         self._files[name] = text
+        if self._state(name).active_state == "failed":  # reset-failed, as the real manager does on load
+            self._states.pop(name, None)
         self.pending_reload = True
 
     async def unload(self, name: UnitName) -> None:

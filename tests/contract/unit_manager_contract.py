@@ -240,6 +240,23 @@ class UnitManagerContract:
 
         self.run(units_dir, scenario, broken)
 
+    def test_loading_a_failed_unit_again_clears_the_failure(self, units_dir: Path) -> None:
+        # a unit that failed (or failed while being stopped, after its unload's reset) and is loaded
+        # again is a new incarnation: it must not report the old failure before it is started
+        broken = self.name("again.service")
+
+        async def scenario(manager: ContractManager) -> None:
+            await manager.load(broken, FAILING)
+            await manager.reload()
+            self.arrange_failing_start(manager, broken)
+            await manager.start(broken)
+            await state_becomes(manager, broken, FAILED)
+            await manager.load(broken, FAILING)
+            await manager.reload()
+            assert await manager.states([broken]) == {broken: INACTIVE}
+
+        self.run(units_dir, scenario, broken)
+
     def test_a_unit_systemd_cannot_enable_is_refused_and_removed(self, units_dir: Path) -> None:
         bad = self.name("bad-install.service")
 
