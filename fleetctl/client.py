@@ -13,9 +13,9 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from fleetd.cancel import first_failure
+from fleetd.cancel import all_or_first_failure, first_failure
 from fleetd.errors import FleetError
 from fleetd.metadata import MetadataChange
 from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, UnitName, UnitState
@@ -421,13 +421,8 @@ class FleetClient:
 async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
     """Both results, awaited at the same time (etcd serves one read while this process decodes the other).
     When one fails the other is cancelled and gone before the failure is raised; so is a cancellation."""
-    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
-    try:
-        return await tasks[0], await tasks[1]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    one, other = await all_or_first_failure(first, second)
+    return cast(A, one), cast(B, other)
 
 
 def _moved(record: Rescheduled | None, unit_hash: str) -> str:

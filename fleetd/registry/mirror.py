@@ -19,6 +19,7 @@ What it hands out is never changed afterwards, so it can be read off the event l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from fleetd.cancel import all_or_first_failure, first_failure
 from fleetd.errors import RegistryError
 from fleetd.registry.keyspace import BadRecord
 from fleetd.registry.kv import KV, EventType, KeyValue, KVClosed, RangeResult, WatchCompacted, WatchEvent
+from fleetd.registry.pages import range_pages
 
 __all__ = ["Changes", "Decoded", "Decoder", "Mirror"]
 
@@ -195,24 +197,11 @@ class Mirror:
     async def _list_prefix(self, prefix: str, revision: int, page: RangeResult | None) -> dict[str, Any]:
         """One prefix at ``revision`` (``page``: its first page, if already read)."""
         stored: dict[str, Any] = {}
-        if page is None:
-            page = await self._kv.range(prefix, revision=revision, limit=self._page)
-        while True:
-            ahead = None
-            if len(page.kvs) >= self._page:
-                start = page.kvs[-1].key + "\0"
-                ahead = asyncio.ensure_future(
-                    self._kv.range(prefix, revision=revision, limit=self._page, start=start)
-                )
-            try:
-                self._store(prefix, stored, page.kvs)
-            except BaseException:
-                if ahead is not None:
-                    ahead.cancel()
-                raise
-            if ahead is None:
-                return stored
-            page = await ahead
+        pages = range_pages(self._kv, prefix, revision=revision, page=self._page, first=page)
+        async with contextlib.aclosing(pages):
+            async for each in pages:
+                self._store(prefix, stored, each.kvs)
+        return stored
 
     async def _watch(self, prefix: str, start: int) -> None:
         async for batch in self._kv.watch(prefix, start):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fleetd.registry.kv import KV, RANGE_PAGE, RangeResult
 
@@ -12,11 +12,13 @@ __all__ = ["range_pages"]
 
 
 async def range_pages(
-    kv: KV, prefix: str, *, revision: int = 0, page: int = RANGE_PAGE
-) -> AsyncIterator[RangeResult]:
+    kv: KV, prefix: str, *, revision: int = 0, page: int = RANGE_PAGE, first: RangeResult | None = None
+) -> AsyncGenerator[RangeResult, None]:
     """The pages of ``range_paged``, each at the first page's revision, handed out as they come: the next
-    page is asked for before one is handed out, so etcd reads it while the caller decodes this one."""
-    result = await kv.range(prefix, revision=revision, limit=page)
+    page is asked for before one is handed out, so etcd reads it while the caller decodes this one.
+    ``first``: the first page (``kv.range(prefix, revision=..., limit=page)``), when the caller has it.
+    Iterate under ``contextlib.aclosing`` so that stopping early drops the page asked for ahead at once."""
+    result = first if first is not None else await kv.range(prefix, revision=revision, limit=page)
     revision = revision or result.revision
     while True:
         ahead: asyncio.Future[RangeResult] | None = None

@@ -14,6 +14,7 @@ life of the Registry; they never raise for stored data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -476,9 +477,11 @@ class Registry:
             return self._decode_states(kv for page in pages for kv in page.kvs), read.revision
         states: dict[str, UnitState] = {}
         revision = 0
-        async for page in range_pages(self.kv, self.keys.states):  # decoded while the next one is read
-            states.update(self._decode_states(page.kvs))
-            revision = page.revision
+        paged = range_pages(self.kv, self.keys.states)  # each decoded while the next one is read
+        async with contextlib.aclosing(paged):
+            async for page in paged:
+                states.update(self._decode_states(page.kvs))
+                revision = page.revision
         if names is not None:
             wanted = set(names)
             states = {k: s for k, s in states.items() if s.name in wanted}
