@@ -78,6 +78,13 @@ def size(entry: Op | Compare) -> int:
     return total
 
 
+Sized = tuple[tuple[Op | Compare, int], ...]  # a group's distinct entries, compares first, with their sizes
+
+
+def _sized(group: Group[T]) -> Sized:
+    return tuple((entry, size(entry)) for entry in dict.fromkeys((*group.compares, *group.ops)))
+
+
 class _Txn(Generic[T]):
     """The Txn being filled: what it holds, how much room is used."""
 
@@ -89,13 +96,17 @@ class _Txn(Generic[T]):
         self.count = len(self.compares)
         self.bytes = sum(size(c) for c in self.compares)
 
-    def cost(self, group: Group[T]) -> tuple[int, int]:
-        """(ops, bytes) the group would add: entries already held are free."""
-        new = {e for e in (*group.compares, *group.ops) if e not in self.seen}
-        return len(new), sum(size(e) for e in new)
+    def cost(self, sized: Sized) -> tuple[int, int]:
+        """(ops, bytes) a group would add: entries already held are free."""
+        count = total = 0
+        for entry, entry_size in sized:
+            if entry not in self.seen:
+                count += 1
+                total += entry_size
+        return count, total
 
-    def add(self, group: Group[T]) -> None:
-        for entry in (*group.compares, *group.ops):
+    def add(self, tag: T, sized: Sized) -> None:
+        for entry, entry_size in sized:
             if entry in self.seen:
                 continue
             self.seen.add(entry)
@@ -104,8 +115,8 @@ class _Txn(Generic[T]):
             else:
                 self.ops.append(entry)
             self.count += 1
-            self.bytes += size(entry)
-        self.tags.append(group.tag)
+            self.bytes += entry_size
+        self.tags.append(tag)
 
     def batch(self) -> Batch[T]:
         return Batch(tuple(self.compares), tuple(self.ops), tuple(self.tags))
@@ -123,19 +134,19 @@ def pack(
     Raises TxnTooLarge (before yielding anything) when a group alone, with the shared compares, exceeds a
     limit. A group with no ops and no compares still comes back in a Txn's tags.
     """
-    listed = list(groups)
+    listed = [(group, _sized(group)) for group in groups]  # each entry's size reckoned once
     empty: _Txn[T] = _Txn(shared)
-    for group in listed:
-        ops, extra = empty.cost(group)
+    for group, sized in listed:
+        ops, extra = empty.cost(sized)
         if empty.count + ops > max_ops or empty.bytes + extra > max_bytes:
             first = (*group.ops, *group.compares, *shared)[0]
             raise TxnTooLarge(first.key, empty.count + ops, empty.bytes + extra, max_ops, max_bytes)
     current: _Txn[T] = _Txn(shared)
-    for group in listed:
-        ops, extra = current.cost(group)
+    for group, sized in listed:
+        ops, extra = current.cost(sized)
         if current.tags and (current.count + ops > max_ops or current.bytes + extra > max_bytes):
             yield current.batch()
             current = _Txn(shared)
-        current.add(group)
+        current.add(group.tag, sized)
     if current.tags:
         yield current.batch()
