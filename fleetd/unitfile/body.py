@@ -110,9 +110,10 @@ def body_requirements(text: str) -> RequirementsFor:
     The result keeps only the [X-Fleet] options (the engine keeps one per body: at 100,000 bodies the
     whole parsed files were ~0.8 KB each), and without a specifier in them every name gets one shared
     ``Requirements`` (without [X-Fleet] options, the shared empty one)."""
-    fleet = UnitFile(checked_unit_file(text).section_options(FLEET_SECTION))
-    if not fleet.options:
+    options = checked_unit_file(text).section_options(FLEET_SECTION)
+    if not options:
         return _no_requirements
+    fleet = UnitFile(options)
     if not any("%" in option.value for option in fleet.options):
         fixed = _requirements(fleet, UnitName(""))
         return lambda _name: fixed

@@ -139,6 +139,8 @@ def requirement_problems(unit: UnitFile, *, canonical_parses: bool = False) -> t
             parse(unit.canonical)
         except UnitFileError as err:
             return (UnitFileError(err.msg),)
+    if all(option.section != FLEET_SECTION for option in unit.options):
+        return ()  # every check below is of [X-Fleet] values
     found = _Extracted(list(_values(unit)))
     problems = [
         UnitFileError(f'{pattern.key} pattern "{_shortened(pattern.value)}" {problem}', pattern.line or None)
