@@ -9,7 +9,7 @@ machine and its local units; the engine supplies its own indexed view.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -67,7 +67,7 @@ class MachineView(Protocol):
         """Every unit placed on this machine."""
         ...
 
-    def units_with_patterns(self) -> Iterable[Unit]:
+    def units_with_patterns(self) -> Collection[Unit]:
         """The units placed on this machine that declare Conflicts or Replaces (a subset of ``units``)."""
         ...
 
@@ -88,8 +88,8 @@ class LocalView:
     def units(self) -> Iterable[Unit]:
         return self.local.values()
 
-    def units_with_patterns(self) -> Iterable[Unit]:
-        return (unit for unit in self.local.values() if has_patterns(unit))
+    def units_with_patterns(self) -> Collection[Unit]:
+        return [unit for unit in self.local.values() if has_patterns(unit)]
 
 
 def has_patterns(unit: Unit) -> bool:
@@ -116,6 +116,8 @@ def can_run(view: MachineView, unit: Unit) -> Verdict:
     for peer in req.peers:
         if peer != unit.name and not view.has_unit(UnitName(peer)):
             return Verdict(False, PEER_MISSING.format(peer=peer))
+    if not has_patterns(unit) and not view.units_with_patterns():
+        return ABLE  # nothing on either side to conflict or replace (most units: a pass checks every one)
     conflict = find_conflict(view, unit)
     if conflict is not None:
         return Verdict(False, CONFLICT_FOUND.format(unit=conflict))
@@ -273,6 +275,8 @@ class ConflictIndex:
         self._count(unit, machine_id, -1)
 
     def _count(self, unit: Unit, machine_id: MachineID, step: int) -> None:
+        if not self._named:
+            return  # no unit declares a pattern: nothing to count
         keys: list[BlockerKey] = [("named", p) for p in self._patterns_matching(unit.name)]
         keys += [("declared", p) for p in unit.requirements.conflicts if p in self._declared]
         for key in keys:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 
 from fleetd.engine.placement import ConflictIndex, LoadIndex, can_run, has_patterns, replaced_units
 from fleetd.engine.unblocked import Unblocked
@@ -159,7 +159,7 @@ class _Host:
     def units(self) -> Iterable[Unit]:
         return itertools.chain(self.scheduled.values(), self.globals.values())
 
-    def units_with_patterns(self) -> Iterable[Unit]:
+    def units_with_patterns(self) -> Collection[Unit]:
         return self.patterned.values()
 
     def add(self, unit: Unit, into: dict[UnitName, Unit]) -> None:
