@@ -37,7 +37,7 @@ MAX_STARS = 16
 
 def has_magic(pattern: str) -> bool:
     """True when ``pattern`` contains a glob metacharacter (so it is not a plain name)."""
-    return any(c in pattern for c in "*?[\\")
+    return "*" in pattern or "?" in pattern or "[" in pattern or "\\" in pattern
 
 
 def match(pattern: str, name: str) -> bool:

@@ -128,7 +128,11 @@ def can_run(view: MachineView, unit: Unit) -> Verdict:
 
 
 def _matches_any(patterns: Iterable[str], name: str) -> bool:
-    return any(match(pattern, name) for pattern in patterns)
+    # a loop, not any() over a generator: called for every candidate machine of a pass
+    for pattern in patterns:  # noqa: SIM110
+        if match(pattern, name):
+            return True
+    return False
 
 
 def _matching_locals(view: MachineView, unit: Unit, patterns: tuple[str, ...]) -> Iterator[UnitName]:
@@ -264,7 +268,7 @@ class ConflictIndex:
         found = self._matching.get(name)
         if found is None:
             plain = (name,) if name in self._plain else ()
-            found = plain + tuple(pattern for pattern in self._magic if match(pattern, name))
+            found = plain + tuple([pattern for pattern in self._magic if match(pattern, name)])
             self._matching[name] = found
         return found
 
