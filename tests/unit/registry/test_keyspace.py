@@ -291,3 +291,51 @@ def test_the_listing_decoder_takes_agent_records_as_they_are_written(name: str) 
     key = STATE_KEYS.unit_state(state.name, state.machine_id)
     assert ks.unit_state_decoder(STATE_KEYS)(key, ks.encode_unit_state(state)) == state
     assert ks._plain_state_key(STATE_KEYS.states)(key) is not None  # the short way, not the long one
+
+
+# units/ and schedule/ values: the canonical form is read by one regular expression, anything else by json;
+# a leading space (JSON whitespace) sends the same value the long way, which must agree.
+HASHES = st.sampled_from([H, H.upper(), H[:39], H + "0", 'x"', ""]) | st.text(max_size=4)
+unit_values = st.builds(
+    lambda is_global, unit_hash: f'{{"global":{is_global},"hash":"{unit_hash}"}}',
+    st.sampled_from(["true", "false", "True", "1", '"true"']), HASHES,
+) | hostile.values  # fmt: skip
+schedule_values = st.builds(
+    lambda unit_hash, state: f'{{"hash":"{unit_hash}","state":"{state}"}}',
+    HASHES, st.sampled_from(["launched", "loaded", "inactive", "Loaded", ""]),
+) | hostile.values  # fmt: skip
+
+
+def _record_or_bad(decode: Callable[[str], object], text: str) -> object:
+    try:
+        return decode(text)
+    except BadRecord:
+        return BadRecord
+
+
+@AGREES
+@given(unit_values)
+def test_a_unit_record_decodes_the_short_way_as_the_long_way(text: str) -> None:
+    def decode(value: str) -> object:
+        return ks.decode_unit("k", value, UnitName("a.service"), TargetState.LAUNCHED)
+
+    assert _record_or_bad(decode, text) == _record_or_bad(decode, " " + text)
+
+
+@AGREES
+@given(schedule_values)
+def test_a_schedule_entry_decodes_the_short_way_as_the_long_way(text: str) -> None:
+    def decode(value: str) -> object:
+        return ks.decode_schedule("k", value, MachineID("m1"))
+
+    assert _record_or_bad(decode, text) == _record_or_bad(decode, " " + text)
+
+
+def test_records_as_fleet_writes_them_take_the_short_way() -> None:
+    record = UnitRecord(UnitName("a.service"), H, True, TargetState.LOADED)
+    assert ks._CANONICAL_UNIT(ks.encode_unit(record)) is not None
+    assert ks.decode_unit("k", ks.encode_unit(record), record.name, TargetState.LOADED) == record
+    text = ks.encode_schedule(H, TargetState.LAUNCHED)
+    assert ks._CANONICAL_SCHEDULE(text) is not None
+    entry = ScheduledUnit(MachineID("m1"), H, TargetState.LAUNCHED)
+    assert ks.decode_schedule("k", text, MachineID("m1")) == entry
