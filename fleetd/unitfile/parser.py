@@ -73,7 +73,40 @@ def parse(text: str) -> tuple[UnitOption, ...]:
 
     Raises UnitFileError carrying the 1-based line of the problem.
     """
-    return _Lexer(text).run()
+    simple = _simple(text)
+    return simple if simple is not None else _Lexer(text).run()
+
+
+_SIMPLE_LINE = LINE_MAX // 4  # characters: a shorter line is shorter than LINE_MAX bytes
+
+
+def _simple(text: str) -> tuple[UnitOption, ...] | None:
+    """The options of a text in the plain shape canonical forms have (every body stored in the registry):
+    a section first, then only ``[Section]`` lines, ``Name=Value`` lines without surrounding whitespace,
+    comments, continuations or carriage returns, and empty lines; what the lexer gives for it, found by
+    splitting lines. None for any other text (the lexer reads it)."""
+    if not text.startswith("[") or "\\" in text or "\r" in text:
+        return None
+    options: list[UnitOption] = []
+    section = ""
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line:
+            continue
+        if len(line) >= _SIMPLE_LINE or line[0] in GO_SPACE or line[-1] in GO_SPACE:
+            return None
+        if line[0] == "[":
+            if line[-1] != "]" or "]" in line[1:-1]:
+                return None
+            section = line[1:-1]
+            continue
+        equals = line.find("=")
+        if equals < 0 or line[0] in "#;":
+            return None
+        name, value = line[:equals], line[equals + 1 :]
+        if (name and name[-1] in GO_SPACE) or (value and value[0] in GO_SPACE):
+            return None
+        options.append(UnitOption(section, name, value, number))
+    return tuple(options)
 
 
 class _Lexer:

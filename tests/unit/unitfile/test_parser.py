@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetd.errors import UnitFileError
-from fleetd.unitfile.parser import LINE_MAX, UnitOption, parse
+from fleetd.unitfile.parser import LINE_MAX, UnitOption, _Lexer, _simple, parse
 
 
 def triples(text: str) -> list[tuple[str, str, str]]:
@@ -243,3 +243,45 @@ def test_arbitrary_text_parses_or_raises_unit_file_error(text: str) -> None:
         assert err.line is not None and err.line >= 1
     else:
         assert all(o.line >= 1 for o in options)
+
+
+# Texts shaped like canonical forms, with the characters that make the lexer do something else mixed in:
+# whatever the split-by-lines reading accepts, the lexer must read the same way (lines included).
+_PIECES = st.sampled_from(["a", "b", "=", "[", "]", "#", ";", " ", "\t", "\x0b", "\x85", "\u2028", "é", '"'])
+_WORDS = st.lists(_PIECES, max_size=4).map("".join)
+_SPACE = st.sampled_from(["", "", " ", "\t", "\x85", "\u3000"])
+_OPTIONS = st.tuples(_SPACE, _WORDS, _SPACE, _SPACE, _WORDS, _SPACE).map(
+    lambda p: "{}a{}{}={}{}{}".format(*p)
+)
+_LINES = _WORDS | _OPTIONS | st.sampled_from(["[Unit]", "[X-Fleet]", "", "A=b", "A=", "[a] ", "[a]]"])
+_SIMPLE_SHAPED = st.lists(_LINES, min_size=1, max_size=8).map(lambda lines: "[Unit]\n" + "\n".join(lines))
+
+
+def _lexed(text: str) -> list[tuple[str, str, str, int]] | str:
+    try:
+        return [(o.section, o.name, o.value, o.line) for o in _Lexer(text).run()]
+    except UnitFileError as err:
+        return f"error at line {err.line}"
+
+
+@settings(max_examples=1000)
+@given(_SIMPLE_SHAPED | st.text(max_size=60).map(lambda text: "[" + text))
+def test_the_split_reading_of_plain_texts_agrees_with_the_lexer(text: str) -> None:
+    simple = _simple(text)
+    if simple is not None:
+        assert [(o.section, o.name, o.value, o.line) for o in simple] == _lexed(text)
+
+
+@pytest.mark.parametrize("text", [
+    "[Unit]\n#a=b\n", "[Unit]\n;a=b", "[Unit]\na=b \n", "[Unit]\na =b\n", "[Unit]\n a=b\n",
+    "[Unit]\na= b\n", "[Unit]\n[a]]\n", "[Unit]\n[a] \n", "[Unit]\na=b\\\nc\n", "[Unit]\r\na=b\r\n",
+])  # fmt: skip
+def test_texts_the_split_reading_would_misread_go_to_the_lexer(text: str) -> None:
+    simple = _simple(text)
+    assert simple is None or [(o.section, o.name, o.value, o.line) for o in simple] == _lexed(text)
+
+
+def test_canonical_forms_take_the_split_reading() -> None:
+    text = "[Unit]\nDescription=a b\n\n[Service]\nExecStart=/bin/sleep 1\nEmpty=\n\n[X-Fleet]\nGlobal=true\n"
+    assert _simple(text) is not None
+    assert _simple(text) == _Lexer(text).run()
