@@ -54,9 +54,11 @@ def validate_unit_name(name: str) -> None:
         raise UnitNameError(f"invalid unit type: {go_quote(suffix)}")
     if "@" in name and suffix not in TEMPLATE_TYPES:
         raise UnitNameError(f"invalid unit type for template: {go_quote(suffix)}")
-    for char in name[:dot]:
-        if char not in _VALID_CHARS:
-            raise UnitNameError(f"invalid character {_quote_char(char)} in unit name")
+    stem = name[:dot]
+    if not _VALID_CHARS.issuperset(stem):  # one set check; the loop only to name the first bad character
+        for char in stem:
+            if char not in _VALID_CHARS:
+                raise UnitNameError(f"invalid character {_quote_char(char)} in unit name")
     if name.startswith("@"):
         raise UnitNameError('unit name cannot start in "@"')
 
