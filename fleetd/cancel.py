@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["all_or_first_failure", "first_failure"]
+__all__ = ["all_or_first_failure", "cancel_and_wait", "first_failure"]
 
 
 async def first_failure(*coroutines: Coroutine[Any, Any, object]) -> BaseException | None:
@@ -51,3 +51,16 @@ async def all_or_first_failure(*coroutines: Coroutine[Any, Any, T]) -> list[T]:
         if error is not None:
             raise error
     return [task.result() for task in tasks]
+
+
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it is done; then raise what it raised, unless it was its cancellation.
+
+    ``with suppress(CancelledError): await task`` loses a cancellation of the caller that arrives while it
+    waits (the caller's CancelledError surfaces at the same ``await`` and is suppressed with the task's): a
+    loop stopped at that moment runs on. Here the caller's own cancellation propagates; the task, already
+    cancelled, ends by itself."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.result()

@@ -11,7 +11,6 @@ as soon as the engine publishes that no machine can run the unit, with the engin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from fleetctl.client import FleetClient, Goal, UnitFailed, UnitUnplaceable, Wait
 from fleetctl.context import App, CommandFailed
 from fleetctl.output import machine_legend, say, short_hash, visible
 from fleetctl.params import Seconds
+from fleetd.cancel import cancel_and_wait
 from fleetd.errors import FleetError
 from fleetd.model import SHORT_ID_LENGTH, MachineID, MachineState, UnitState
 from fleetd.values import Bounds
@@ -144,9 +144,7 @@ class _Progress:
                 self.draw()
                 await asyncio.sleep(PROGRESS_TICK)
         finally:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
+            await cancel_and_wait(feed)
 
     async def _follow(self, client: FleetClient) -> None:
         try:
@@ -205,9 +203,7 @@ async def wait_for(
         raise CommandFailed(failure("; ".join(problems))) from exc
     finally:  # also on Ctrl-C: the line is gone before "Interrupted"
         if display is not None:
-            display.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await display
+            await cancel_and_wait(display)
         progress.clear()
 
 

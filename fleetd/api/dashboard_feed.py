@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fleetd.api.dashboard_state import Broadcast, ClusterView, Touched
+from fleetd.cancel import cancel_and_wait
 from fleetd.errors import RegistryError, RegistryUnavailable
 from fleetd.registry.kv import EventType, KVClosed, WatchCompacted, range_paged
 from fleetd.registry.registry import Registry
@@ -155,9 +156,7 @@ class DashboardFeed:
         if self._stop is not None:
             self._stop.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     # Following the registry -------------------------------------------------------------------------

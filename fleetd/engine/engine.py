@@ -34,6 +34,7 @@ from collections.abc import Callable
 from functools import partial
 
 from fleetd import heap, metrics
+from fleetd.cancel import cancel_and_wait
 from fleetd.engine.builder import BodyParser, Built, SnapshotBuilder, mirror_decoders
 from fleetd.engine.election import Election
 from fleetd.engine.plan import REASON_KINDS, Action, EnginePlan, Schedule, plan_cluster, reason_kind
@@ -150,9 +151,7 @@ class Engine:
                 await self._wait(mirror.changed)
         finally:
             metrics.ENGINE_LEADER.set(0)
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
+            await cancel_and_wait(follow)
             self.mirror, self._planned, self._in_sync = None, None, False
             self._builder = SnapshotBuilder(self.registry.keys, self._parse_body)
             heap.release()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fleetd.cancel import all_or_first_failure
+from fleetd.cancel import all_or_first_failure, cancel_and_wait
 from fleetd.engine.election import Election
 from fleetd.errors import RegistryError
 from fleetd.registry.memory import MemoryKV
@@ -75,5 +75,61 @@ def test_all_or_first_failure_returns_every_result_in_order_or_the_first_error_a
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(outer, 3)  # TimeoutError here: the cancellation was lost
         assert outer.cancelled()
+
+    asyncio.run(main())
+
+
+async def _slow_to_stop() -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.sleep(0.05)  # winds down over a few loop turns, as a mirror closing its watches does
+
+
+def test_a_caller_cancelled_while_it_waits_for_a_cancelled_task_stays_cancelled() -> None:
+    # the engine stopped at the moment its term ended (waiting for its mirror to stop) must stop: with
+    # suppress(CancelledError) around the wait, that cancellation was swallowed and the engine ran on
+    async def caller(inner: asyncio.Task[None], waiting: asyncio.Event) -> None:
+        waiting.set()
+        await cancel_and_wait(inner)
+        await asyncio.Event().wait()  # reached only if the cancellation was lost
+
+    async def main() -> None:
+        inner = asyncio.create_task(_slow_to_stop())
+        await asyncio.sleep(0)
+        waiting = asyncio.Event()
+        outer = asyncio.create_task(caller(inner, waiting))
+        await waiting.wait()
+        await asyncio.sleep(0.01)  # the caller is inside cancel_and_wait, the inner task winding down
+        outer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(outer, 3)  # TimeoutError here: the cancellation was lost
+        assert outer.cancelled()
+        await asyncio.wait([inner])
+        assert inner.cancelled()
+
+    asyncio.run(main())
+
+
+def test_cancel_and_wait_raises_what_the_task_raised_other_than_its_cancellation() -> None:
+    async def fails_on_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise RegistryError("closing failed")
+
+    async def main() -> None:
+        task = asyncio.create_task(fails_on_stop())
+        await asyncio.sleep(0)
+        try:
+            await cancel_and_wait(task)
+        except RegistryError as exc:
+            assert str(exc) == "closing failed"
+        else:
+            raise AssertionError("the task's failure was not raised")
+        quiet = asyncio.create_task(asyncio.Event().wait())
+        await asyncio.sleep(0)
+        await cancel_and_wait(quiet)
+        assert quiet.cancelled()
 
     asyncio.run(main())
