@@ -21,7 +21,8 @@ from fleetd.metadata import MetadataChange
 from fleetd.model import MachineID, MachineState, Rescheduled, TargetState, UnitName, UnitState
 from fleetd.registry.cordons import Cordons
 from fleetd.registry.keyspace import BadRecord, Cordon, UnitRecord, decode_machine
-from fleetd.registry.kv import KeyValue, WatchCompacted, range_paged
+from fleetd.registry.kv import KeyValue, WatchCompacted
+from fleetd.registry.pages import range_paged
 from fleetd.registry.reasons import Reasons, Reschedules
 from fleetd.registry.registry import Registry
 from fleetd.registry.snapshot import ScheduledUnit

@@ -23,7 +23,8 @@ from typing import Any
 from fleetd.api.dashboard_state import Broadcast, ClusterView, Touched
 from fleetd.cancel import cancel_and_wait
 from fleetd.errors import RegistryError, RegistryUnavailable
-from fleetd.registry.kv import EventType, KVClosed, WatchCompacted, range_paged
+from fleetd.registry.kv import EventType, KVClosed, WatchCompacted
+from fleetd.registry.pages import range_paged
 from fleetd.registry.registry import Registry
 
 __all__ = ["DashboardFeed", "Subscriber", "sse_frame"]

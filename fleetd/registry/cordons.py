@@ -8,7 +8,7 @@ from __future__ import annotations
 from fleetd.model import MachineID
 from fleetd.registry import keyspace as ks
 from fleetd.registry.keyspace import BadRecord, Cordon
-from fleetd.registry.kv import range_paged
+from fleetd.registry.pages import range_paged
 from fleetd.registry.registry import Registry
 
 __all__ = ["Cordons"]

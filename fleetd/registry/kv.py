@@ -36,7 +36,6 @@ __all__ = [
     "WatchCompacted",
     "WatchEvent",
     "prefix_end",
-    "range_paged",
 ]
 
 # Keys per range request when a whole prefix is read. etcd 3.4 walks its index over the whole rest of the
@@ -208,17 +207,3 @@ class KV(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-async def range_paged(kv: KV, prefix: str, *, revision: int = 0, page: int = RANGE_PAGE) -> RangeResult:
-    """Every key under ``prefix`` at one revision, read ``page`` keys per request (no single reply grows
-    with the registry); ``revision`` 0 pins the revision of the first page."""
-    kvs: list[KeyValue] = []
-    start = ""
-    while True:
-        result = await kv.range(prefix, revision=revision, limit=page, start=start)
-        revision = revision or result.revision
-        kvs.extend(result.kvs)
-        if len(result.kvs) < page:
-            return RangeResult(tuple(kvs), revision)
-        start = result.kvs[-1].key + "\0"

@@ -20,7 +20,8 @@ from fleetd.model import Rescheduled, UnitName
 from fleetd.registry import keyspace as ks
 from fleetd.registry import records
 from fleetd.registry.keyspace import BadRecord, Unplaceable
-from fleetd.registry.kv import Compare, Delete, KeyValue, Op, Put, range_paged
+from fleetd.registry.kv import Compare, Delete, KeyValue, Op, Put
+from fleetd.registry.pages import range_paged
 from fleetd.registry.registry import Registry
 from fleetd.registry.txn import Group, pack
 

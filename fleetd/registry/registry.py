@@ -50,9 +50,8 @@ from fleetd.registry.kv import (
     Op,
     Put,
     RangeResult,
-    range_paged,
 )
-from fleetd.registry.pages import range_pages
+from fleetd.registry.pages import range_paged, range_pages
 from fleetd.registry.snapshot import ScheduledUnit
 from fleetd.registry.txn import Batch, Group, pack
 

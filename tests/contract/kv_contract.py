@@ -27,9 +27,8 @@ from fleetd.registry.kv import (
     Put,
     WatchCompacted,
     WatchEvent,
-    range_paged,
 )
-from fleetd.registry.pages import range_pages
+from fleetd.registry.pages import range_paged, range_pages
 
 Scenario = Callable[[KV], Awaitable[None]]
 
