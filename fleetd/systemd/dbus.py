@@ -139,7 +139,11 @@ class DbusUnitManager:
         logger.debug("action=start unit=%s job=%s", name, job[0] if job else None)
 
     async def stop(self, name: UnitName) -> None:
-        job = await self._call("StopUnit", "ss", [check_unit_name(name), "replace"])
+        try:
+            job = await self._call("StopUnit", "ss", [check_unit_name(name), "replace"])
+        except _NotLoaded:  # systemd does not know it (e.g. its file was never linked): nothing runs
+            logger.debug("action=stop unit=%s: not loaded, nothing to stop", name)
+            return
         logger.debug("action=stop unit=%s job=%s", name, job[0] if job else None)
 
     async def states(self, names: Sequence[UnitName]) -> Mapping[UnitName, SystemdState]:
@@ -207,11 +211,11 @@ class DbusUnitManager:
             raise SystemdError(f"{member} failed: no reply")
         if reply.message_type is MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
-            if reply.error_name == _NO_SUCH_UNIT and member == "ResetFailedUnit":
+            if reply.error_name == _NO_SUCH_UNIT and member in ("ResetFailedUnit", "StopUnit"):
                 raise _NotLoaded(text)
             raise SystemdError(f"{member} failed: {text}")
         return list(reply.body)
 
 
 class _NotLoaded(SystemdError):
-    """ResetFailedUnit on a unit systemd has not loaded: nothing to reset."""
+    """ResetFailedUnit or StopUnit on a unit systemd has not loaded: nothing to reset or stop."""

@@ -270,6 +270,13 @@ class UnitManagerContract:
         if self.on_disk:
             assert list(units_dir.iterdir()) == []
 
+    def test_stopping_a_unit_systemd_does_not_know_succeeds(self, units_dir: Path) -> None:
+        # a unit file left unlinked (a load cut short) must not make every later stop and unload fail
+        async def scenario(manager: ContractManager) -> None:
+            await manager.stop(self.name("absent.service"))
+
+        self.run(units_dir, scenario)
+
     def test_starting_an_unknown_unit_raises(self, units_dir: Path) -> None:
         async def scenario(manager: ContractManager) -> None:
             with pytest.raises(SystemdError, match="StartUnit failed"):
