@@ -106,9 +106,9 @@ class DbusUnitManager:
 
     async def load(self, name: UnitName, text: str) -> None:
         path = str(self._directory.write(check_unit_name(name), text))
-        with contextlib.suppress(_NotLoaded):  # a new incarnation: not the failure of an earlier one
-            await self._call("ResetFailedUnit", "s", [name])
         try:
+            with contextlib.suppress(_NotLoaded):  # a new incarnation: not the failure of an earlier one
+                await self._call("ResetFailedUnit", "s", [name])
             await self._call("LinkUnitFiles", "asbb", [[path], True, True])
         except SystemdError:
             self._directory.remove(name)
