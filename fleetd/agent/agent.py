@@ -4,7 +4,11 @@ Read -> decide -> write. The schedule (``schedule/<id>/``) and the global units 
 a watch-fed Mirror; bodies are read by hash once and cached. While a Global unit it may run has
 ``MachineMetadata``, this machine's live metadata is read every 10 s (``fleetd.agent.own_metadata``: one Get,
 not a watch), so Global units follow it; otherwise an idle agent reads nothing. Each pass plans with the
-pure ``fleetd.agent.plan`` and runs the tasks in order, stopping at the first failure.
+pure ``fleetd.agent.plan`` and runs the tasks in order. A failed task holds back the rest of its own unit's
+tasks, not other units' (a failed stop or unload also holds back this batch's starts: what should have
+stopped may still run; a failed daemon-reload holds back everything after it). The next pass comes with the
+next change or after a backoff (1 s doubling to 60 s, reset by a batch that completes), so a failure that
+persists is not retried in a tight loop and does not keep the machine's other units from running.
 
 Liveness is one lease of ``ttl`` seconds, kept alive (keep-alives are not writes). Losing etcd stops no
 unit except by fencing: passes that cannot read are postponed with a backoff, and when etcd is back an
@@ -117,6 +121,7 @@ class Agent:
         self._schema_checked = False
         self._wake_at = math.inf  # the planner wants a pass at this time
         self._reload_owed = False  # a batch loaded or unloaded units but stopped before its reload
+        self._retry = Backoff(1.0, MAX_BACKOFF)  # between passes whose batch failed (a failure may persist)
         if handover is not None:
             self.lease = handover.lease
             self.applied = dict(handover.applied)
@@ -425,25 +430,38 @@ class Agent:
         self, tasks: tuple[Task, ...], desired: Mapping[UnitName, DesiredUnit]
     ) -> tuple[Task, ...]:
         done: list[Task] = []
+        failed: set[UnitName] = set()  # units with a failed task: their other tasks wait for the next pass
+        stop_failed = False  # what should have stopped may still run: no start follows it in this batch
         for task in tasks:
+            if task.unit in failed or (stop_failed and task.kind is TaskKind.START):
+                continue
             try:
                 await self._run_task(task, desired)
             except SystemdError as exc:
                 metrics.AGENT_TASKS.labels(task.kind.name.lower(), "error").inc()
+                delay = self._retry.next()
                 logger.error(
-                    'task=%s unit=%s failed: %s; the rest of this batch waits for the next pass',
+                    "task=%s unit=%s failed: %s; %s waits for the next pass (in %.0fs)",
                     task.kind.name.lower(),
                     task.unit or "-",
                     exc,
+                    "the rest of this batch" if task.unit is None else "this unit",
+                    delay,
                 )
-                self._wake.set()
-                break
+                self._wake_at = min(self._wake_at, self._clock() + delay)
+                if task.unit is None:  # a failed daemon-reload: every later task needs it
+                    break
+                failed.add(task.unit)
+                stop_failed = stop_failed or task.kind in (TaskKind.UNLOAD, TaskKind.STOP)
+                continue
             done.append(task)
             metrics.AGENT_TASKS.labels(task.kind.name.lower(), "ok").inc()
             if task.unit is None:
                 logger.info('task=%s reason="%s"', task.kind.name.lower(), task.reason)
             else:
                 logger.info('task=%s unit=%s reason="%s"', task.kind.name.lower(), task.unit, task.reason)
+        if not failed and len(done) == len(tasks):
+            self._retry.reset()
         self.publisher.mark(task.unit for task in done if task.unit is not None)
         for state in (TargetState.LOADED, TargetState.LAUNCHED):
             count = sum(1 for unit in self.applied.values() if unit.state is state)

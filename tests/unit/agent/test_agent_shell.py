@@ -289,16 +289,38 @@ def test_stop_then_unschedule_unloads_and_removes_the_state() -> None:
     run(scenario)
 
 
-def test_first_failure_stops_the_batch_and_the_next_pass_retries() -> None:
+def test_a_failed_task_holds_back_its_own_unit_and_the_next_pass_retries_it() -> None:
     async def scenario(c: Cluster) -> None:
         await c.schedule(DB, body("db"), TargetState.LAUNCHED)
         await c.schedule(WEB, body("web"), TargetState.LAUNCHED)
         c.units.fail_next("load", WEB)
-        assert await c.pass_() == (TaskKind.LOAD,)
-        assert mutating_calls(c.units) == [("load", DB), ("load", WEB)]
-        # db.service was loaded without a reload; the retry loads web.service and starts both after one reload
-        assert await c.pass_() == (TaskKind.LOAD, TaskKind.RELOAD, TaskKind.START, TaskKind.START)
+        assert await c.pass_() == (TaskKind.LOAD, TaskKind.RELOAD, TaskKind.START)
+        assert mutating_calls(c.units) == [("load", DB), ("load", WEB), ("reload",), ("start", DB)]
+        states = await c.units.states([DB, WEB])
+        assert (states[DB].active_state, states[WEB].active_state) == ("active", "inactive")
+        c.units.calls.clear()
+        assert await c.pass_() == (TaskKind.LOAD, TaskKind.RELOAD, TaskKind.START)
+        assert mutating_calls(c.units) == [("load", WEB), ("reload",), ("start", WEB)]
         assert set(c.units.loaded_units()) == {DB, WEB}
+
+    run(scenario)
+
+
+def test_a_failed_stop_holds_back_the_starts_of_its_batch() -> None:
+    async def scenario(c: Cluster) -> None:
+        await c.schedule(DB, body("db"), TargetState.LAUNCHED)
+        await c.pass_()
+        await c.schedule(DB, body("db"), TargetState.LOADED)
+        await c.schedule(WEB, body("web"), TargetState.LAUNCHED)
+        c.units.fail_next("stop", DB)
+        c.units.calls.clear()
+        assert await c.pass_() == (TaskKind.LOAD, TaskKind.RELOAD)
+        assert ("start", WEB) not in c.units.calls, "db.service may still run: nothing starts beside it yet"
+        assert await c.pass_() == (TaskKind.STOP, TaskKind.START)
+        states = await c.units.states([DB, WEB])
+        assert (states[DB].active_state, states[WEB].active_state) == ("inactive", "active")
+
+    run(scenario)
 
 
 def test_a_reload_interrupted_by_a_failure_is_owed_to_the_next_pass() -> None:
@@ -610,3 +632,27 @@ def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
     assert [backoff.next() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     backoff.reset()
     assert backoff.next() == 1.0
+
+
+def test_a_task_that_keeps_failing_is_retried_with_a_backoff_not_in_a_loop() -> None:
+    # systemd refuses this file every time (its WantedBy names no unit): each pass's batch fails at its load
+    broken = body("broken", "\n[Install]\nWantedBy=../etc.target\n")
+
+    async def scenario(c: Cluster) -> None:
+        agent = Agent(c.registry, c.units, MachineState(MachineID("m9")), ttl=30.0, settle=0.0)
+        task = asyncio.create_task(agent.run())
+        try:
+            await c.schedule(DB, body("db"), TargetState.LAUNCHED, machine="m9")
+            await c.schedule(WEB, broken, TargetState.LAUNCHED, machine="m9")
+            async with asyncio.timeout(5):
+                while not any(call == ("load", WEB) for call in c.units.calls):  # noqa: ASYNC110 - a fake's call log
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(1.5)  # a backoff of 1 s, then 2 s: one more try in this time, not thousands
+            loads = sum(1 for call in c.units.calls if call == ("load", WEB))
+            assert 1 <= loads <= 3, f"{loads} loads of a file systemd refuses in 1.5 s"
+            assert ("start", DB) in c.units.calls, "a unit that fails holds back no other unit"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    run(scenario)
