@@ -3,7 +3,8 @@
 - ``fleet`` (session): etcd + 3 nspawn machines running fleetd, metadata ``role=web`` on two, ``role=db`` on
   one, ``hostname=<machine name>`` on all, ``agent_ttl`` 5 s. Stopped by PID at the end, also on failure.
 - an autouse guard for tests that use ``fleet``: afterwards every machine is running with fleetd active and
-  listed, and every unit is destroyed and gone from list-units, so tests are independent whatever they broke.
+  listed, and every unit is destroyed and gone from list-units, so tests are independent whatever they broke;
+  when that fails, the error carries the cluster's state (``FleetCluster.diagnose``).
 """
 
 from __future__ import annotations
@@ -53,5 +54,10 @@ def clean_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "fleet" in request.fixturenames:
         fleet: FleetCluster = request.getfixturevalue("fleet")
-        restore(fleet)
-        destroy_all_units(fleet)
+        try:
+            restore(fleet)
+            destroy_all_units(fleet)
+        except AssertionError as exc:
+            report = fleet.diagnose()
+            (fleet.state_dir / f"diagnosis-{request.node.name}.txt").write_text(f"{exc}\n{report}\n")
+            raise AssertionError(f"cleaning up after {request.node.name}: {exc}\n{report}") from exc

@@ -217,6 +217,33 @@ class FleetCluster:
         machine.boot()
         self.start_fleetd(machine)
 
+    def diagnose(self) -> str:
+        """What a failed clean-up leaves to read: fleetctl's tables, and per machine whether it runs, its
+        fleetd's state, the fleet units systemd has and the tail of fleetd's journal (each probe bounded)."""
+        parts = []
+        for args in (("list-machines", "--full"), ("list-unit-files", "--full"), ("list-units", "--full")):
+            try:
+                code, out, err = self.fleetctl(*args, timeout=30)
+                parts.append(f"$ fleetctl {' '.join(args)} -> {code}\n{out}{err}")
+            except subprocess.TimeoutExpired:
+                parts.append(f"$ fleetctl {' '.join(args)}: timed out")
+        for machine in self.machines:
+            if not machine.running:
+                parts.append(f"== {machine.name}: not running")
+                continue
+            parts.append(f"== {machine.name} ({machine.machine_id})")
+            for cmd in (
+                ["systemctl", "status", "--no-pager", "-n", "0", "fleetd.service"],
+                ["systemctl", "list-units", "--all", "--no-pager", "--plain", "--no-legend", "*.service"],
+                ["journalctl", "--no-pager", "-o", "short-monotonic", "-n", "60", "-u", "fleetd.service"],
+            ):
+                try:
+                    done = machine.run(cmd, timeout=20)
+                    parts.append(f"$ {' '.join(cmd)} -> {done.returncode}\n{done.stdout}{done.stderr}")
+                except Exception as exc:  # a diagnostic never hides the failure it explains
+                    parts.append(f"$ {' '.join(cmd)}: {exc}")
+        return "\n".join(parts)
+
     def destroy(self) -> None:
         try:
             for machine in self.machines:
