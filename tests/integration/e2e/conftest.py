@@ -1,15 +1,16 @@
 """Fixtures of the end-to-end suite (spec §8.2 replayed with the real fleetctl on a real cluster).
 
-- ``fleet`` (session): etcd + 3 nspawn machines running fleetd, metadata ``role=web`` on two, ``role=db`` on
-  one, ``hostname=<machine name>`` on all, ``agent_ttl`` 5 s. Stopped by PID at the end, also on failure.
-- an autouse guard for tests that use ``fleet``: afterwards every machine is running with fleetd active and
-  listed, and every unit is destroyed and gone from list-units, so tests are independent whatever they broke;
-  when that fails, the error carries the cluster's state (``FleetCluster.diagnose``).
+- ``fleet``: etcd + 3 nspawn machines running fleetd, metadata ``role=web`` on two, ``role=db`` on one,
+  ``hostname=<machine name>`` on all, ``agent_ttl`` 5 s; one cluster for the session (``fleet_clusters``),
+  stopped by PID at the end, also on failure.
+- after each test that uses it, every machine is running with fleetd active and listed, and every unit is
+  destroyed and gone from list-units, so tests are independent whatever they broke; when that fails, the
+  error carries the cluster's state (``FleetCluster.diagnose``) and the next test gets a new cluster.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -19,13 +20,60 @@ from tests.integration.e2e.waits import list_unit_files, list_units, wait_for_ma
 CLUSTER_SIZE = 3
 
 
+class Clusters:
+    """The session's cluster: booted on first use, and booted anew for the next test after a clean-up that
+    failed, so one broken cluster fails one test, not every test after it. A boot that fails is not retried:
+    every later test gets its error at once."""
+
+    def __init__(self, boot: Callable[[], FleetCluster]) -> None:
+        self._boot = boot
+        self._current: FleetCluster | None = None
+        self._boot_error: BaseException | None = None
+        self.broken = False
+
+    def get(self) -> FleetCluster:
+        if self._boot_error is not None:
+            raise RuntimeError(f"the e2e cluster did not boot: {self._boot_error}") from self._boot_error
+        if self._current is not None and self.broken:
+            self.close()
+        if self._current is None:
+            try:
+                self._current = self._boot()
+            except Exception as exc:
+                self._boot_error = exc
+                raise
+            self.broken = False
+        return self._current
+
+    def close(self) -> None:
+        cluster, self._current = self._current, None
+        if cluster is not None:
+            cluster.destroy()
+
+
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetCluster]:
-    cluster = boot_fleet_cluster(tmp_path_factory.mktemp("e2e"), CLUSTER_SIZE)
+def fleet_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clusters]:
+    clusters = Clusters(lambda: boot_fleet_cluster(tmp_path_factory.mktemp("e2e"), CLUSTER_SIZE))
     try:
-        yield cluster
+        yield clusters
     finally:
-        cluster.destroy()
+        clusters.close()
+
+
+@pytest.fixture
+def fleet(fleet_clusters: Clusters, request: pytest.FixtureRequest) -> Iterator[FleetCluster]:
+    """The session's cluster, cleaned up after the test whatever it broke (a cluster that cannot be cleaned
+    up is replaced for the next test; the error carries its state, ``FleetCluster.diagnose``)."""
+    cluster = fleet_clusters.get()
+    yield cluster
+    try:
+        restore(cluster)
+        destroy_all_units(cluster)
+    except Exception as exc:  # a wait that ran out, or a machine or etcd that would not come back
+        fleet_clusters.broken = True
+        report = cluster.diagnose()
+        (cluster.state_dir / f"diagnosis-{request.node.name}.txt").write_text(f"{exc}\n{report}\n")
+        raise AssertionError(f"cleaning up after {request.node.name}: {exc}\n{report}") from exc
 
 
 def restore(fleet: FleetCluster) -> None:
@@ -47,17 +95,3 @@ def destroy_all_units(fleet: FleetCluster) -> None:
     if files:
         fleet.ok("destroy", *sorted(files))
     eventually(lambda: list_units(fleet), lambda rows: rows == [], 60, "no unit states left")
-
-
-@pytest.fixture(autouse=True)
-def clean_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "fleet" in request.fixturenames:
-        fleet: FleetCluster = request.getfixturevalue("fleet")
-        try:
-            restore(fleet)
-            destroy_all_units(fleet)
-        except AssertionError as exc:
-            report = fleet.diagnose()
-            (fleet.state_dir / f"diagnosis-{request.node.name}.txt").write_text(f"{exc}\n{report}\n")
-            raise AssertionError(f"cleaning up after {request.node.name}: {exc}\n{report}") from exc
