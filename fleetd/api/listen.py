@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -28,16 +29,34 @@ BACKLOG = 128
 
 
 def bind_unix(path: str) -> socket.socket:
-    """A listening unix socket at ``path`` (a stale socket file there is replaced), mode 0660."""
+    """A listening unix socket at ``path``, mode 0660. It is set up under a staging name beside ``path`` and
+    renamed into place, so the path appears only once it accepts connections, with its mode set. A stale
+    socket file there is replaced; any other file is an error."""
     with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
-
-    def bind(sock: socket.socket) -> None:
-        sock.bind(path)
-        os.chmod(path, SOCKET_MODE)
-
-    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), bind)
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise FileExistsError(errno.EEXIST, "a file that is not a socket is in the way", path)
+    staging = os.path.join(os.path.dirname(path), f".{os.getpid():x}.sock~")
+    if len(os.fsencode(staging)) > len(os.fsencode(path)):  # it must fit where the path fits
+        staging = path  # set up in place: the path appears when bound, a moment before it listens
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(staging).st_mode):  # a stale socket file
+            os.unlink(staging)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(staging)
+        try:
+            os.chmod(staging, SOCKET_MODE)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            os.rename(staging, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def bind_tcp(listen: str) -> socket.socket:

@@ -61,17 +61,36 @@ def test_fleetd_imports_no_http_or_metrics_library() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_a_stale_socket_file_is_replaced_and_the_mode_is_0660(tmp_path: Path) -> None:
-    path = str(tmp_path / "fleet.sock")
-    bind_unix(path).close()  # left behind, as by a fleetd that was killed
-    sock = bind_unix(path)
+def assert_serves_alone(sock: socket.socket, path: str) -> None:
+    """``path`` accepts connections, has mode 0660, and no staging file is left beside it; closes ``sock``."""
     try:
         assert (Path(path).stat().st_mode & 0o777) == 0o660
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.connect(path)
         probe.close()
+        assert [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]
     finally:
         sock.close()
+
+
+def test_a_stale_socket_file_is_replaced_and_the_mode_is_0660(tmp_path: Path) -> None:
+    path = str(tmp_path / "fleet.sock")
+    bind_unix(path).close()  # left behind, as by a fleetd that was killed
+    assert_serves_alone(bind_unix(path), path)
+
+
+def test_a_path_too_short_for_a_staging_name_is_bound_in_place(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    assert_serves_alone(bind_unix(path), path)
+
+
+def test_a_file_that_is_not_a_socket_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.sock"
+    path.write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a socket"):
+        bind_unix(str(path))
+    assert path.read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["fleet.sock"]
 
 
 def test_a_taken_tcp_address_fails_at_start() -> None:
