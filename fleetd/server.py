@@ -96,7 +96,7 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
         observe=metrics.observe_etcd_request,
     )
     try:
-        units = await DbusUnitManager.connect(Path(config.units_directory))
+        units = await DbusUnitManager.connect_retrying(Path(config.units_directory))
     except FleetError:
         await kv.close()
         raise

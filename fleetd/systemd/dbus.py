@@ -7,6 +7,7 @@ still recorded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from dbus_fast.errors import DBusFastError
 
 from fleetd.errors import SystemdError
 from fleetd.model import UnitName
+from fleetd.retry import Sleep, attempts
 from fleetd.systemd.changes import ChangeFeed
 from fleetd.systemd.protocol import SystemdState
 from fleetd.systemd.unitdir import (
@@ -32,6 +34,7 @@ __all__ = ["DbusUnitManager"]
 
 logger = logging.getLogger(__name__)
 
+CONNECT_TRIES = 5  # 15 s of waits in all
 _SYSTEMD = "org.freedesktop.systemd1"
 _MANAGER_PATH = "/org/freedesktop/systemd1"
 _MANAGER = "org.freedesktop.systemd1.Manager"
@@ -98,6 +101,25 @@ class DbusUnitManager:
             bus.disconnect()
             raise
         return manager
+
+    @classmethod
+    async def connect_retrying(
+        cls,
+        units_directory: Path = DEFAULT_UNITS_DIRECTORY,
+        bus_address: str | None = None,
+        *,
+        tries: int = CONNECT_TRIES,
+        sleep: Sleep = asyncio.sleep,
+    ) -> DbusUnitManager:
+        """``connect``, tried ``tries`` times in all, 1 s doubling to 8 s apart: at boot the system bus or
+        systemd may not answer yet. The last error is raised."""
+        async for attempt in attempts(
+            lambda exc: isinstance(exc, SystemdError), tries=tries, initial=1.0, maximum=8.0, sleep=sleep,
+            what="connecting to systemd",
+        ):
+            with attempt:
+                return await cls.connect(units_directory, bus_address)
+        raise AssertionError("attempts end with a result or the last error")
 
     # -- UnitManager ------------------------------------------------------------------------------------
 
