@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,14 +34,34 @@ __all__ = ["EtcdCluster", "EtcdServer", "end_process", "free_port"]
 
 ETCD_BINARY = "/usr/bin/etcd"
 ETCDCTL_BINARY = "/usr/bin/etcdctl"
+PORTS_FROM = 20000  # test servers listen on ports from here to the ephemeral range
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port that is free on ``host`` right now, chosen below the kernel's ephemeral range: outgoing
+    connections take their local ports from that range, so a port chosen in it may be taken by one before
+    the server that was to listen on it binds."""
+    low = _ephemeral_low()
+    candidates = random.sample(range(PORTS_FROM, low), min(64, low - PORTS_FROM)) if low > PORTS_FROM else []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # none free there: the kernel's choice
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (``ip_local_port_range``), 32768 if unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def end_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
@@ -166,7 +188,9 @@ class EtcdServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        os.kill(proc.pid, signal.SIGCONT)  # a paused etcd cannot handle SIGTERM
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it may end between the poll and the signal
+                os.kill(proc.pid, signal.SIGCONT)  # a paused etcd cannot handle SIGTERM
         end_process(proc, timeout)
 
     def kill(self) -> None:
