@@ -457,6 +457,26 @@ async def _roll_global(shell: _Shell, rollout: Rollout, dry_run: bool) -> None:
     raise _failed(rollout)
 
 
+async def _abort(client: FleetClient, name: UnitName) -> str:
+    """Drop the record of ``name``'s update; a Global unit's machines still held at the old file by pins
+    are released to follow the unit's file (pins first: an interrupted abort can be run again)."""
+    registry = client.registry
+    found = await registry.kv.get(registry.keys.rollout(name))
+    if found is None:
+        return f"No rolling update of {name}"
+    try:
+        machines: Sequence[str] = records.decode_rollout(found.key, found.value).machines
+    except BadRecord:  # which machines it pinned is unknown: release the unit's pins on every machine
+        machines = await registry.machine_ids()
+    pinned = await registry.get_pins(name, machines) if machines else {}
+    if pinned:
+        await registry.unpin(name, pinned)
+    await registry.kv.delete(registry.keys.rollout(name))
+    if not pinned:
+        return f"Dropped the rolling update of {name}"
+    return f"Dropped the rolling update of {name}; released {len(pinned)} machines held at the old file"
+
+
 def _runner_factory(ctx: click.Context) -> RunnerFactory:
     return getattr(app_of(ctx), "remote_runner", None) or default_runner
 
@@ -469,7 +489,9 @@ def _runner_factory(ctx: click.Context) -> RunnerFactory:
 @click.option("--step-timeout", type=Seconds(STEP_BOUNDS), default=300.0, show_default=True,
               help="How long a step may take to become healthy before the update is rolled back.")
 @click.option("--dry-run", is_flag=True, help="Print the steps and write nothing.")
-@click.option("--abort", is_flag=True, help="Drop the record of an unfinished update of UNITS (units stay).")
+@click.option("--abort", is_flag=True,
+              help="Drop the record of an unfinished update of UNITS (units stay; a Global unit's machines"
+                   " held at the old file follow its current file).")
 @click.option("--ssh-port", type=SSH_PORT, default=DEFAULT_SSH_PORT, show_default=True,
               help="SSH port of the machines (for HealthCheck= commands).")
 @click.argument("units")
@@ -502,11 +524,7 @@ def rolling_update(  # noqa: PLR0917 (click passes options as keywords)
     """
     if abort:
         name = UnitName(mangle(units))
-
-        async def drop(client: FleetClient) -> bool:
-            return bool(await client.registry.kv.delete(client.registry.keys.rollout(name)))
-
-        say(f"Dropped the rolling update of {name}" if run(ctx, drop) else f"No rolling update of {name}")
+        say(run(ctx, lambda client: _abort(client, name)))
         return
     if file is None:
         raise UsageFailed("rolling-update needs UNITS and the new unit FILE")

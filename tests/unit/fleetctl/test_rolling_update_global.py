@@ -75,6 +75,19 @@ def _hash(cluster: FakeCluster) -> str:
     return {r.name: r.hash for r in cluster.run(cluster.registry.list_units())}[MON]
 
 
+def _interrupted() -> GlobalCluster:
+    """A cluster as an update interrupted after one machine leaves it: the record, the other two machines
+    pinned to the old body, the unit at the new body."""
+    cluster = _cluster()
+    record = records.Rollout(MON, NEW_HASH, UnitFile.from_text(NEW).canonical, (MON,), {MON: OLD_HASH},
+                             {OLD_HASH: UnitFile.from_text(OLD).canonical}, 1, machines=tuple(IDS),
+                             machines_replaced=(IDS[0],))
+    cluster.run(cluster.kv.put(cluster.registry.keys.rollout(MON), records.encode_rollout(record)))
+    cluster.run(cluster.registry.set_pins(MON, IDS[1:], OLD_HASH))
+    cluster.submit(MON, NEW, TargetState.LAUNCHED)
+    return cluster
+
+
 def test_dry_run_lists_the_machine_steps_and_writes_nothing(tmp_path: Path) -> None:
     cluster = _cluster()
     args = ["rolling-update", "--dry-run", "--max-unavailable", "2", MON, _file(tmp_path, NEW)]
@@ -114,14 +127,7 @@ def test_a_failure_on_a_machine_pins_the_replaced_ones_back_and_restores_the_uni
 
 
 def test_an_interrupted_global_update_resumes_from_its_record_and_pins(tmp_path: Path) -> None:
-    cluster = _cluster()
-    # as an interrupted run leaves it: the record, two machines still pinned, the unit at the new body
-    record = records.Rollout(MON, NEW_HASH, UnitFile.from_text(NEW).canonical, (MON,), {MON: OLD_HASH},
-                             {OLD_HASH: UnitFile.from_text(OLD).canonical}, 1, machines=tuple(IDS),
-                             machines_replaced=(IDS[0],))
-    cluster.run(cluster.kv.put(cluster.registry.keys.rollout(MON), records.encode_rollout(record)))
-    cluster.run(cluster.registry.set_pins(MON, IDS[1:], OLD_HASH))
-    cluster.submit(MON, NEW, TargetState.LAUNCHED)
+    cluster = _interrupted()
     result = cluster.invoke(["rolling-update", MON, _file(tmp_path, NEW)])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"Resuming the rolling update of {MON} (rolling, 0 replaced)"
@@ -130,3 +136,21 @@ def test_an_interrupted_global_update_resumes_from_its_record_and_pins(tmp_path:
     ]
     assert _hash(cluster) == NEW_HASH and _pins(cluster) == {}
 
+
+
+def test_abort_releases_the_machines_still_held_at_the_old_file(tmp_path: Path) -> None:
+    cluster = _interrupted()
+    result = cluster.invoke(["rolling-update", "--abort", MON])
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout == f"Dropped the rolling update of {MON}; released 2 machines held at the old file\n"
+    assert _rollout(cluster) is None and _pins(cluster) == {}
+
+
+def test_abort_of_an_unreadable_record_releases_the_unit_s_pins_on_every_machine() -> None:
+    cluster = _cluster()
+    cluster.run(cluster.kv.put(cluster.registry.keys.rollout(MON), "{not json"))
+    cluster.run(cluster.registry.set_pins(MON, IDS, OLD_HASH))
+    result = cluster.invoke(["rolling-update", "--abort", MON])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"Dropped the rolling update of {MON}; released 3 machines")
+    assert _rollout(cluster) is None and _pins(cluster) == {}
