@@ -42,6 +42,7 @@ _UNIT = "org.freedesktop.systemd1.Unit"
 _UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 _PROPERTIES = "org.freedesktop.DBus.Properties"
 _NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+_NOTHING_TO_DO_WHEN_UNKNOWN = frozenset({"ResetFailedUnit", "StopUnit", "DisableUnitFiles"})
 _MATCHES = (
     f"type='signal',sender='{_SYSTEMD}',interface='{_MANAGER}',member='JobRemoved'",
     f"type='signal',sender='{_SYSTEMD}',interface='{_PROPERTIES}',member='PropertiesChanged',"
@@ -147,7 +148,8 @@ class DbusUnitManager:
 
     async def unload(self, name: UnitName) -> None:
         check_unit_name(name)
-        await self._call("DisableUnitFiles", "asb", [[name], True])
+        with contextlib.suppress(_NotLoaded):  # no link to remove (a reboot cleared them, a load cut short)
+            await self._call("DisableUnitFiles", "asb", [[name], True])
         with contextlib.suppress(_NotLoaded):
             await self._call("ResetFailedUnit", "s", [name])
         self._directory.remove(name)
@@ -233,11 +235,12 @@ class DbusUnitManager:
             raise SystemdError(f"{member} failed: no reply")
         if reply.message_type is MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
-            if reply.error_name == _NO_SUCH_UNIT and member in ("ResetFailedUnit", "StopUnit"):
+            if reply.error_name == _NO_SUCH_UNIT and member in _NOTHING_TO_DO_WHEN_UNKNOWN:
                 raise _NotLoaded(text)
             raise SystemdError(f"{member} failed: {text}")
         return list(reply.body)
 
 
 class _NotLoaded(SystemdError):
-    """ResetFailedUnit or StopUnit on a unit systemd has not loaded: nothing to reset or stop."""
+    """ResetFailedUnit, StopUnit or DisableUnitFiles on a unit systemd has not loaded or has no link of:
+    nothing to reset, stop or unlink."""

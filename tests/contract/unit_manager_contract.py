@@ -72,6 +72,12 @@ class UnitManagerContract:
     def arrange_failing_start(self, manager: ContractManager, name: UnitName) -> None:
         """Make starts of ``name`` fail; a real systemd needs nothing (its ExecStart=/bin/false fails)."""
 
+    def arrange_left_file(self, units_dir: Path, name: UnitName, text: str) -> None:
+        """Leave a unit file in ``units_dir`` that the manager never loaded (nothing linked in systemd), as a
+        reboot that cleared systemd's runtime links, or a load cut short, leaves it."""
+        units_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        (units_dir / name).write_text(text)
+
     @pytest.fixture
     def units_dir(self, tmp_path: Path) -> Path:
         return tmp_path / "units"
@@ -276,6 +282,22 @@ class UnitManagerContract:
             await manager.stop(self.name("absent.service"))
 
         self.run(units_dir, scenario)
+
+    def test_a_unit_file_systemd_has_no_link_of_is_unloaded(self, units_dir: Path) -> None:
+        # its unload must not fail every time (the agent would retry it forever, holding back other starts)
+        left = self.name("left.service")
+        self.arrange_left_file(units_dir, left, service("left"))
+
+        async def scenario(manager: ContractManager) -> None:
+            assert left in manager.loaded_units()
+            await manager.stop(left)
+            await manager.unload(left)
+            await manager.reload()
+            assert dict(manager.loaded_units()) == {}
+
+        self.run(units_dir, scenario)
+        if self.on_disk:
+            assert list(units_dir.iterdir()) == []
 
     def test_starting_an_unknown_unit_raises(self, units_dir: Path) -> None:
         async def scenario(manager: ContractManager) -> None:

@@ -43,6 +43,10 @@ class TestFakeUnitManagerContract(UnitManagerContract):
         assert isinstance(manager, FakeUnitManager)
         manager.fail_start(name)
 
+    def arrange_left_file(self, units_dir: Path, name: UnitName, text: str) -> None:
+        earlier = self._left.get(units_dir)
+        self._left[units_dir] = FakeUnitManager({**(earlier.files() if earlier else {}), name: text})
+
 
 HELLO = UnitName("hello.service")
 
