@@ -5,8 +5,9 @@ a watch-fed Mirror; bodies are read by hash once and cached. While a Global unit
 ``MachineMetadata``, this machine's live metadata is read every 10 s (``fleetd.agent.own_metadata``: one Get,
 not a watch), so Global units follow it; otherwise an idle agent reads nothing. Each pass plans with the
 pure ``fleetd.agent.plan`` and runs the tasks in order. A failed task holds back the rest of its own unit's
-tasks, not other units' (a failed stop or unload also holds back this batch's starts: what should have
-stopped may still run; a failed daemon-reload holds back everything after it). The next pass comes with the
+tasks, not other units' (a failed stop also holds back this batch's starts: what should have stopped may
+still run; an unload that failed after its stop does not; a failed daemon-reload holds back everything
+after it). The next pass comes with the
 next change or after a backoff (1 s doubling to 60 s, reset by a batch that completes), so a failure that
 persists is not retried in a tight loop and does not keep the machine's other units from running.
 
@@ -432,11 +433,12 @@ class Agent:
         done: list[Task] = []
         failed: set[UnitName] = set()  # units with a failed task: their other tasks wait for the next pass
         stop_failed = False  # what should have stopped may still run: no start follows it in this batch
+        stopped: set[UnitName] = set()  # units an unload stopped (before its unlink, which may fail)
         for task in tasks:
             if task.unit in failed or (stop_failed and task.kind is TaskKind.START):
                 continue
             try:
-                await self._run_task(task, desired)
+                await self._run_task(task, desired, stopped)
             except SystemdError as exc:
                 metrics.AGENT_TASKS.labels(task.kind.name.lower(), "error").inc()
                 delay = self._retry.next()
@@ -452,7 +454,8 @@ class Agent:
                 if task.unit is None:  # a failed daemon-reload: every later task needs it
                     break
                 failed.add(task.unit)
-                stop_failed = stop_failed or task.kind in (TaskKind.UNLOAD, TaskKind.STOP)
+                if task.kind is TaskKind.STOP or (task.kind is TaskKind.UNLOAD and task.unit not in stopped):
+                    stop_failed = True
                 continue
             done.append(task)
             metrics.AGENT_TASKS.labels(task.kind.name.lower(), "ok").inc()
@@ -468,7 +471,9 @@ class Agent:
             metrics.AGENT_UNITS.labels(state.value).set(count)
         return tuple(done)
 
-    async def _run_task(self, task: Task, desired: Mapping[UnitName, DesiredUnit]) -> None:
+    async def _run_task(
+        self, task: Task, desired: Mapping[UnitName, DesiredUnit], stopped: set[UnitName]
+    ) -> None:
         name = task.unit
         if task.kind is TaskKind.RELOAD or name is None:
             await self._units.reload()
@@ -478,6 +483,7 @@ class Agent:
             self._reload_owed = True
         if task.kind is TaskKind.UNLOAD:
             await self._units.stop(name)  # a failed stop keeps the file, so the unload is retried
+            stopped.add(name)
             self.applied.pop(name, None)
             await self._units.unload(name)
         elif task.kind is TaskKind.LOAD:

@@ -323,6 +323,22 @@ def test_a_failed_stop_holds_back_the_starts_of_its_batch() -> None:
     run(scenario)
 
 
+def test_an_unload_that_fails_after_its_stop_holds_back_no_start() -> None:
+    async def scenario(c: Cluster) -> None:
+        await c.schedule(DB, body("db"), TargetState.LAUNCHED)
+        await c.pass_()
+        await c.unschedule(DB)
+        await c.schedule(WEB, body("web"), TargetState.LAUNCHED)
+        c.units.fail_next("unload", DB)  # the unit stopped, its unlink failed
+        assert await c.pass_() == (TaskKind.LOAD, TaskKind.RELOAD, TaskKind.START)
+        states = await c.units.states([DB, WEB])
+        assert (states[DB].active_state, states[WEB].active_state) == ("inactive", "active")
+        assert await c.pass_() == (TaskKind.UNLOAD, TaskKind.RELOAD)
+        assert set(c.units.loaded_units()) == {WEB}
+
+    run(scenario)
+
+
 def test_a_reload_interrupted_by_a_failure_is_owed_to_the_next_pass() -> None:
     async def scenario(c: Cluster) -> None:
         await c.schedule(WEB, body("web"), TargetState.LAUNCHED)
