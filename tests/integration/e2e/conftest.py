@@ -4,8 +4,9 @@
   ``hostname=<machine name>`` on all, ``agent_ttl`` 5 s; one cluster for the session (``fleet_clusters``),
   stopped by PID at the end, also on failure.
 - after each test that uses it, every machine is running with fleetd active and listed, and every unit is
-  destroyed and gone from list-units, so tests are independent whatever they broke; when that fails, the
-  error carries the cluster's state (``FleetCluster.diagnose``) and the next test gets a new cluster.
+  destroyed, gone from list-units and unloaded from every machine, so tests are independent whatever they
+  broke; when that fails, the error carries the cluster's state (``FleetCluster.diagnose``) and the next
+  test gets a new cluster.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from fleetd.systemd.unitdir import DEFAULT_UNITS_DIRECTORY
 from tests.integration.e2e.harness import FleetCluster, boot_fleet_cluster, eventually
 from tests.integration.e2e.waits import list_unit_files, list_units, wait_for_machines
 
@@ -95,3 +97,15 @@ def destroy_all_units(fleet: FleetCluster) -> None:
     if files:
         fleet.ok("destroy", *sorted(files))
     eventually(lambda: list_units(fleet), lambda rows: rows == [], 60, "no unit states left")
+    eventually(lambda: unit_files_left(fleet), lambda left: not left, 60, "no unit file left on a machine")
+
+
+def unit_files_left(fleet: FleetCluster) -> dict[str, list[str]]:
+    """Unit files still in each machine's units directory (once every unit is destroyed, a file left means
+    that machine's agent cannot unload it)."""
+    left = {}
+    for machine in fleet.machines:
+        names = machine.run(["ls", "-A", str(DEFAULT_UNITS_DIRECTORY)], timeout=20).stdout.split()
+        if names:
+            left[machine.name] = names
+    return left
