@@ -434,6 +434,7 @@ class Agent:
         failed: set[UnitName] = set()  # units with a failed task: their other tasks wait for the next pass
         stop_failed = False  # what should have stopped may still run: no start follows it in this batch
         stopped: set[UnitName] = set()  # units an unload stopped (before its unlink, which may fail)
+        delay: float | None = None  # until the next pass, once a task failed
         for task in tasks:
             if task.unit in failed or (stop_failed and task.kind is TaskKind.START):
                 continue
@@ -441,7 +442,9 @@ class Agent:
                 await self._run_task(task, desired, stopped)
             except SystemdError as exc:
                 metrics.AGENT_TASKS.labels(task.kind.name.lower(), "error").inc()
-                delay = self._retry.next()
+                if delay is None:  # one step of the backoff per failed batch, however many tasks failed
+                    delay = self._retry.next()
+                    self._wake_at = min(self._wake_at, self._clock() + delay)
                 logger.error(
                     "task=%s unit=%s failed: %s; %s waits for the next pass (in %.0fs)",
                     task.kind.name.lower(),
@@ -450,7 +453,6 @@ class Agent:
                     "the rest of this batch" if task.unit is None else "this unit",
                     delay,
                 )
-                self._wake_at = min(self._wake_at, self._clock() + delay)
                 if task.unit is None:  # a failed daemon-reload: every later task needs it
                     break
                 failed.add(task.unit)

@@ -323,6 +323,22 @@ def test_a_failed_stop_holds_back_the_starts_of_its_batch() -> None:
     run(scenario)
 
 
+def test_one_failed_batch_is_one_step_of_the_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario(c: Cluster) -> None:
+        await c.schedule(DB, body("db"), TargetState.LAUNCHED)
+        await c.schedule(WEB, body("web"), TargetState.LAUNCHED)
+        c.units.fail_next("load", DB)
+        c.units.fail_next("load", WEB)
+        with caplog.at_level(logging.ERROR, logger="fleetd.agent.agent"):
+            await c.pass_()
+            c.units.fail_next("load", WEB)
+            await c.pass_()
+        waits = [record.getMessage().rsplit("(in ", 1)[1] for record in caplog.records]
+        assert waits == ["1s)", "1s)", "2s)"]
+
+    run(scenario)
+
+
 def test_an_unload_that_fails_after_its_stop_holds_back_no_start() -> None:
     async def scenario(c: Cluster) -> None:
         await c.schedule(DB, body("db"), TargetState.LAUNCHED)
