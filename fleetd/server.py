@@ -122,7 +122,9 @@ async def build_components(config: Config, machine_id: MachineID, handover: Hand
 
 
 class Server:
-    """Runs generations of components until SIGTERM; ``request("stop" | "reload")`` acts as a signal does."""
+    """Runs generations of components until SIGTERM; ``request("stop" | "reload")`` acts as a signal does.
+    A lost connection to systemd ends a generation too: the next one connects again and takes over the
+    agent's lease and units, as a reload does."""
 
     def __init__(
         self,
@@ -174,9 +176,12 @@ class Server:
                 await components.agent.shutdown()
                 await components.close()
                 return 0
+            handover = components.agent.handover()
+            if what == "reconnect":  # a new generation on a new connection, same configuration
+                await components.close()
+                continue
             logger.info("Reloading configuration from %s", self._config_path)
             self._notifier.reloading()
-            handover = components.agent.handover()
             await components.close()
             try:
                 self.config = self._reload_config()
@@ -195,6 +200,7 @@ class Server:
                 tasks.append(group.create_task(components.engine.run(), name="engine"))
             if components.api is not None:
                 tasks.append(group.create_task(components.api.run(), name="api"))
+            tasks.append(group.create_task(self._systemd_lost(components.units), name="systemd"))
             interval = self._notifier.watchdog_interval
             if interval is not None:
                 tasks.append(group.create_task(self._watchdog(interval), name="watchdog"))
@@ -205,6 +211,11 @@ class Server:
             for task in tasks:
                 task.cancel()
         return what
+
+    async def _systemd_lost(self, units: UnitManager) -> None:
+        await units.lost()
+        logger.error("lost the connection to systemd; connecting again (this machine's units keep running)")
+        self.request("reconnect")
 
     async def _watchdog(self, interval: float) -> None:
         while True:

@@ -182,6 +182,11 @@ class DbusUnitManager:
     def changes(self) -> AsyncIterator[UnitName]:
         return self._feed.subscribe()
 
+    async def lost(self) -> None:
+        wait_for_disconnect: Any = self._bus.wait_for_disconnect  # untyped in dbus-fast
+        with contextlib.suppress(Exception):  # it raises what ended the connection: lost either way
+            await wait_for_disconnect()
+
     async def close(self) -> None:
         self._bus.remove_message_handler(self._on_message)
         self._bus.disconnect()

@@ -2,12 +2,14 @@
 
 It keeps a units "directory" (name -> text) and systemd states, honours `[Install] WantedBy=` (pulled in when
 the wanted unit starts) and `BindsTo=` (stopped with the unit it binds to), records every call in ``calls``,
-and takes injected failures: ``fail_next("start", name)`` makes the next StartUnit of ``name`` raise, and
-``fail_start(name)`` makes every start of ``name`` end in a failed job and a failed unit.
+and takes injected failures: ``fail_next("start", name)`` makes the next StartUnit of ``name`` raise,
+``fail_start(name)`` makes every start of ``name`` end in a failed job and a failed unit, and
+``lose_connection()`` makes ``lost()`` return, as a dropped system bus does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 
@@ -44,6 +46,7 @@ class FakeUnitManager:
         self._failures: list[tuple[str, UnitName | None, str]] = []
         self._failing_starts: set[UnitName] = set()
         self._feed = ChangeFeed()
+        self._lost = asyncio.Event()
         self.calls: list[tuple[str, ...]] = []
         self.reloads = 0
         self.pending_reload = False
@@ -64,6 +67,10 @@ class FakeUnitManager:
     def crash(self, name: UnitName) -> None:
         """The unit's process died: it becomes failed and a change is reported."""
         self._set(name, _FAILED)
+
+    def lose_connection(self) -> None:
+        """The connection to systemd drops: ``lost()`` returns (once per call of this)."""
+        self._lost.set()
 
     def files(self) -> Mapping[UnitName, str]:
         """The units "directory": name -> text, as a new manager would find it."""
@@ -127,6 +134,10 @@ class FakeUnitManager:
 
     def changes(self) -> AsyncIterator[UnitName]:
         return self._feed.subscribe()
+
+    async def lost(self) -> None:
+        await self._lost.wait()
+        self._lost.clear()  # the fake stands for the next connection too
 
     async def close(self) -> None:
         self.calls.append(("close",))

@@ -208,3 +208,37 @@ def test_notifier_is_silent_outside_systemd() -> None:
     assert other.enabled and other.watchdog_interval is None, "the watchdog belongs to another process"
     mine = Notifier.from_environ({"NOTIFY_SOCKET": "@abstract", "WATCHDOG_USEC": "30000000"}, 2)
     assert mine.watchdog_interval == 15.0
+
+
+def test_a_lost_connection_to_systemd_is_a_new_generation_that_keeps_the_lease_and_the_units(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    harness = Harness()
+
+    async def scenario() -> None:
+        server = Server(config(), MACHINE, reload_config=config, factory=harness.factory)
+        task = asyncio.create_task(server.run())
+        await harness.submit(WEB, "[Service]\nExecStart=/bin/sleep 1000\n")
+        await state_of(harness.store, "active")
+        first = server.components
+        assert first is not None
+
+        harness.units.lose_connection()
+        async with asyncio.timeout(10):
+            while len(harness.built) < 2 or not server.started.is_set():  # noqa: ASYNC110 - the server's own state
+                await asyncio.sleep(0.01)
+        handover = harness.built[1][1]
+        assert handover is not None and handover.lease == first.agent.lease != 0
+        assert harness.built[1][0] is server.config, "the same configuration, not reloaded"
+        record = await harness.store.get(KEYS.machine(MACHINE))
+        assert record is not None and record.lease == handover.lease
+        assert not [c for c in harness.units.calls if c[0] in ("stop", "unload")], "units keep running"
+        assert ("close",) in harness.units.calls, "the lost connection was closed"
+
+        server.request("stop")
+        assert await asyncio.wait_for(task, 10) == 0
+
+    with caplog.at_level(logging.INFO, logger="fleetd"):
+        asyncio.run(scenario())
+    assert "lost the connection to systemd; connecting again" in caplog.text
+    assert "Reloading configuration" not in caplog.text
