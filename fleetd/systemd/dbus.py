@@ -184,8 +184,10 @@ class DbusUnitManager:
 
     async def lost(self) -> None:
         wait_for_disconnect: Any = self._bus.wait_for_disconnect  # untyped in dbus-fast
+        # shielded: it awaits the bus's own future, which a cancelled waiter would cancel, and close()
+        # would then raise CancelledError
         with contextlib.suppress(Exception):  # it raises what ended the connection: lost either way
-            await wait_for_disconnect()
+            await asyncio.shield(wait_for_disconnect())
 
     async def close(self) -> None:
         self._bus.remove_message_handler(self._on_message)

@@ -299,6 +299,19 @@ class UnitManagerContract:
         if self.on_disk:
             assert list(units_dir.iterdir()) == []
 
+    def test_waiting_for_a_lost_connection_can_be_cancelled_and_the_manager_still_closes(
+        self, units_dir: Path
+    ) -> None:
+        # fleetd cancels the wait at every reload, then closes the manager (run() closes it here)
+        async def scenario(manager: ContractManager) -> None:
+            waiter = asyncio.ensure_future(manager.lost())
+            await asyncio.sleep(0.05)
+            assert not waiter.done(), "the connection is not lost"
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+
+        self.run(units_dir, scenario)
+
     def test_starting_an_unknown_unit_raises(self, units_dir: Path) -> None:
         async def scenario(manager: ContractManager) -> None:
             with pytest.raises(SystemdError, match="StartUnit failed"):
