@@ -1,5 +1,6 @@
 """spec §8.2 node_test.go and cluster_test.go, plus issue 8's extras: a machine whose fleetd stops, is
-killed, whose machine reboots, a unit that crashes, and two machines sharing one machine ID.
+killed, whose machine reboots, a unit that crashes, two machines sharing one machine ID, and a machine
+whose system bus is killed and started again.
 
 Every test puts back what it broke (and the autouse guard checks it did)."""
 
@@ -110,3 +111,25 @@ def test_two_machines_with_one_machine_id(fleet: FleetCluster) -> None:
         fleet.stop_fleetd(second)
         fleet.start_fleetd(second)
     assert second.machine_id in wait_for_machines(fleet, 3)
+
+
+def test_a_lost_system_bus_stops_nothing_and_the_same_fleetd_connects_again(fleet: FleetCluster) -> None:
+    machine = fleet.machines[0]
+    unit = f"pin@{machine.machine_id}.service"
+    fleet.ok("start", unit)
+    assert wait_for_active(fleet, 1) == {unit: [machine.machine_id]}
+
+    def main_pid() -> str:
+        return machine.run(["systemctl", "show", "-p", "MainPID", "--value", "fleetd.service"]).stdout.strip()
+
+    before = main_pid()
+    machine.run(["pkill", "-KILL", "-x", "dbus-daemon"], check=True)
+    machine.run(["systemctl", "start", "dbus.socket", "dbus.service"], check=True, timeout=60)
+    lost = "lost the connection to systemd; connecting again"
+    eventually(lambda: fleet.journal(machine, "-u", "fleetd.service"), lambda text: lost in text, 30, lost)
+    assert main_pid() == before, "fleetd connected again in the same process"
+    assert fleet.systemd_active(machine, unit) == "active", "losing the bus stopped nothing"
+    # its new connection works: a unit stopped behind fleet's back is published as such
+    machine.run(["systemctl", "stop", unit], check=True)
+    eventually(lambda: list_units(fleet), lambda rows: rows is not None and [(r.unit, r.active) for r in rows]
+               == [(unit, "inactive")], 30, f"{unit} listed inactive")
