@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 SOCKET_MODE = 0o660
 BACKLOG = 128
+SUN_PATH_MAX = 107  # bytes of a unix socket path (sun_path is 108 with its terminating NUL)
 
 
 def bind_unix(path: str) -> socket.socket:
@@ -36,7 +37,7 @@ def bind_unix(path: str) -> socket.socket:
         if not stat.S_ISSOCK(os.stat(path).st_mode):
             raise FileExistsError(errno.EEXIST, "a file that is not a socket is in the way", path)
     staging = os.path.join(os.path.dirname(path), f".{os.getpid():x}.sock~")
-    if len(os.fsencode(staging)) > len(os.fsencode(path)):  # it must fit where the path fits
+    if len(os.fsencode(staging)) > SUN_PATH_MAX:  # too long for a socket address, though the path fits
         staging = path  # set up in place: the path appears when bound, a moment before it listens
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(staging).st_mode):  # a stale socket file

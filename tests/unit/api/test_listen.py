@@ -4,6 +4,7 @@ Run in a new interpreter: the test process has aiohttp loaded already."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.api.listen import bind_tcp, bind_unix
+from fleetd.api.listen import SUN_PATH_MAX, bind_tcp, bind_unix
 
 LAZY = r"""
 import asyncio, os, sys
@@ -79,8 +80,25 @@ def test_a_stale_socket_file_is_replaced_and_the_mode_is_0660(tmp_path: Path) ->
     assert_serves_alone(bind_unix(path), path)
 
 
-def test_a_path_too_short_for_a_staging_name_is_bound_in_place(tmp_path: Path) -> None:
-    path = str(tmp_path / "s")
+def test_the_socket_is_set_up_under_a_staging_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "fleet.sock")
+    renamed: list[tuple[str, str]] = []
+    real_rename = os.rename
+
+    def rename(source: str, target: str) -> None:
+        renamed.append((source, target))
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert_serves_alone(bind_unix(path), path)
+    assert [(Path(source).parent, target) for source, target in renamed] == [(tmp_path, path)]
+
+
+def test_a_path_with_no_room_for_a_staging_name_is_bound_in_place(tmp_path: Path) -> None:
+    directory = tmp_path / ("d" * (SUN_PATH_MAX - 6 - len(str(tmp_path))))  # path fits, staging name not
+    directory.mkdir()
+    path = str(directory / "s")
+    assert len(path) <= SUN_PATH_MAX < len(str(directory / f".{os.getpid():x}.sock~"))
     assert_serves_alone(bind_unix(path), path)
 
 
