@@ -259,9 +259,9 @@ def test_machines_vanishing_together_are_held_for_the_grace_and_keep_their_units
         def on(machine_id: str, table: dict[str, list[str]]) -> set[str]:
             return {name for name, machines in table.items() if machines == [machine_id]}
 
-        async def settled() -> bool:
+        async def settled() -> bool:  # removals are written before placements: wait for both
             now = await placement(c.reg)
-            return not on("m3", now) and not on("m4", now)
+            return len(now) == 8 and not on("m3", now) and not on("m4", now)
 
         await eventually(settled, seconds=5.0)  # after the grace, m3's and m4's units are placed again
         after = await placement(c.reg)
