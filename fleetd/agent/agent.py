@@ -7,9 +7,9 @@ not a watch), so Global units follow it; otherwise an idle agent reads nothing. 
 pure ``fleetd.agent.plan`` and runs the tasks in order. A failed task holds back the rest of its own unit's
 tasks, not other units' (a failed stop also holds back this batch's starts: what should have stopped may
 still run; an unload that failed after its stop does not; a failed daemon-reload holds back everything
-after it). The next pass comes with the
-next change or after a backoff (1 s doubling to 60 s, reset by a batch that completes), so a failure that
-persists is not retried in a tight loop and does not keep the machine's other units from running.
+after it). The next pass comes with the next change or after a backoff (1 s doubling to 60 s, reset by a
+batch with no failure), so a failure that persists is not retried in a tight loop and does not keep the
+machine's other units from running.
 
 Liveness is one lease of ``ttl`` seconds, kept alive (keep-alives are not writes). Losing etcd stops no
 unit except by fencing: passes that cannot read are postponed with a backoff, and when etcd is back an
@@ -465,7 +465,7 @@ class Agent:
                 logger.info('task=%s reason="%s"', task.kind.name.lower(), task.reason)
             else:
                 logger.info('task=%s unit=%s reason="%s"', task.kind.name.lower(), task.unit, task.reason)
-        if not failed and len(done) == len(tasks):
+        if delay is None:  # no task failed
             self._retry.reset()
         self.publisher.mark(task.unit for task in done if task.unit is not None)
         for state in (TargetState.LOADED, TargetState.LAUNCHED):
